@@ -1,0 +1,114 @@
+"""The genlib pipeline as a Prefect flow: prepare → train → evaluate → summary.
+
+One parent MLflow run per flow run; each stage opens its own nested run. Tasks wrap one genlib
+call each and pass paths, run ids and plain config data between them.
+
+Run it directly (``python -m flows.pipeline digits-quick``) or through ``genlib pipeline``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+
+from genlib.config import Config, config_from_dict, load_config
+from genlib.data.prepare import prepare
+from genlib.evaluate.suite import evaluate
+from genlib.tracking import Tracker
+from genlib.train.launch import experiment_name, train
+
+
+def _transient(task, task_run, state) -> bool:
+    """Retry downloads and I/O hiccups, never bad input (ValueError/TypeError say what to fix)."""
+    try:
+        state.result()
+    except (ValueError, TypeError):
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return False
+
+
+@task(name="prepare", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_transient)
+def prepare_task(config: dict[str, Any]) -> dict[str, Any]:
+    prepared = prepare(config_from_dict(config).data)
+    return {"path": str(prepared.path), "content_hash": prepared.content_hash,
+            "cache_hit": prepared.cache_hit, "splits": prepared.manifest["splits"]}
+
+
+# Ray Train already restarts failed workers from the last checkpoint (train.max_failures); a
+# Prefect retry here would start a second, fresh run, so none is declared.
+@task(name="train")
+def train_task(config: dict[str, Any], dataset: str, tracking_uri: str, parent_run_id: str) -> dict[str, Any]:
+    result = train(config_from_dict(config), dataset, Tracker(tracking_uri), parent_run_id)
+    return {"run_id": result.run_id, "checkpoint": str(result.checkpoint), "epoch": result.epoch,
+            "val_loss": result.metrics.get("val_loss")}
+
+
+@task(name="evaluate")
+def evaluate_task(config: dict[str, Any], checkpoint: str, dataset: str, tracking_uri: str,
+                  parent_run_id: str, train_run_id: str) -> dict[str, Any]:
+    result = evaluate(config_from_dict(config), checkpoint, dataset, Tracker(tracking_uri),
+                      parent_run_id, train_run_id)
+    return {"run_id": result.run_id, "metrics": result.metrics}
+
+
+@task(name="summary")
+def summary_task(cfg_dict: dict[str, Any], dataset: dict[str, Any], trained: dict[str, Any],
+                 scores: dict[str, Any], tracking_uri: str, parent_run_id: str) -> dict[str, Any]:
+    cfg = config_from_dict(cfg_dict)
+    row = {"family": cfg.model.family, "dataset": f"{cfg.data.source}-{dataset['content_hash'][:12]}",
+           "selected_epoch": trained["epoch"], "train_run_id": trained["run_id"],
+           "eval_run_id": scores["run_id"], **scores["metrics"]}
+    summary = {"preset": cfg.name, "experiment": experiment_name(cfg), "parent_run_id": parent_run_id,
+               "tracking_uri": tracking_uri, "rows": [row]}
+    tracker = Tracker(tracking_uri)
+    tracker.log_metrics(parent_run_id, {f"{cfg.model.family}.{k}": v for k, v in scores["metrics"].items()})
+    tracker.log_dict(parent_run_id, summary, "summary.json")
+    markdown = summary_markdown(summary)
+    tracker.log_text(parent_run_id, markdown, "summary.md")
+    create_markdown_artifact(markdown, key="genlib-summary", description=f"genlib pipeline {cfg.name}")
+    return summary
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    rows = summary["rows"]
+    metric_keys = sorted({k for row in rows for k in row if k.endswith("_bpd")})
+    head = ["family", "dataset", "selected epoch", *metric_keys, "train run"]
+    lines = [f"# genlib pipeline `{summary['preset']}`", "",
+             f"MLflow experiment `{summary['experiment']}`, parent run `{summary['parent_run_id']}` "
+             f"({summary['tracking_uri']})", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["family"], row["dataset"], str(row["selected_epoch"]),
+                 *(f"{row[k]:.4f}" if k in row else "—" for k in metric_keys), row["train_run_id"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="genlib-pipeline")
+def pipeline(preset: str = "digits-quick", overrides: list[str] | None = None) -> dict[str, Any]:
+    """Prepare the preset's dataset, train its model family, score it, and summarise — one parent MLflow run."""
+    cfg = load_config(preset, overrides)
+    return run_stages(cfg)
+
+
+def run_stages(cfg: Config) -> dict[str, Any]:
+    tracker = Tracker(cfg.tracking.tracking_uri)
+    config = cfg.to_dict()
+    name = cfg.tracking.run_name or f"pipeline-{cfg.name}"
+    with tracker.run(experiment_name(cfg), name, tags={"genlib.stage": "pipeline", "genlib.preset": cfg.name}) as parent:
+        tracker.log_params(parent, cfg.flat())
+        dataset = prepare_task(config)
+        tracker.set_tags(parent, {"genlib.dataset_hash": dataset["content_hash"]})
+        trained = train_task(config, dataset["path"], tracker.uri, parent)
+        scores = evaluate_task(config, trained["checkpoint"], dataset["path"], tracker.uri, parent, trained["run_id"])
+        return summary_task(config, dataset, trained, scores, tracker.uri, parent)
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    pipeline(args[0] if args else "digits-quick", args[1:])

@@ -1,0 +1,166 @@
+"""The ``genlib`` command.
+
+    genlib pipeline PRESET [--section.key=value ...]   prepare → train → evaluate, one parent MLflow run
+    genlib prepare  PRESET [...]                        write (or find) the dataset version
+    genlib train    PRESET [--dataset DIR] [...]        train the preset's family on Ray Train
+    genlib evaluate PRESET --checkpoint DIR --dataset DIR [...]
+    genlib presets                                      list the presets
+    genlib ui [--port 5000]                             MLflow UI on genlib's tracking store
+
+Overrides are dotted config keys: ``--train.epochs=3`` or ``--train.epochs 3``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from genlib import paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    try:
+        overrides = _overrides(rest)
+    except ValueError as err:
+        parser.error(str(err))
+    if getattr(args, "ray_address", None):
+        os.environ["RAY_ADDRESS"] = args.ray_address
+    try:
+        return args.handler(args, overrides)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"genlib: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genlib", description="Train, evaluate and audit generative image models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, handler, help: str, preset: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        if preset:
+            p.add_argument("preset", help="preset name (see `genlib presets`) or a YAML file")
+            p.add_argument("--ray-address", help="Ray cluster to join (default $RAY_ADDRESS, else a local Ray)")
+        p.set_defaults(handler=handler)
+        return p
+
+    command("pipeline", _pipeline, "prepare → train → evaluate → summary, as a Prefect flow")
+    command("prepare", _prepare, "prepare (or find) the preset's dataset version")
+    command("train", _train, "train the preset's model family on Ray Train").add_argument(
+        "--dataset", help="prepared dataset directory (default: prepare the preset's data)")
+    ev = command("evaluate", _evaluate, "score a checkpoint on the test split")
+    ev.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    ev.add_argument("--dataset", required=True, help="prepared dataset directory")
+    command("presets", _presets, "list the presets", preset=False)
+    ui = command("ui", _ui, "open the MLflow UI on genlib's tracking store", preset=False)
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--host", default="127.0.0.1")
+    return parser
+
+
+def _overrides(rest: list[str]) -> list[str]:
+    out, i = [], 0
+    while i < len(rest):
+        item = rest[i]
+        if not item.startswith("--"):
+            raise ValueError(f"unexpected argument {item!r}; overrides look like --train.epochs=3")
+        if "=" not in item:
+            if i + 1 >= len(rest):
+                raise ValueError(f"override {item!r} has no value")
+            item, i = f"{item}={rest[i + 1]}", i + 1
+        out.append(item)
+        i += 1
+    return out
+
+
+def _config(args, overrides):
+    from genlib.config import load_config
+
+    return load_config(args.preset, overrides)
+
+
+def _pipeline(args, overrides) -> int:
+    from flows.pipeline import pipeline
+
+    _config(args, overrides)  # fail fast on a bad preset or override, before Prefect starts
+    summary = pipeline(args.preset, overrides)
+    print(format_summary(summary))
+    return 0
+
+
+def _prepare(args, overrides) -> int:
+    from genlib.data.prepare import prepare
+
+    prepared = prepare(_config(args, overrides).data)
+    state = "cache hit" if prepared.cache_hit else "written"
+    print(f"{prepared.path}  ({state}; hash {prepared.content_hash[:12]}; splits {prepared.manifest['splits']})")
+    return 0
+
+
+def _train(args, overrides) -> int:
+    from genlib.data.prepare import prepare
+    from genlib.train.launch import train
+
+    cfg = _config(args, overrides)
+    dataset = args.dataset or prepare(cfg.data).path
+    result = train(cfg, dataset)
+    print(f"MLflow run {result.run_id}: checkpoint {result.checkpoint} (epoch {result.epoch}, "
+          f"val_loss {result.metrics.get('val_loss'):.4f})")
+    return 0
+
+
+def _evaluate(args, overrides) -> int:
+    from genlib.evaluate.suite import evaluate
+
+    result = evaluate(_config(args, overrides), args.checkpoint, args.dataset)
+    for key, value in sorted(result.metrics.items()):
+        print(f"{key:>24}  {value:.4f}")
+    print(f"MLflow run {result.run_id}")
+    return 0
+
+
+def _presets(args, overrides) -> int:
+    from genlib.config import load_config, preset_names
+
+    for name in preset_names():
+        cfg = load_config(name)
+        print(f"{name:<14} {cfg.data.source:<14} {cfg.model.family:<8} {cfg.train.epochs:>4} epochs, "
+              f"{cfg.train.num_workers} worker(s)")
+    return 0
+
+
+def _ui(args, overrides) -> int:
+    from genlib.tracking import default_tracking_uri
+
+    uri = default_tracking_uri()
+    print(f"MLflow UI on {uri} at http://{args.host}:{args.port}")
+    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                               "--default-artifact-root", paths.mlflow_artifacts().as_uri(),
+                               "--host", args.host, "--port", str(args.port)])
+    return 0  # not reached
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The pipeline's results as a plain-text table plus where to look next."""
+    rows = summary["rows"]
+    metric_keys = sorted({k for row in rows for k in row if k.endswith("_bpd")})
+    head = ["family", "dataset", "epoch", *metric_keys]
+    table = [head] + [[r["family"], r["dataset"], str(r["selected_epoch"]),
+                       *(f"{r[k]:.4f}" if k in r else "-" for k in metric_keys)] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(head))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join([
+        "", f"genlib pipeline {summary['preset']}: done", "", *lines, "",
+        f"MLflow experiment {summary['experiment']!r}, parent run {summary['parent_run_id']}",
+        f"  tracking store: {summary['tracking_uri']}",
+        "Open the results:  .venv/bin/genlib ui   then browse http://127.0.0.1:5000",
+    ])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Typed, frozen run configuration: YAML presets, dotted overrides, strict validation.
+
+A run's config has five sections — data, model, train, eval, tracking. Each is a frozen
+dataclass with one comment per field. The model section is the chosen family's own config class
+(``VAEConfig`` lives next to the VAE), looked up through the model registry by ``family``.
+Unknown keys and wrong types are errors that list what would be right.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR_ENV = "GENLIB_CONFIGS"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "digits"  # registered dataset source (genlib.data.sources.SOURCES)
+    path: str | None = None  # local file/folder for sources that read one; downloads are cached here
+    val_fraction: float = 0.1  # share of all images held out for checkpoint selection
+    test_fraction: float = 0.2  # share held out for scoring; ignored when the source ships a test split
+    seed: int = 0  # seed of the stratified split
+    image_size: int | None = None  # resize folder images to this square size; None keeps sizes (mixed sizes are errors)
+    channels: int | None = None  # folder images: 1 (grey) or 3 (RGB); None infers from the files
+    levels: int | None = None  # npz arrays: discrete values per channel; None means 256
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    family: str = "vae"  # registered model family (genlib.models.MODELS); its config class adds fields
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 100  # passes over the train split
+    batch_size: int = 128  # global batch; each of num_workers workers takes batch_size / num_workers
+    lr: float = 1e-3  # Adam learning rate
+    seed: int = 0  # seeds model init, sampling order and sample grids
+    num_workers: int = 1  # Ray Train workers (DDP processes)
+    cpus_per_worker: int = 1  # CPUs Ray reserves for each worker
+    gpus_per_worker: float = 0.0  # GPUs per worker; > 0 trains on CUDA with NCCL
+    max_failures: int = 2  # worker-group restarts from the last checkpoint before the run fails
+    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch always checkpoints)
+    sample_every: int = 10  # epochs between sample-grid images logged to MLflow
+    select_by: str = "val_loss"  # metric that picks the checkpoint to evaluate ("val_loss" or "last")
+    storage_path: str | None = None  # Ray Train storage (path or URI); default GENLIB_HOME/ray_results
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    iwae_k: int = 100  # importance samples of the IWAE bound for models with a likelihood bound
+    batch_size: int = 128  # test images scored at once
+    n_samples: int = 64  # images in the final sample grid
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    experiment: str | None = None  # MLflow experiment; default "genlib-<dataset source>"
+    tracking_uri: str | None = None  # default $MLFLOW_TRACKING_URI, else SQLite under GENLIB_HOME
+    run_name: str | None = None  # parent run name; default the preset name
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "custom"  # preset name, used for run names
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """``{"train.epochs": 100, ...}``: the form logged as MLflow params."""
+        return _flatten(self.to_dict())
+
+    def replace(self, **sections: Any) -> Config:
+        return dataclasses.replace(self, **sections)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Build a validated Config from plain data (a parsed YAML preset, say)."""
+    raw = dict(raw)
+    model_raw = dict(raw.pop("model", None) or {})
+    config = _build(Config, raw, "")
+    model = _build(model_config_class(model_raw.get("family", ModelConfig.family)), model_raw, "model")
+    return dataclasses.replace(config, model=model)
+
+
+def model_config_class(family: str) -> type[ModelConfig]:
+    # Families register themselves on import; importing the package makes the lookup complete.
+    models = importlib.import_module("genlib.models")
+    return models.MODELS.get(family).config_class
+
+
+def load_config(preset: str | os.PathLike, overrides: list[str] | None = None) -> Config:
+    """Load a preset by name (``configs/<name>.yaml``) or path and apply ``key.sub=value`` overrides."""
+    path = preset_path(preset)
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a preset is a mapping of sections, got {type(raw).__name__}")
+    raw.setdefault("name", path.stem)
+    for item in overrides or []:
+        apply_override(raw, item)
+    return config_from_dict(raw)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply ``train.epochs=3`` (a leading ``--`` is allowed) to raw config data in place."""
+    key, sep, value = item.removeprefix("--").partition("=")
+    if not sep or not key:
+        raise ValueError(f"override {item!r} is not of the form section.key=value (e.g. train.epochs=3)")
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"override {item!r}: {part!r} is a value, not a section")
+        node = child
+    node[leaf] = yaml.safe_load(value) if value.strip() else None
+
+
+def preset_dir() -> Path:
+    env = os.environ.get(CONFIG_DIR_ENV)
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "configs"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in preset_dir().glob("*.yaml"))
+
+
+def preset_path(preset: str | os.PathLike) -> Path:
+    path = Path(preset)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+        return path
+    path = preset_dir() / f"{preset}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown preset {str(preset)!r}; known: {preset_names()} (in {preset_dir()})")
+    return path
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if isinstance(raw, cls):
+        return raw
+    if not isinstance(raw, dict):
+        raise TypeError(f"{where or 'config'}: expected a mapping for {cls.__name__}, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ValueError(
+            f"unknown config key(s) {[prefix + k for k in unknown]}; "
+            f"known keys of {where or 'the config'}: {sorted(fields)}"
+        )
+    kwargs = {}
+    for name, value in raw.items():
+        path = f"{where}.{name}" if where else name
+        kwargs[name] = _coerce(hints[name], value, path)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, path)
+            except TypeError:
+                continue
+        raise TypeError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{path}: expected a list, got {value!r}")
+        (item_type, *_rest) = typing.get_args(tp) or (Any,)
+        return tuple(_coerce(item_type, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool) or not isinstance(value, tp):
+        raise TypeError(f"{path}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

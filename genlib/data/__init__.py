@@ -1,0 +1,1 @@
+"""Dataset sources, versioned preparation, and torch datasets over prepared versions."""

@@ -1,0 +1,181 @@
+"""Prepare immutable, content-hashed dataset versions.
+
+A dataset version is a directory ``<GENLIB_HOME>/datasets/<source>-<hash12>/`` holding
+``{split}_images.npy`` (uint8, N×H×W×C), ``{split}_labels.npy`` when labelled, and
+``manifest.json``. The hash covers every array and the levels, so the same inputs give the same
+directory and preparing them again is a cache hit. Writing goes to a temporary directory that is
+renamed into place only when complete, so a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genlib import paths
+from genlib.config import DataConfig
+from genlib.data.sources import SourceData, load_source
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Prepared:
+    path: Path
+    manifest: dict[str, Any]
+    cache_hit: bool
+
+    @property
+    def content_hash(self) -> str:
+        return self.manifest["content_hash"]
+
+
+def prepare(cfg: DataConfig, root: Path | None = None) -> Prepared:
+    """Load ``cfg.source``, split it, and write (or find) its dataset version."""
+    _check_fractions(cfg)
+    source = load_source(cfg)
+    splits = split_indices(source, cfg)
+    arrays = {name: (source.images[idx], None if source.labels is None else source.labels[idx])
+              for name, idx in splits.items()}
+    content_hash = hash_arrays(arrays, source.levels)
+    root = Path(root) if root else paths.datasets_dir()
+    target = root / f"{cfg.source}-{content_hash[:12]}"
+    if (target / "manifest.json").is_file():
+        log.info("dataset %s is already prepared (cache hit)", target)
+        return Prepared(target, read_manifest(target), cache_hit=True)
+    manifest = _manifest(cfg, source, arrays, content_hash)
+    _write_atomically(target, arrays, manifest)
+    log.info("prepared dataset %s", target)
+    return Prepared(target, manifest, cache_hit=False)
+
+
+def split_indices(source: SourceData, cfg: DataConfig) -> dict[str, np.ndarray]:
+    """Deterministic, seeded splits; stratified by label when labels exist.
+
+    Without an official test split, ``test_fraction`` and ``val_fraction`` are shares of all
+    images; with one, the official test split is kept and ``val_fraction`` is a share of the rest.
+    """
+    n = len(source.images)
+    rng = np.random.default_rng(cfg.seed)
+    if source.test_mask is not None:
+        test = np.flatnonzero(source.test_mask)
+        pool = np.flatnonzero(~source.test_mask)
+        parts = _stratified(pool, source.labels, {"val": cfg.val_fraction}, rng)
+        parts["test"] = test
+    else:
+        parts = _stratified(np.arange(n), source.labels,
+                            {"test": cfg.test_fraction, "val": cfg.val_fraction}, rng)
+    for name in SPLITS:
+        if len(parts[name]) == 0:
+            raise ValueError(f"split {name!r} of source {cfg.source!r} is empty ({n} images); "
+                             f"use more images or larger fractions")
+    return {name: np.sort(parts[name]) for name in SPLITS}
+
+
+def _stratified(pool: np.ndarray, labels: np.ndarray | None, fractions: dict[str, float],
+                rng: np.random.Generator) -> dict[str, np.ndarray]:
+    groups = [pool] if labels is None else [pool[labels[pool] == c] for c in np.unique(labels[pool])]
+    out: dict[str, list[np.ndarray]] = {name: [] for name in (*fractions, "train")}
+    for group in groups:
+        group = rng.permutation(group)
+        start = 0
+        for name, fraction in fractions.items():
+            count = int(round(fraction * len(group)))
+            out[name].append(group[start:start + count])
+            start += count
+        out["train"].append(group[start:])
+    return {name: np.concatenate(parts) for name, parts in out.items()}
+
+
+def hash_arrays(arrays: dict[str, tuple[np.ndarray, np.ndarray | None]], levels: int) -> str:
+    digest = hashlib.sha256(f"genlib-dataset-v{FORMAT_VERSION};levels={levels}".encode())
+    for name in SPLITS:
+        images, labels = arrays[name]
+        digest.update(f";{name};{images.shape}".encode())
+        digest.update(np.ascontiguousarray(images).tobytes())
+        if labels is not None:
+            digest.update(b";labels")
+            digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    manifest_path = Path(path) / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{path} is not a prepared dataset version (no manifest.json)")
+    return json.loads(manifest_path.read_text())
+
+
+def verify_version(path: Path) -> None:
+    """Recompute a version's content hash and raise if its files were changed."""
+    manifest = read_manifest(path)
+    arrays = {}
+    for name in SPLITS:
+        labels_path = Path(path) / f"{name}_labels.npy"
+        arrays[name] = (np.load(Path(path) / f"{name}_images.npy"),
+                        np.load(labels_path) if labels_path.exists() else None)
+    actual = hash_arrays(arrays, manifest["levels"])
+    if actual != manifest["content_hash"]:
+        raise ValueError(f"{path}: content hash is {actual}, manifest says {manifest['content_hash']}")
+
+
+def _manifest(cfg: DataConfig, source: SourceData, arrays, content_hash: str) -> dict[str, Any]:
+    _, h, w, c = source.images.shape
+    labelled = source.labels is not None
+    return {
+        "format_version": FORMAT_VERSION,
+        "source": cfg.source,
+        "data_config": asdict(cfg),
+        "shape": [h, w, c],
+        "levels": source.levels,
+        "labelled": labelled,
+        "num_classes": int(source.labels.max()) + 1 if labelled else None,
+        "class_names": list(source.class_names) if source.class_names else None,
+        "splits": {name: int(len(arrays[name][0])) for name in SPLITS},
+        "seed": cfg.seed,
+        "content_hash": content_hash,
+    }
+
+
+def _write_atomically(target: Path, arrays, manifest: dict[str, Any]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
+    try:
+        for name, (images, labels) in arrays.items():
+            np.save(tmp / f"{name}_images.npy", np.ascontiguousarray(images))
+            if labels is not None:
+                np.save(tmp / f"{name}_labels.npy", labels.astype(np.int64))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        for f in tmp.iterdir():
+            f.chmod(0o444)  # a version is never modified
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "manifest.json").is_file():
+                raise
+            # Another process prepared the same version first; theirs is identical.
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def _check_fractions(cfg: DataConfig) -> None:
+    for name in ("val_fraction", "test_fraction"):
+        value = getattr(cfg, name)
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"data.{name} must be in (0, 1), got {value}")
+    if cfg.val_fraction + cfg.test_fraction >= 1.0:
+        raise ValueError(f"data.val_fraction + data.test_fraction must be < 1, "
+                         f"got {cfg.val_fraction} + {cfg.test_fraction}")

@@ -1,0 +1,1 @@
+"""Evaluation stages: pure metric functions over arrays, and the suite that runs them on a checkpoint."""

@@ -1,0 +1,32 @@
+"""Pictures of images: sample grids as PIL images (PNG when saved)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def image_grid(images: torch.Tensor | np.ndarray, levels: int, nrow: int | None = None,
+               min_tile: int = 48, pad: int = 2) -> Image.Image:
+    """Tile uint8 images ``(N, C, H, W)`` with values in ``[0, levels)`` into one picture.
+
+    Values are stretched to 0..255 and small images are enlarged (nearest neighbour) so each tile
+    is at least ``min_tile`` pixels wide: an 8×8 digit is unreadable at its own size.
+    """
+    arr = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    n, c, h, w = arr.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    ncol = math.ceil(n / nrow)
+    scale = max(1, math.ceil(min_tile / w))
+    pixels = (arr.astype(np.float32) * (255.0 / (levels - 1))).round().astype(np.uint8)
+    pixels = pixels.repeat(scale, axis=2).repeat(scale, axis=3)  # (N, C, h*s, w*s)
+    th, tw = h * scale, w * scale
+    canvas = np.full((ncol * (th + pad) + pad, nrow * (tw + pad) + pad, c), 255, np.uint8)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        y, x = pad + r * (th + pad), pad + col * (tw + pad)
+        canvas[y:y + th, x:x + tw] = pixels[i].transpose(1, 2, 0)
+    return Image.fromarray(canvas[..., 0] if c == 1 else canvas)

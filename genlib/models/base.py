@@ -1,0 +1,121 @@
+"""The contract every generative family implements, so trainers and evaluators never branch on names.
+
+Images cross this boundary as uint8 tensors ``(B, C, H, W)`` with values in ``[0, levels)`` —
+the dataset's own discrete values — both into ``training_step``/``log_prob`` and out of
+``sample``. Capabilities beyond training and sampling are declared in ``capabilities`` and
+checked by the contract tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from genlib.config import ModelConfig, TrainConfig
+
+# Names a family may declare in ``capabilities``.
+LOG_PROB = "log_prob"  # log_prob(x): nats per image, exact or a bound (see log_prob_exact)
+ENCODE = "encode"  # encode(x): latent means, used by reweighting
+COMPLETE = "complete"  # complete(x, mask): fill unobserved pixels
+INTERPOLATE = "interpolate"  # interpolate(...): latent interpolation grids
+KNOWN_CAPABILITIES = frozenset({LOG_PROB, ENCODE, COMPLETE, INTERPOLATE})
+
+
+@dataclass(frozen=True)
+class Batch:
+    x: torch.Tensor  # (B, C, H, W) uint8 in [0, levels)
+    labels: torch.Tensor | None  # (B,) int64, or None for unlabelled data
+    index: torch.Tensor  # (B,) positions in the split
+
+    def to(self, device: torch.device) -> Batch:
+        labels = None if self.labels is None else self.labels.to(device)
+        return Batch(self.x.to(device), labels, self.index.to(device))
+
+
+class GenerativeModel(nn.Module):
+    """Base class of every family. Subclasses set ``config_class`` and implement the steps."""
+
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    log_prob_exact: ClassVar[bool] = False  # True: log_prob is exact; False: a bound with k samples
+
+    def __init__(self, config: ModelConfig, shape: tuple[int, int, int], levels: int,
+                 num_classes: int | None = None):
+        super().__init__()
+        if levels < 2 or levels > 256:
+            raise ValueError(f"levels must be in [2, 256], got {levels}")
+        self.config = config
+        self.shape = tuple(shape)  # (C, H, W)
+        self.levels = levels
+        self.num_classes = num_classes
+        self._runner: nn.Module | None = None
+
+    @property
+    def dims(self) -> int:
+        c, h, w = self.shape
+        return c * h * w
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- training ---------------------------------------------------------------------------
+
+    def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        """Named optimizers; one Adam over all parameters unless a family needs more."""
+        return {"model": torch.optim.Adam(self.parameters(), lr=train.lr)}
+
+    def training_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer],
+                      step: int) -> dict[str, float]:
+        """Perform this family's update on one batch; return float metrics including ``loss``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def validation_step(self, batch: Batch) -> dict[str, float]:
+        """Mean metrics of one held-out batch, including ``loss`` (lower is better)."""
+        raise NotImplementedError
+
+    def sample(self, n: int, labels: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images, uint8 ``(n, C, H, W)`` in ``[0, levels)``."""
+        raise NotImplementedError
+
+    # -- distributed ------------------------------------------------------------------------
+
+    def bind_runner(self, runner: nn.Module) -> None:
+        """Route ``run(...)`` through ``runner`` (a DDP wrapper of this model), so that forward
+        passes made inside ``training_step`` synchronise gradients across workers."""
+        # Stored outside nn.Module's registry: the wrapper holds this model, not the reverse.
+        object.__setattr__(self, "_runner", runner)
+
+    def run(self, *args, **kwargs):
+        runner = self._runner if self._runner is not None else super().__call__
+        return runner(*args, **kwargs)
+
+    # -- optional capabilities --------------------------------------------------------------
+
+    def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None, k: int = 1) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} does not declare {LOG_PROB!r}")
+
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} does not declare {ENCODE!r}")
+
+
+def check_family(cls: type) -> None:
+    """Registry check: a family is a GenerativeModel with a config class and known capabilities."""
+    if not (isinstance(cls, type) and issubclass(cls, GenerativeModel)):
+        raise TypeError(f"a model family must subclass GenerativeModel, got {cls!r}")
+    if not issubclass(cls.config_class, ModelConfig):
+        raise TypeError(f"{cls.__name__}.config_class must subclass ModelConfig")
+    unknown = set(cls.capabilities) - KNOWN_CAPABILITIES
+    if unknown:
+        raise TypeError(f"{cls.__name__} declares unknown capabilities {sorted(unknown)}; "
+                        f"known: {sorted(KNOWN_CAPABILITIES)}")
+
+
+def to_unit(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """uint8 levels → floats in [-1, 1]."""
+    return x.float() * (2.0 / (levels - 1)) - 1.0

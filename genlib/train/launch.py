@@ -1,0 +1,123 @@
+"""Driver side of training: start (or join) Ray, run the TorchTrainer, record the run in MLflow.
+
+Scaling, failure handling and checkpoint retention are Ray Train's (``ScalingConfig``,
+``FailureConfig``, ``CheckpointConfig``); this module only translates genlib's config into them
+and picks the checkpoint to evaluate (best validation loss, or the last one).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from genlib import paths
+from genlib.config import Config
+from genlib.data.dataset import DatasetVersion
+from genlib.tracking import Tracker
+from genlib.train import chaos
+
+log = logging.getLogger(__name__)
+
+SELECT_BY = ("val_loss", "last")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str  # the MLflow run of this training
+    checkpoint: Path  # local copy of the selected checkpoint
+    epoch: int  # epoch of the selected checkpoint
+    metrics: dict[str, Any]  # metrics reported with the selected checkpoint
+
+
+def experiment_name(cfg: Config) -> str:
+    return cfg.tracking.experiment or f"genlib-{cfg.data.source}"
+
+
+def ensure_ray(address: str | None = None) -> None:
+    """Join ``address`` / ``$RAY_ADDRESS`` if set, else start Ray on this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(logging_level=logging.WARNING)
+
+
+def train(cfg: Config, dataset: str | Path, tracker: Tracker | None = None,
+          parent_run_id: str | None = None) -> TrainResult:
+    """Train ``cfg.model`` on a prepared dataset version in a new MLflow run (nested if a parent is given)."""
+    if cfg.train.select_by not in SELECT_BY:
+        raise ValueError(f"train.select_by must be one of {SELECT_BY}, got {cfg.train.select_by!r}")
+    tracker = tracker or Tracker(cfg.tracking.tracking_uri)
+    version = DatasetVersion(dataset)
+    tags = {"genlib.stage": "train", "genlib.family": cfg.model.family,
+            "genlib.dataset_hash": version.content_hash, "genlib.preset": cfg.name}
+    with tracker.run(experiment_name(cfg), f"train-{cfg.model.family}", parent_run_id, tags) as run_id:
+        tracker.log_params(run_id, cfg.flat())
+        tracker.log_dataset(run_id, version.manifest, version.path, context="train")
+        result = fit(cfg, version.path, tracker.uri, run_id)
+        checkpoint, metrics = select_checkpoint(result, cfg.train.select_by)
+        local = paths.home() / "checkpoints" / run_id
+        _download(checkpoint, local)
+        tracker.log_artifacts(run_id, local, "checkpoint")
+        epoch = int(metrics["epoch"])
+        tracker.set_tags(run_id, {"genlib.selected_epoch": epoch, "genlib.selected_by": cfg.train.select_by,
+                                  "genlib.checkpoint": str(local)})
+        tracker.log_metrics(run_id, {"selected_epoch": epoch, "selected_val_loss": metrics["val_loss"]})
+    return TrainResult(run_id, local, epoch, dict(metrics))
+
+
+def fit(cfg: Config, dataset: Path, tracking_uri: str, run_id: str):
+    """Run the Ray TorchTrainer; returns Ray's ``Result``."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from genlib.train.loop import train_loop_per_worker
+
+    ensure_ray()
+    storage = cfg.train.storage_path or str(paths.ray_results())
+    name = f"{cfg.name}-{cfg.model.family}-{run_id[:12]}"
+    use_gpu = cfg.train.gpus_per_worker > 0
+    resources = {"CPU": cfg.train.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = cfg.train.gpus_per_worker
+    score = {"checkpoint_score_attribute": "val_loss", "checkpoint_score_order": "min"} \
+        if cfg.train.select_by == "val_loss" else {}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg.to_dict(), "dataset": str(Path(dataset).resolve()),
+                           "tracking_uri": tracking_uri, "run_id": run_id,
+                           "chaos": chaos.plan(Path(_local(storage)) / name)},
+        scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=name, storage_path=storage,
+                             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2, **score)),
+    )
+    return trainer.fit()
+
+
+def select_checkpoint(result, select_by: str):
+    """The checkpoint to evaluate, with the metrics it was reported with."""
+    if select_by == "last" or not result.best_checkpoints:
+        return result.checkpoint, result.metrics
+    return min(result.best_checkpoints, key=lambda pair: pair[1]["val_loss"])
+
+
+def _download(checkpoint, dst: Path) -> None:
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.to_directory(str(dst))
+
+
+def _local(storage: str) -> str:
+    # The chaos marker needs a plain path; URIs (s3://...) fall back to GENLIB_HOME.
+    return storage if "://" not in storage else str(paths.home() / "chaos")

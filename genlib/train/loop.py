@@ -1,0 +1,157 @@
+"""The per-worker training loop. It never asks which family it is training.
+
+Each Ray Train worker builds the model from the config, restores the latest checkpoint if Ray
+hands one back (after a failure or a relaunch), wraps the model for DDP, and for every epoch:
+trains on its shard of the train split, scores its shard of the validation split, combines both
+across workers, reports to Ray Train (with a checkpoint every ``checkpoint_every`` epochs), and —
+on rank 0 only — logs the epoch's metrics and, every ``sample_every`` epochs, a sample grid to
+the MLflow run the driver created.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from genlib.config import Config, config_from_dict
+from genlib.data.dataset import DatasetVersion
+from genlib.figures import image_grid
+from genlib.models import GenerativeModel, build_model
+from genlib.models.base import Batch
+from genlib.models.io import load_optimizer_states, read_checkpoint, save_checkpoint
+from genlib.tracking import Tracker
+from genlib.train import chaos
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    cfg = config_from_dict(loop_config["config"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    version = DatasetVersion(loop_config["dataset"])
+    tracker = Tracker(loop_config["tracking_uri"]) if rank == 0 else None
+    run_id = loop_config["run_id"]
+
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+    model = build_model(cfg.model, version.shape, version.levels, version.num_classes)
+    start_epoch, step, optimizer_states = 0, 0, None
+    checkpoint = ray.train.get_checkpoint()  # set after a worker failure or a relaunch
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            state, weights, optimizer_states = read_checkpoint(ckpt_dir)
+        model.load_state_dict(weights)
+        start_epoch, step = state["epoch"] + 1, state["step"]
+        if tracker:
+            tracker.set_tags(run_id, {"genlib.resumed_from_epoch": state["epoch"]})
+    model.bind_runner(ray.train.torch.prepare_model(model))  # moves to device; DDP when world > 1
+    optimizers = model.configure_optimizers(cfg.train)
+    if optimizer_states is not None:
+        load_optimizer_states(optimizers, optimizer_states)
+
+    train_set = version.dataset("train")
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.train.seed)
+    per_worker = max(1, cfg.train.batch_size // world)
+    train_loader = DataLoader(train_set, batch_size=per_worker, sampler=sampler)
+    val_set = version.dataset("val")
+    val_loader = DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=per_worker)
+
+    for epoch in range(start_epoch, cfg.train.epochs):
+        sampler.set_epoch(epoch)
+        started = time.perf_counter()
+        model.train()
+        train_metrics, step = _train_epoch(model, train_loader, optimizers, step, device)
+        seconds = time.perf_counter() - started
+        model.eval()
+        val_metrics = _validate(model, val_loader, device, seed=cfg.train.seed)
+        metrics = {**_prefix(train_metrics, "train_"), **_prefix(val_metrics, "val_"),
+                   "epoch": epoch, "epoch_seconds": seconds,
+                   "images_per_second": len(train_set) / seconds}
+        if tracker:
+            tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+            if _due(epoch, cfg.train.sample_every, cfg.train.epochs):
+                _log_samples(tracker, run_id, model, cfg, epoch)
+        _report(model, optimizers, metrics, epoch, step, cfg, rank)
+        chaos.maybe_kill(loop_config.get("chaos"), epoch, rank)
+
+
+def _train_epoch(model: GenerativeModel, loader, optimizers, step: int, device):
+    sums: dict[str, float] = defaultdict(float)
+    count = 0
+    for x, labels, index in loader:
+        batch = Batch(x, labels if (labels >= 0).all() else None, index).to(device)
+        out = model.training_step(batch, optimizers, step)
+        if not all(map(_finite, out.values())):
+            raise FloatingPointError(f"non-finite training metrics at step {step}: {out}; "
+                                     f"lower train.lr or check the data")
+        for key, value in out.items():
+            sums[key] += value * len(x)
+        count += len(x)
+        step += 1
+    return _global_mean(sums, count, device), step
+
+
+@torch.no_grad()
+def _validate(model: GenerativeModel, loader, device, seed: int) -> dict[str, float]:
+    sums: dict[str, float] = defaultdict(float)
+    count = 0
+    # Fixed randomness: stochastic bounds (one-sample ELBO) are comparable across epochs.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for x, labels, index in loader:
+            batch = Batch(x, labels if (labels >= 0).all() else None, index).to(device)
+            for key, value in model.validation_step(batch).items():
+                sums[key] += value * len(x)
+            count += len(x)
+    return _global_mean(sums, count, device)
+
+
+def _global_mean(sums: dict[str, float], count: int, device) -> dict[str, float]:
+    """Mean over every worker's samples (each worker holds a disjoint shard)."""
+    keys = sorted(sums)
+    if dist.is_available() and dist.is_initialized():
+        totals = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=device)
+        dist.all_reduce(totals)
+        values, count = totals[:-1].tolist(), totals[-1].item()
+    else:
+        values = [sums[k] for k in keys]
+    return {k: v / max(count, 1) for k, v in zip(keys, values)}
+
+
+def _report(model, optimizers, metrics, epoch: int, step: int, cfg: Config, rank: int) -> None:
+    if not _due(epoch, cfg.train.checkpoint_every, cfg.train.epochs):
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            path = save_checkpoint(Path(tmp) / "checkpoint", model, optimizers,
+                                   epoch=epoch, step=step, metrics=metrics)
+            checkpoint = ray.train.Checkpoint.from_directory(str(path))
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{epoch:05d}")
+
+
+def _log_samples(tracker: Tracker, run_id: str, model: GenerativeModel, cfg: Config, epoch: int) -> None:
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    images = model.sample(cfg.eval.n_samples, generator=generator)
+    tracker.log_image(run_id, image_grid(images, model.levels), f"samples/epoch_{epoch:04d}.png")
+
+
+def _due(epoch: int, every: int, epochs: int) -> bool:
+    return (epoch + 1) % max(every, 1) == 0 or epoch == epochs - 1
+
+
+def _prefix(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    return {prefix + k: v for k, v in metrics.items()}
+
+
+def _finite(value: float) -> bool:
+    return value == value and abs(value) != float("inf")
