@@ -1,0 +1,40 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv if missing and
+# install the exact versions in requirements.lock (torch 2.13.0 CPU comes from the local wheel
+# folder pip is configured with; see README).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.genlib-installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench ui lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/genlib pipeline digits-quick
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/train_overhead.py
+
+ui: install
+	$(VENV)/bin/genlib ui
+
+# Re-resolve and pin every dependency (run after changing pyproject.toml's ranges).
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet -e '.[test]'
+	.venv-lock/bin/pip freeze --all --exclude-editable | grep -v '^-e ' > requirements.lock
+	rm -rf .venv-lock
+
+clean:
+	rm -rf $(VENV) .genlib
