@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import tarfile
+import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -240,10 +241,12 @@ def npz(cfg: DataConfig) -> SourceData:
     """``images`` (N,H,W[,C]) integer-valued arrays in [0, levels) and optional ``labels`` (N,)."""
     path = _required_path(cfg, "npz")
     levels = cfg.levels or 256
+    if not 2 <= levels <= 256:
+        raise ValueError(f"data.levels must be in [2, 256] (images are stored as uint8), got {levels}")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, zlib.error, EOFError) as err:
+    except (OSError, ValueError, zlib.error, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path}: not a readable .npz file ({err})") from err
     if "images" not in arrays:
         raise ValueError(f"{path}: no 'images' array; found {sorted(arrays)}")

@@ -1,0 +1,39 @@
+import pytest
+
+from genlib import cli
+
+
+def test_overrides_accept_both_forms():
+    assert cli._overrides(["--train.epochs=3", "--model.beta", "2"]) == ["--train.epochs=3", "--model.beta=2"]
+    with pytest.raises(ValueError, match="unexpected argument 'oops'"):
+        cli._overrides(["oops"])
+    with pytest.raises(ValueError, match="has no value"):
+        cli._overrides(["--train.epochs"])
+
+
+def test_prepare_command_and_cache_hit(capsys):
+    assert cli.main(["prepare", "digits-quick"]) == 0
+    assert "written" in capsys.readouterr().out
+    assert cli.main(["prepare", "digits-quick"]) == 0
+    assert "cache hit" in capsys.readouterr().out
+
+
+def test_errors_are_one_clear_line(capsys):
+    assert cli.main(["prepare", "no-such-preset"]) == 2
+    assert "genlib: error: unknown preset 'no-such-preset'; known: [" in capsys.readouterr().err
+    assert cli.main(["prepare", "digits-quick", "--data.sorce=x"]) == 2
+    assert "unknown config key(s) ['data.sorce']" in capsys.readouterr().err
+
+
+def test_presets_lists_every_preset(capsys):
+    assert cli.main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "digits-quick" in out and "cifar10" in out
+
+
+def test_summary_table_lists_metrics():
+    summary = {"preset": "p", "experiment": "e", "parent_run_id": "r", "tracking_uri": "sqlite:///x",
+               "rows": [{"family": "vae", "dataset": "digits-abc", "selected_epoch": 3,
+                         "test_elbo_bpd": 2.1, "test_iwae5_bpd": 2.0}]}
+    text = cli.format_summary(summary)
+    assert "test_elbo_bpd" in text and "2.1000" in text and "genlib ui" in text

@@ -1,0 +1,96 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from genlib import paths
+from genlib.config import DataConfig
+from genlib.data import prepare as prepare_module
+from genlib.data.dataset import DatasetVersion
+from genlib.data.prepare import prepare, verify_version
+
+
+def test_prepare_writes_a_complete_version():
+    prepared = prepare(DataConfig(source="digits"))
+    assert not prepared.cache_hit
+    manifest = json.loads((prepared.path / "manifest.json").read_text())
+    assert manifest["shape"] == [8, 8, 1] and manifest["levels"] == 17 and manifest["num_classes"] == 10
+    assert sum(manifest["splits"].values()) == 1797
+    assert manifest["splits"]["test"] == pytest.approx(0.2 * 1797, abs=10)
+    assert prepared.path.name == f"digits-{manifest['content_hash'][:12]}"
+    verify_version(prepared.path)
+    for f in prepared.path.iterdir():
+        assert not os.access(f, os.W_OK) or os.geteuid() == 0  # read-only files (root may still write)
+        assert f.stat().st_mode & 0o222 == 0
+
+
+def test_same_inputs_same_hash_cache_hit():
+    first = prepare(DataConfig(source="digits"))
+    second = prepare(DataConfig(source="digits"))
+    assert second.cache_hit and second.path == first.path
+    other_seed = prepare(DataConfig(source="digits", seed=1))
+    assert other_seed.content_hash != first.content_hash and not other_seed.cache_hit
+
+
+def test_splits_are_stratified_disjoint_and_complete():
+    version = DatasetVersion(prepare(DataConfig(source="digits")).path)
+    counts = {s: np.bincount(version.labels(s), minlength=10) for s in ("train", "val", "test")}
+    total = sum(counts.values())
+    assert (total == np.bincount(__import__("sklearn.datasets").datasets.load_digits().target)).all()
+    for split, fraction in (("test", 0.2), ("val", 0.1)):
+        assert np.allclose(counts[split] / total, fraction, atol=0.02)
+
+
+def test_dataset_reads_memory_mapped():
+    version = DatasetVersion(prepare(DataConfig(source="digits")).path)
+    assert isinstance(version.images("train"), np.memmap)
+    ds = version.dataset("test")
+    x, label, index = ds[3]
+    assert x.shape == (1, 8, 8) and x.dtype.is_floating_point is False and 0 <= label < 10 and index == 3
+    assert len(ds) == version.manifest["splits"]["test"]
+    with pytest.raises(ValueError, match=r"unknown split 'dev'; known: \['train', 'val', 'test'\]"):
+        version.dataset("dev")
+
+
+def test_failed_write_leaves_nothing(monkeypatch):
+    calls = {"n": 0}
+    real_save = np.save
+
+    def flaky_save(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(prepare_module.np, "save", flaky_save)
+    with pytest.raises(OSError, match="disk full"):
+        prepare(DataConfig(source="digits"))
+    assert list(paths.datasets_dir().iterdir()) == []
+
+
+def test_bad_input_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.full((10, 4, 4), np.nan))
+    with pytest.raises(ValueError, match="NaN"):
+        prepare(DataConfig(source="npz", path=str(bad)))
+    assert not paths.datasets_dir().exists() or list(paths.datasets_dir().iterdir()) == []
+
+
+def test_bad_fractions_and_tiny_data(tmp_path):
+    with pytest.raises(ValueError, match=r"data.val_fraction \+ data.test_fraction must be < 1"):
+        prepare(DataConfig(source="digits", val_fraction=0.5, test_fraction=0.5))
+    tiny = tmp_path / "tiny.npz"
+    np.savez(tiny, images=np.zeros((2, 4, 4), dtype=np.uint8))
+    with pytest.raises(ValueError, match="split 'val' of source 'npz' is empty"):
+        prepare(DataConfig(source="npz", path=str(tiny)))
+
+
+def test_official_test_split_is_kept(tmp_path, monkeypatch):
+    from genlib.data import sources
+    from tests.unit.formats import md5, write_mnist_folder
+
+    files = write_mnist_folder(tmp_path / "m", n_train=50, n_test=20)
+    monkeypatch.setattr(sources, "_MNIST_MD5", tuple(md5(f) for f in files))
+    prepared = prepare(DataConfig(source="mnist", path=str(tmp_path / "m"), val_fraction=0.2))
+    assert prepared.manifest["splits"] == {"train": 40, "val": 10, "test": 20}
