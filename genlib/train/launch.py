@@ -81,6 +81,10 @@ def fit(cfg: Config, dataset: Path, tracking_uri: str, run_id: str):
 
     from genlib.train.loop import train_loop_per_worker
 
+    # Ray Train's controller collects each report on a health-check tick (2 s by default) and a
+    # worker's next report waits for the previous one to be collected, so short epochs would each
+    # stall for up to 2 s. A faster tick costs a few small actor calls; a user's setting wins.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     ensure_ray()
     storage = cfg.train.storage_path or str(paths.ray_results())
     name = f"{cfg.name}-{cfg.model.family}-{run_id[:12]}"
