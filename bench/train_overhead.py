@@ -86,8 +86,8 @@ def bare_loop(cfg, dataset) -> tuple[float, float]:
     for epoch in range(cfg.train.epochs):
         t0 = time.perf_counter()
         model.train()
-        for x, labels, index in loader:
-            model.training_step(Batch(x, None, index), optimizers, step)
+        for item in loader:
+            model.training_step(Batch.from_loader(item), optimizers, step)
             step += 1
         rates.append(len(train_set) / (time.perf_counter() - t0))
         print(f"bare epoch {epoch}: {rates[-1]:.0f} img/s", flush=True)

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from genlib.models import GenerativeModel
-from genlib.models.base import LOG_PROB
+from genlib.models.base import LOG_PROB, Batch
 from genlib.models.layers import bits_per_dim
 
 
@@ -30,9 +30,9 @@ def log_probs(model: GenerativeModel, dataset, k: int = 1, batch_size: int = 128
     out = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for x, labels, _ in tqdm(loader, desc=desc, leave=False, disable=desc is None):
-            labels = labels.to(model.device) if (labels >= 0).all() else None
-            out.append(model.log_prob(x.to(model.device), labels=labels, k=k).cpu().numpy())
+        for item in tqdm(loader, desc=desc, leave=False, disable=desc is None):
+            batch = Batch.from_loader(item).to(model.device)
+            out.append(model.log_prob(batch.x, labels=batch.labels, k=k).cpu().numpy())
     return np.concatenate(out)
 
 

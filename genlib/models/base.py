@@ -30,6 +30,12 @@ class Batch:
     labels: torch.Tensor | None  # (B,) int64, or None for unlabelled data
     index: torch.Tensor  # (B,) positions in the split
 
+    @classmethod
+    def from_loader(cls, item: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> Batch:
+        """From an ImageDataset batch ``(x, labels, index)``; label -1 marks unlabelled data."""
+        x, labels, index = item
+        return cls(x, labels if bool((labels >= 0).all()) else None, index)
+
     def to(self, device: torch.device) -> Batch:
         labels = None if self.labels is None else self.labels.to(device)
         return Batch(self.x.to(device), labels, self.index.to(device))

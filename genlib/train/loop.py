@@ -76,6 +76,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                    "epoch": epoch, "epoch_seconds": seconds,
                    "images_per_second": len(train_set) / seconds}
         if tracker:
+            print(_progress_line(cfg, metrics), flush=True)
             tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
             if _due(epoch, cfg.train.sample_every, cfg.train.epochs):
                 _log_samples(tracker, run_id, model, cfg, epoch)
@@ -86,15 +87,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 def _train_epoch(model: GenerativeModel, loader, optimizers, step: int, device):
     sums: dict[str, float] = defaultdict(float)
     count = 0
-    for x, labels, index in loader:
-        batch = Batch(x, labels if (labels >= 0).all() else None, index).to(device)
+    for item in loader:
+        batch = Batch.from_loader(item).to(device)
         out = model.training_step(batch, optimizers, step)
         if not all(map(_finite, out.values())):
             raise FloatingPointError(f"non-finite training metrics at step {step}: {out}; "
                                      f"lower train.lr or check the data")
         for key, value in out.items():
-            sums[key] += value * len(x)
-        count += len(x)
+            sums[key] += value * len(batch.x)
+        count += len(batch.x)
         step += 1
     return _global_mean(sums, count, device), step
 
@@ -106,11 +107,11 @@ def _validate(model: GenerativeModel, loader, device, seed: int) -> dict[str, fl
     # Fixed randomness: stochastic bounds (one-sample ELBO) are comparable across epochs.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for x, labels, index in loader:
-            batch = Batch(x, labels if (labels >= 0).all() else None, index).to(device)
+        for item in loader:
+            batch = Batch.from_loader(item).to(device)
             for key, value in model.validation_step(batch).items():
-                sums[key] += value * len(x)
-            count += len(x)
+                sums[key] += value * len(batch.x)
+            count += len(batch.x)
     return _global_mean(sums, count, device)
 
 
@@ -143,6 +144,12 @@ def _log_samples(tracker: Tracker, run_id: str, model: GenerativeModel, cfg: Con
     generator = torch.Generator().manual_seed(cfg.train.seed)
     images = model.sample(cfg.eval.n_samples, generator=generator)
     tracker.log_image(run_id, image_grid(images, model.levels), f"samples/epoch_{epoch:04d}.png")
+
+
+def _progress_line(cfg: Config, metrics: dict[str, float]) -> str:
+    shown = " ".join(f"{k} {metrics[k]:.4g}" for k in ("train_loss", "val_loss", "val_elbo_bpd") if k in metrics)
+    return (f"[{cfg.model.family}] epoch {int(metrics['epoch']) + 1}/{cfg.train.epochs}  {shown}  "
+            f"({metrics['images_per_second']:.0f} img/s)")
 
 
 def _due(epoch: int, every: int, epochs: int) -> bool:

@@ -37,3 +37,14 @@ def test_summary_table_lists_metrics():
                          "test_elbo_bpd": 2.1, "test_iwae5_bpd": 2.0}]}
     text = cli.format_summary(summary)
     assert "test_elbo_bpd" in text and "2.1000" in text and "genlib ui" in text
+
+
+def test_prefect_retries_only_transient_failures():
+    from prefect.states import Failed
+
+    from flows.pipeline import _transient
+
+    assert _transient(None, None, Failed(data=ConnectionResetError("peer reset")))
+    assert _transient(None, None, Failed(data=OSError("disk hiccup")))
+    assert not _transient(None, None, Failed(data=ValueError("corrupt archive")))
+    assert not _transient(None, None, Failed(data=TypeError("wrong type")))
