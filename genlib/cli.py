@@ -84,6 +84,9 @@ def _config(args, overrides):
 
 
 def _pipeline(args, overrides) -> int:
+    # Prefect's ephemeral server otherwise starts a telemetry service whose first write races the
+    # server's own on SQLite ("database is locked" tracebacks); a user's setting wins.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.pipeline import pipeline
 
     _config(args, overrides)  # fail fast on a bad preset or override, before Prefect starts

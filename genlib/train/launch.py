@@ -76,7 +76,7 @@ def train(cfg: Config, dataset: str | Path, tracker: Tracker | None = None,
 
 def fit(cfg: Config, dataset: Path, tracking_uri: str, run_id: str):
     """Run the Ray TorchTrainer; returns Ray's ``Result``."""
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from genlib.train.loop import train_loop_per_worker
@@ -103,10 +103,7 @@ def fit(cfg: Config, dataset: Path, tracking_uri: str, run_id: str):
                                      resources_per_worker=resources),
         run_config=RunConfig(name=name, storage_path=storage,
                              failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2, **score),
-                             # Per-report INFO lines drown the console; rank 0 prints one line per
-                             # epoch instead, and Ray's log files still keep everything.
-                             logging_config=LoggingConfig(log_level="WARNING")),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2, **score)),
     )
     return trainer.fit()
 

@@ -10,6 +10,8 @@ the MLflow run the driver created.
 
 from __future__ import annotations
 
+import logging
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -33,6 +35,7 @@ from genlib.train import chaos
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    _quiet_report_logs()
     cfg = config_from_dict(loop_config["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -76,12 +79,26 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                    "epoch": epoch, "epoch_seconds": seconds,
                    "images_per_second": len(train_set) / seconds}
         if tracker:
-            print(_progress_line(cfg, metrics), flush=True)
+            # The real stdout: Ray Train patches print() into its logger, which echoes it twice.
+            sys.__stdout__.write(_progress_line(cfg, metrics) + "\n")
+            sys.__stdout__.flush()
             tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
             if _due(epoch, cfg.train.sample_every, cfg.train.epochs):
                 _log_samples(tracker, run_id, model, cfg, epoch)
         _report(model, optimizers, metrics, epoch, step, cfg, rank)
         chaos.maybe_kill(loop_config.get("chaos"), epoch, rank)
+
+
+def _quiet_report_logs() -> None:
+    """Drop Ray Train's INFO line per report per worker (a full metrics dict each); warnings and
+    errors still show, and rank 0 prints one progress line per epoch instead."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    try:  # NOTE: Ray 2.60 logs reports on a logger named by the module's file path, not its name.
+        from ray.train.v2._internal.execution import context
+
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    except ImportError:
+        pass
 
 
 def _train_epoch(model: GenerativeModel, loader, optimizers, step: int, device):
