@@ -1,11 +1,15 @@
 # The two commands of the README: `make demo` and `make test`. Both create .venv if missing and
 # install the exact versions in requirements.lock (torch 2.13.0 CPU comes from the local wheel
 # folder pip is configured with; see README).
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.genlib-installed
 PYTEST_ARGS ?=
+# pip warns once per package about index folders named in this machine's pip config that do not exist.
+QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: install demo test bench ui lock clean
 
@@ -13,8 +17,8 @@ install: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | $(QUIET_PIP)
 	@touch $(STAMP)
 
 demo: install
@@ -25,6 +29,7 @@ test: install
 
 bench: install
 	$(PY) bench/train_overhead.py
+	$(PY) bench/digits_quality.py
 
 ui: install
 	$(VENV)/bin/genlib ui

@@ -151,8 +151,8 @@ def _report(model, optimizers, metrics, epoch: int, step: int, cfg: Config, rank
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
-            path = save_checkpoint(Path(tmp) / "checkpoint", model, optimizers,
-                                   epoch=epoch, step=step, metrics=metrics)
+            path = save_checkpoint(Path(tmp) / "checkpoint", model, optimizers, epoch=epoch,
+                                   step=step, metrics=metrics, config=cfg.to_dict())
             checkpoint = ray.train.Checkpoint.from_directory(str(path))
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{epoch:05d}")
 
