@@ -110,5 +110,7 @@ def run_stages(cfg: Config) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    pipeline(args[0] if args else "digits-quick", args[1:])
+    # Same entry as `genlib pipeline PRESET [overrides]`: same checks, same summary table.
+    from genlib.cli import main
+
+    sys.exit(main(["pipeline", *(sys.argv[1:] or ["digits-quick"])]))
