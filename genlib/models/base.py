@@ -66,7 +66,14 @@ class GenerativeModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        tensor = next(self.parameters(), None)
+        tensor = tensor if tensor is not None else next(self.buffers())
+        return tensor.device
+
+    @property
+    def trainable(self) -> bool:
+        """False for models fitted without gradients (EM): they get no optimizer and no DDP."""
+        return any(p.requires_grad for p in self.parameters())
 
     # -- training ---------------------------------------------------------------------------
 
@@ -78,6 +85,9 @@ class GenerativeModel(nn.Module):
                       step: int) -> dict[str, float]:
         """Perform this family's update on one batch; return float metrics including ``loss``."""
         raise NotImplementedError
+
+    def on_epoch_end(self) -> None:
+        """Called by the trainer after each training epoch, on every worker (EM's M-step, say)."""
 
     @torch.no_grad()
     def validation_step(self, batch: Batch) -> dict[str, float]:

@@ -74,3 +74,39 @@ class ConvDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.head(z).view(-1, self.ch, self.base, self.base)
         return self.body(h)
+
+
+def channel_groups(n: int, data_channels: int) -> torch.Tensor:
+    """Colour group (0 = R, 1 = G, 2 = B) of each of ``n`` feature channels, in contiguous blocks."""
+    return torch.arange(n) * data_channels // n
+
+
+class MaskedConv2d(nn.Conv2d):
+    """Causal k×k convolution of PixelCNN [van den Oord et al. 2016]: the output at (i, j) sees
+    the rows above and the pixels left of (i, j). At the centre tap, colour groups follow
+    R → G → B: mask "A" lets output group g see input groups < g (the first layer: a sub-pixel
+    never sees itself), mask "B" groups ≤ g (every later layer)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, mask_type: str,
+                 data_channels: int, out_groups: torch.Tensor | None = None):
+        if mask_type not in ("A", "B") or kernel % 2 == 0:
+            raise ValueError(f"mask_type must be 'A' or 'B' and kernel odd, got {mask_type!r}, {kernel}")
+        super().__init__(in_channels, out_channels, kernel, padding=kernel // 2)
+        c = kernel // 2
+        mask = torch.zeros(out_channels, in_channels, kernel, kernel)
+        mask[:, :, :c, :] = 1
+        mask[:, :, c, :c] = 1
+        out_g = channel_groups(out_channels, data_channels) if out_groups is None else out_groups
+        in_g = channel_groups(in_channels, data_channels)
+        sees = in_g[None, :] < out_g[:, None] if mask_type == "A" else in_g[None, :] <= out_g[:, None]
+        mask[:, :, c, c] = sees.float()
+        self.register_buffer("mask", mask, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+    def at(self, padded: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """Output at (i, j) alone, from an input map zero-padded by k//2 on every side: (B, out)."""
+        k = self.kernel_size[0]
+        window = padded[:, :, i:i + k, j:j + k]  # (B, in, k, k)
+        return torch.einsum("bchw,ochw->bo", window, self.weight * self.mask) + self.bias

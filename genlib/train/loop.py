@@ -55,7 +55,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         start_epoch, step = state["epoch"] + 1, state["step"]
         if tracker:
             tracker.set_tags(run_id, {"genlib.resumed_from_epoch": state["epoch"]})
-    model.bind_runner(ray.train.torch.prepare_model(model))  # moves to device; DDP when world > 1
+    # Moves to the device; DDP when world > 1 and there are gradients to synchronise.
+    strategy = "ddp" if model.trainable else None
+    model.bind_runner(ray.train.torch.prepare_model(model, parallel_strategy=strategy))
     optimizers = model.configure_optimizers(cfg.train)
     if optimizer_states is not None:
         load_optimizer_states(optimizers, optimizer_states)
@@ -72,6 +74,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         started = time.perf_counter()
         model.train()
         train_metrics, step = _train_epoch(model, train_loader, optimizers, step, device)
+        model.on_epoch_end()
         seconds = time.perf_counter() - started
         model.eval()
         val_metrics = _validate(model, val_loader, device, seed=cfg.train.seed)

@@ -1,10 +1,9 @@
 import pytest
 import torch
 
-from genlib.config import TrainConfig
-from genlib.models import MODELS, build_model
+from genlib.models import build_model
 from genlib.models.base import Batch
-from genlib.models.io import load_model, save_checkpoint
+from genlib.models.io import load_model
 from genlib.models.vae import VAEConfig
 
 SHAPES = [((1, 8, 8), 17), ((1, 28, 28), 256), ((3, 32, 32), 256)]
@@ -41,36 +40,7 @@ def test_iwae_bound_is_tighter_than_elbo():
         model.log_prob(x, k=0)
 
 
-def test_training_reduces_loss_on_a_fixed_batch():
-    torch.manual_seed(0)
-    model = build_model(VAEConfig(latent_dim=4, hidden=8), (1, 8, 8), 17)
-    opts = model.configure_optimizers(TrainConfig(lr=3e-3))
-    from sklearn.datasets import load_digits
-
-    x = torch.from_numpy(load_digits().images[:32]).to(torch.uint8).unsqueeze(1)  # real digits
-    batch = Batch(x, None, torch.arange(32))
-    first = model.validation_step(batch)["loss"]
-    for step in range(60):
-        out = model.training_step(batch, opts, step)
-    assert set(out) >= {"loss", "recon", "kl", "elbo_bpd"}
-    assert model.validation_step(batch)["loss"] < 0.8 * first
-
-
-def test_checkpoint_round_trip_reproduces_samples(tmp_path):
-    torch.manual_seed(0)
-    model = build_model(VAEConfig(latent_dim=4, hidden=8, beta=2.0), (1, 8, 8), 17, num_classes=10)
-    opts = model.configure_optimizers(TrainConfig())
-    model.training_step(_batch((1, 8, 8), 17), opts, 0)
-    path = save_checkpoint(tmp_path / "ckpt", model, opts, epoch=3, step=7)
-    loaded = load_model(path)
-    assert loaded.config == model.config and loaded.num_classes == 10
-    a = model.sample(8, generator=torch.Generator().manual_seed(1))
-    b = loaded.sample(8, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(a, b)
-
-
-def test_registry_and_bad_builds():
-    assert "vae" in MODELS.names()
+def test_bad_builds():
     with pytest.raises(ValueError, match="square"):
         build_model(VAEConfig(), (1, 8, 6), 17)
     with pytest.raises(ValueError, match="levels must be in"):

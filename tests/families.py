@@ -1,0 +1,15 @@
+"""A tiny config for every registered model family (the contract tests require one each)."""
+
+TINY = {
+    "vae": {"latent_dim": 4, "hidden": 8},
+    "pixelcnn": {"hidden": 16, "layers": 2, "head": 16},
+    "gated-pixelcnn": {"hidden": 16, "layers": 2, "head": 16, "kernel": 3},
+    "categorical": {},
+    "mixture": {"components": 5},
+}
+# Variants that must honour the contract too (label-conditional models need labels in batches).
+VARIANTS = {
+    "pixelcnn-conditional": ("pixelcnn", {**TINY["pixelcnn"], "conditional": True}),
+    "gated-pixelcnn-conditional": ("gated-pixelcnn", {**TINY["gated-pixelcnn"], "conditional": True}),
+}
+ALL = {**{name: (name, cfg) for name, cfg in TINY.items()}, **VARIANTS}

@@ -1,0 +1,74 @@
+"""Properties particular to the pixel-by-pixel models: causality, cached sampling, completion."""
+
+import itertools
+
+import pytest
+import torch
+
+from genlib.models import build_model
+from genlib.models.pixelcnn import GatedPixelCNNConfig, PixelCNNConfig
+
+CONFIGS = [PixelCNNConfig(hidden=16, layers=2, head=16),
+           PixelCNNConfig(hidden=16, layers=2, head=16, conditional=True),
+           GatedPixelCNNConfig(hidden=16, layers=3, head=16, kernel=3),
+           GatedPixelCNNConfig(hidden=16, layers=3, head=16, kernel=3, conditional=True)]
+SHAPES = [((1, 6, 6), 17), ((3, 5, 5), 4)]  # grey, and colour with R → G → B ordering
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.family}{'-cond' if c.conditional else ''}")
+@pytest.mark.parametrize("shape, levels", SHAPES, ids=["grey", "rgb"])
+def test_each_sub_pixel_sees_only_its_predecessors(cfg, shape, levels):
+    torch.manual_seed(0)
+    model = build_model(cfg, shape, levels, num_classes=3).eval()
+    # Eight images, so that no dependence hides behind ReLUs that happen to be off for all of them.
+    labels = torch.arange(8) % 3 if cfg.conditional else None
+    x = torch.randint(0, levels, (8, *shape), dtype=torch.uint8)
+    base = model.logits(x, labels)
+    c_n, h_n, w_n = shape
+    order = list(itertools.product(range(h_n), range(w_n), range(c_n)))  # raster, channels last
+    for n, (i, j, c) in enumerate(order):
+        changed = x.clone()
+        for ii, jj, cc in order[n:]:  # this sub-pixel and everything after it
+            changed[:, cc, ii, jj] = (changed[:, cc, ii, jj] + 1) % levels
+        assert torch.allclose(model.logits(changed, labels)[:, c, :, i, j], base[:, c, :, i, j], atol=1e-5), \
+            f"logits of sub-pixel {(i, j, c)} depend on itself or a later one"
+        if j > 0 or c > 0:  # ...and do depend on the sub-pixel just before it on the same row
+            pi, pj, pc = order[n - 1]
+            before = x.clone()
+            before[:, pc, pi, pj] = (before[:, pc, pi, pj] + 1) % levels
+            assert not torch.allclose(model.logits(before, labels)[:, c, :, i, j], base[:, c, :, i, j])
+
+
+@pytest.mark.parametrize("shape, levels", SHAPES, ids=["grey", "rgb"])
+@pytest.mark.parametrize("conditional", [False, True])
+def test_cached_sampler_draws_the_naive_samples(shape, levels, conditional):
+    torch.manual_seed(0)
+    model = build_model(PixelCNNConfig(hidden=16, layers=2, head=16, conditional=conditional),
+                        shape, levels, num_classes=3).eval()
+    cached = model.sample(5, generator=torch.Generator().manual_seed(7), cached=True)
+    naive = model.sample(5, generator=torch.Generator().manual_seed(7), cached=False)
+    assert torch.equal(cached, naive)
+
+
+def test_completion_keeps_observed_pixels_and_matches_naive():
+    torch.manual_seed(0)
+    model = build_model(PixelCNNConfig(hidden=16, layers=2, head=16), (1, 8, 8), 17).eval()
+    x = torch.randint(0, 17, (4, 1, 8, 8), dtype=torch.uint8)
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[:4] = True  # the top half is observed
+    done = model.complete(x, mask, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(done[:, :, :4], x[:, :, :4])
+    assert not torch.equal(done[:, :, 4:], x[:, :, 4:])
+    naive = model.complete(x, mask, generator=torch.Generator().manual_seed(1), cached=False)
+    assert torch.equal(done, naive)
+    gated = build_model(GatedPixelCNNConfig(hidden=8, layers=2, head=8), (1, 8, 8), 17).eval()
+    with pytest.raises(ValueError, match="no cached sampler"):
+        gated.sample(2, cached=True)
+
+
+def test_conditional_models_need_labels():
+    with pytest.raises(ValueError, match="needs a labelled dataset"):
+        build_model(PixelCNNConfig(conditional=True), (1, 8, 8), 17, num_classes=None)
+    model = build_model(PixelCNNConfig(hidden=8, layers=1, head=8, conditional=True), (1, 8, 8), 17, num_classes=10)
+    with pytest.raises(ValueError, match="batches need labels"):
+        model(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
