@@ -1,6 +1,7 @@
-"""The genlib pipeline as a Prefect flow: prepare → train → evaluate → summary.
+"""The genlib pipeline as a Prefect flow: prepare → (train → evaluate) per model → summary.
 
-One parent MLflow run per flow run; each stage opens its own nested run. Tasks wrap one genlib
+One parent MLflow run per flow run; each stage of each model opens its own nested run, and the
+summary compares the models side by side. Tasks wrap one genlib
 call each and pass paths, run ids and plain config data between them.
 
 Run it directly (``python -m flows.pipeline digits-quick``) or through ``genlib pipeline``.
@@ -57,16 +58,16 @@ def evaluate_task(config: dict[str, Any], checkpoint: str, dataset: str, trackin
 
 
 @task(name="summary")
-def summary_task(cfg_dict: dict[str, Any], dataset: dict[str, Any], trained: dict[str, Any],
-                 scores: dict[str, Any], tracking_uri: str, parent_run_id: str) -> dict[str, Any]:
+def summary_task(cfg_dict: dict[str, Any], dataset: dict[str, Any], rows: list[dict[str, Any]],
+                 tracking_uri: str, parent_run_id: str) -> dict[str, Any]:
     cfg = config_from_dict(cfg_dict)
-    row = {"family": cfg.model.family, "dataset": f"{cfg.data.source}-{dataset['content_hash'][:12]}",
-           "selected_epoch": trained["epoch"], "train_run_id": trained["run_id"],
-           "eval_run_id": scores["run_id"], **scores["metrics"]}
+    name = f"{cfg.data.source}-{dataset['content_hash'][:12]}"
+    rows = [{**row, "dataset": name} for row in rows]
     summary = {"preset": cfg.name, "experiment": experiment_name(cfg), "parent_run_id": parent_run_id,
-               "tracking_uri": tracking_uri, "rows": [row]}
+               "tracking_uri": tracking_uri, "rows": rows}
     tracker = Tracker(tracking_uri)
-    tracker.log_metrics(parent_run_id, {f"{cfg.model.family}.{k}": v for k, v in scores["metrics"].items()})
+    tracker.log_metrics(parent_run_id, {f"{row['model']}.{k}": v for row in rows
+                                        for k, v in row.items() if k.endswith("_bpd")})
     tracker.log_dict(parent_run_id, summary, "summary.json")
     markdown = summary_markdown(summary)
     tracker.log_text(parent_run_id, markdown, "summary.md")
@@ -76,14 +77,14 @@ def summary_task(cfg_dict: dict[str, Any], dataset: dict[str, Any], trained: dic
 
 def summary_markdown(summary: dict[str, Any]) -> str:
     rows = summary["rows"]
-    metric_keys = sorted({k for row in rows for k in row if k.endswith("_bpd")})
-    head = ["family", "dataset", "selected epoch", *metric_keys, "train run"]
+    metric_keys = bpd_columns(rows)
+    head = ["model", "family", "dataset", "selected epoch", *metric_keys, "train run"]
     lines = [f"# genlib pipeline `{summary['preset']}`", "",
              f"MLflow experiment `{summary['experiment']}`, parent run `{summary['parent_run_id']}` "
              f"({summary['tracking_uri']})", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        cells = [row["family"], row["dataset"], str(row["selected_epoch"]),
+        cells = [row["model"], row["family"], row["dataset"], str(row["selected_epoch"]),
                  *(f"{row[k]:.4f}" if k in row else "—" for k in metric_keys), row["train_run_id"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -96,6 +97,12 @@ def pipeline(preset: str = "digits-quick", overrides: list[str] | None = None) -
     return run_stages(cfg)
 
 
+def bpd_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Bits/dim columns present in any row: exact ``test_bpd`` first, then the bounds."""
+    keys = {k for row in rows for k in row if k.endswith("_bpd")}
+    return sorted(keys, key=lambda k: (k != "test_bpd", k))
+
+
 def run_stages(cfg: Config) -> dict[str, Any]:
     tracker = Tracker(cfg.tracking.tracking_uri)
     config = cfg.to_dict()
@@ -104,9 +111,16 @@ def run_stages(cfg: Config) -> dict[str, Any]:
         tracker.log_params(parent, cfg.flat())
         dataset = prepare_task(config)
         tracker.set_tags(parent, {"genlib.dataset_hash": dataset["content_hash"]})
-        trained = train_task(config, dataset["path"], tracker.uri, parent)
-        scores = evaluate_task(config, trained["checkpoint"], dataset["path"], tracker.uri, parent, trained["run_id"])
-        return summary_task(config, dataset, trained, scores, tracker.uri, parent)
+        rows = []
+        for model in cfg.pipeline_models():
+            one = cfg.replace(model=model, models=()).to_dict()
+            trained = train_task.with_options(name=f"train-{model.label}")(
+                one, dataset["path"], tracker.uri, parent)
+            scores = evaluate_task.with_options(name=f"evaluate-{model.label}")(
+                one, trained["checkpoint"], dataset["path"], tracker.uri, parent, trained["run_id"])
+            rows.append({"model": model.label, "family": model.family, "selected_epoch": trained["epoch"],
+                         "train_run_id": trained["run_id"], "eval_run_id": scores["run_id"], **scores["metrics"]})
+        return summary_task(config, dataset, rows, tracker.uri, parent)
 
 
 if __name__ == "__main__":

@@ -149,16 +149,19 @@ def _ui(args, overrides) -> int:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The pipeline's results as a plain-text table plus where to look next."""
+    from flows.pipeline import bpd_columns
+
     rows = summary["rows"]
-    metric_keys = sorted({k for row in rows for k in row if k.endswith("_bpd")})
-    head = ["family", "dataset", "epoch", *metric_keys]
-    table = [head] + [[r["family"], r["dataset"], str(r["selected_epoch"]),
+    metric_keys = bpd_columns(rows)
+    head = ["model", "family", "epoch", *metric_keys]
+    table = [head] + [[r["model"], r["family"], str(r["selected_epoch"]),
                        *(f"{r[k]:.4f}" if k in r else "-" for k in metric_keys)] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(head))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join([
-        "", f"genlib pipeline {summary['preset']}: done", "", *lines, "",
+        "", f"genlib pipeline {summary['preset']}: done, dataset {rows[0]['dataset']} "
+            f"(test split, bits/dim; lower is better)", "", *lines, "",
         f"MLflow experiment {summary['experiment']!r}, parent run {summary['parent_run_id']}",
         f"  tracking store: {summary['tracking_uri']}",
         "Open the results:  .venv/bin/genlib ui   then browse http://127.0.0.1:5000",

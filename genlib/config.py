@@ -37,6 +37,11 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     family: str = "vae"  # registered model family (genlib.models.MODELS); its config class adds fields
+    name: str | None = None  # label in run names and tables; default the family name
+
+    @property
+    def label(self) -> str:
+        return self.name or self.family
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class Config:
     name: str = "custom"  # preset name, used for run names
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    models: tuple[ModelConfig, ...] = ()  # models the pipeline trains and compares; empty: just `model`
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -88,6 +94,9 @@ class Config:
     def replace(self, **sections: Any) -> Config:
         return dataclasses.replace(self, **sections)
 
+    def pipeline_models(self) -> tuple[ModelConfig, ...]:
+        return self.models or (self.model,)
+
 
 # --------------------------------------------------------------------------- parsing
 
@@ -95,10 +104,21 @@ class Config:
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build a validated Config from plain data (a parsed YAML preset, say)."""
     raw = dict(raw)
-    model_raw = dict(raw.pop("model", None) or {})
-    config = _build(Config, raw, "")
-    model = _build(model_config_class(model_raw.get("family", ModelConfig.family)), model_raw, "model")
-    return dataclasses.replace(config, model=model)
+    model = _model(raw.pop("model", None) or {}, "model")
+    models_raw = raw.pop("models", None) or []
+    if not isinstance(models_raw, (list, tuple)):
+        raise TypeError(f"models: expected a list of model sections, got {models_raw!r}")
+    models = tuple(_model(m, f"models[{i}]") for i, m in enumerate(models_raw))
+    labels = [m.label for m in models]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"models: labels must be unique (set `name` to tell variants apart), got {labels}")
+    return dataclasses.replace(_build(Config, raw, ""), model=model, models=models)
+
+
+def _model(raw: Any, where: str) -> ModelConfig:
+    if not isinstance(raw, dict):
+        raise TypeError(f"{where}: expected a mapping with a `family`, got {raw!r}")
+    return _build(model_config_class(raw.get("family", ModelConfig.family)), raw, where)
 
 
 def model_config_class(family: str) -> type[ModelConfig]:

@@ -28,11 +28,11 @@ def evaluate(cfg: Config, checkpoint: str | Path, dataset: str | Path, tracker: 
     tracker = tracker or Tracker(cfg.tracking.tracking_uri)
     version = DatasetVersion(dataset)
     model = load_model(checkpoint)
-    tags = {"genlib.stage": "evaluate", "genlib.family": cfg.model.family,
+    tags = {"genlib.stage": "evaluate", "genlib.family": cfg.model.family, "genlib.model": cfg.model.label,
             "genlib.dataset_hash": version.content_hash, "genlib.preset": cfg.name}
     if train_run_id:
         tags["genlib.train_run_id"] = train_run_id
-    with tracker.run(experiment_name(cfg), f"evaluate-{cfg.model.family}", parent_run_id, tags) as run_id:
+    with tracker.run(experiment_name(cfg), f"evaluate-{cfg.model.label}", parent_run_id, tags) as run_id:
         test = version.dataset("test")
         tracker.log_params(run_id, {"eval.split": "test", "eval.n": len(test), "eval.iwae_k": cfg.eval.iwae_k,
                                     "eval.seed": cfg.train.seed, "checkpoint": str(checkpoint)})

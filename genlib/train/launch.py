@@ -57,9 +57,9 @@ def train(cfg: Config, dataset: str | Path, tracker: Tracker | None = None,
         raise ValueError(f"train.select_by must be one of {SELECT_BY}, got {cfg.train.select_by!r}")
     tracker = tracker or Tracker(cfg.tracking.tracking_uri)
     version = DatasetVersion(dataset)
-    tags = {"genlib.stage": "train", "genlib.family": cfg.model.family,
+    tags = {"genlib.stage": "train", "genlib.family": cfg.model.family, "genlib.model": cfg.model.label,
             "genlib.dataset_hash": version.content_hash, "genlib.preset": cfg.name}
-    with tracker.run(experiment_name(cfg), f"train-{cfg.model.family}", parent_run_id, tags) as run_id:
+    with tracker.run(experiment_name(cfg), f"train-{cfg.model.label}", parent_run_id, tags) as run_id:
         tracker.log_params(run_id, cfg.flat())
         tracker.log_dataset(run_id, version.manifest, version.path, context="train")
         result = fit(cfg, version.path, tracker.uri, run_id)
@@ -87,7 +87,7 @@ def fit(cfg: Config, dataset: Path, tracking_uri: str, run_id: str):
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     ensure_ray()
     storage = cfg.train.storage_path or str(paths.ray_results())
-    name = f"{cfg.name}-{cfg.model.family}-{run_id[:12]}"
+    name = f"{cfg.name}-{cfg.model.label}-{run_id[:12]}"
     use_gpu = cfg.train.gpus_per_worker > 0
     resources = {"CPU": cfg.train.cpus_per_worker}
     if use_gpu:

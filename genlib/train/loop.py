@@ -167,8 +167,9 @@ def _log_samples(tracker: Tracker, run_id: str, model: GenerativeModel, cfg: Con
 
 
 def _progress_line(cfg: Config, metrics: dict[str, float]) -> str:
-    shown = " ".join(f"{k} {metrics[k]:.4g}" for k in ("train_loss", "val_loss", "val_elbo_bpd") if k in metrics)
-    return (f"[{cfg.model.family}] epoch {int(metrics['epoch']) + 1}/{cfg.train.epochs}  {shown}  "
+    keys = ["train_loss", "val_loss", *(k for k in metrics if k.startswith("val_") and k.endswith("bpd"))]
+    shown = " ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics)
+    return (f"[{cfg.model.label}] epoch {int(metrics['epoch']) + 1}/{cfg.train.epochs}  {shown}  "
             f"({metrics['images_per_second']:.0f} img/s)")
 
 

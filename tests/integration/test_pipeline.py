@@ -23,8 +23,8 @@ def test_pipeline_flow_records_parent_and_nested_runs(ray_local, prefect_server,
 
     from flows.pipeline import pipeline
 
-    overrides = ["train.epochs=2", "train.num_workers=2", "model.hidden=8", "eval.iwae_k=8",
-                 "eval.n_samples=16", "train.sample_every=1"]
+    overrides = ["train.epochs=2", "train.num_workers=2", "eval.iwae_k=8", "eval.n_samples=16",
+                 "train.sample_every=1", "models=[{family: vae, hidden: 8}, {family: categorical}]"]
     state = pipeline("digits-quick", overrides, return_state=True)
     assert state.is_completed()
     summary = state.result()
@@ -33,7 +33,7 @@ def test_pipeline_flow_records_parent_and_nested_runs(ray_local, prefect_server,
     parent = tracker.get_run(summary["parent_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.params["train.epochs"] == "2"
     children = {r.info.run_name: r for r in tracker.child_runs(parent.info.run_id)}
-    assert set(children) == {"train-vae", "evaluate-vae"}
+    assert set(children) == {"train-vae", "evaluate-vae", "train-categorical", "evaluate-categorical"}
     assert all(r.info.status == "FINISHED" for r in children.values())
 
     train_run = children["train-vae"]
@@ -49,9 +49,13 @@ def test_pipeline_flow_records_parent_and_nested_runs(ray_local, prefect_server,
     assert 0.5 < scores["test_elbo_bpd"] < 4.09 + 0.5  # sane bits/dim for 17 levels (uniform: 4.09)
     assert children["evaluate-vae"].data.params["eval.split"] == "test"
 
+    exact = children["evaluate-categorical"].data.metrics
+    assert set(exact) == {"test_bpd"} and 2.0 < exact["test_bpd"] < 3.0  # independent pixels: ~2.43
+
     local = tracker.download_artifacts(parent.info.run_id, "summary.json", tmp_path)
-    assert json.loads(local.read_text())["rows"][0]["family"] == "vae"
+    assert [row["model"] for row in json.loads(local.read_text())["rows"]] == ["vae", "categorical"]
     assert parent.data.metrics["vae.test_elbo_bpd"] == pytest.approx(scores["test_elbo_bpd"])
+    assert parent.data.metrics["categorical.test_bpd"] == pytest.approx(exact["test_bpd"])
 
     import asyncio
 
@@ -60,7 +64,8 @@ def test_pipeline_flow_records_parent_and_nested_runs(ray_local, prefect_server,
             runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [state.state_details.flow_run_id]}))
             return sorted(r.name.rsplit("-", 1)[0] for r in runs)
 
-    assert asyncio.run(task_names()) == ["evaluate", "prepare", "summary", "train"]
+    assert asyncio.run(task_names()) == ["evaluate-categorical", "evaluate-vae", "prepare", "summary",
+                                         "train-categorical", "train-vae"]
 
 
 def test_pipeline_bad_override_fails_before_anything_runs(prefect_server):

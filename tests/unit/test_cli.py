@@ -33,10 +33,17 @@ def test_presets_lists_every_preset(capsys):
 
 def test_summary_table_lists_metrics():
     summary = {"preset": "p", "experiment": "e", "parent_run_id": "r", "tracking_uri": "sqlite:///x",
-               "rows": [{"family": "vae", "dataset": "digits-abc", "selected_epoch": 3,
-                         "test_elbo_bpd": 2.1, "test_iwae5_bpd": 2.0}]}
+               "rows": [{"model": "vae", "family": "vae", "dataset": "digits-abc", "selected_epoch": 3,
+                         "test_elbo_bpd": 2.1, "test_iwae5_bpd": 2.0},
+                        {"model": "pixelcnn", "family": "pixelcnn", "dataset": "digits-abc",
+                         "selected_epoch": 5, "test_bpd": 1.8}]}
     text = cli.format_summary(summary)
-    assert "test_elbo_bpd" in text and "2.1000" in text and "genlib ui" in text
+    lines = text.splitlines()
+    header = next(line for line in lines if "test_bpd" in line)
+    assert header.split() == ["model", "family", "epoch", "test_bpd", "test_elbo_bpd", "test_iwae5_bpd"]
+    assert any(line.split() == ["vae", "vae", "3", "-", "2.1000", "2.0000"] for line in lines)
+    assert any(line.split() == ["pixelcnn", "pixelcnn", "5", "1.8000", "-", "-"] for line in lines)
+    assert "genlib ui" in text
 
 
 def test_prefect_retries_only_transient_failures():

@@ -32,8 +32,21 @@ def test_every_preset_loads():
     assert {"digits-quick", "digits", "mnist", "cifar10"} <= set(preset_names())
     for name in preset_names():
         cfg = load_config(name)
-        assert cfg.name == name
-        assert isinstance(cfg.model, VAEConfig)
+        assert cfg.name == name and cfg.pipeline_models()
+
+
+def test_pipeline_models_list():
+    cfg = load_config("digits")
+    assert isinstance(cfg.model, VAEConfig)
+    labels = [m.label for m in cfg.pipeline_models()]
+    assert {"vae", "pixelcnn", "gated-pixelcnn", "gated-pixelcnn-cond", "mixture", "categorical"} <= set(labels)
+    one = load_config("digits", ["models=[{family: categorical}]"])
+    assert [m.family for m in one.pipeline_models()] == ["categorical"]
+    assert load_config("digits", ["models=[]"]).pipeline_models() == (cfg.model,)
+    with pytest.raises(ValueError, match="labels must be unique"):
+        load_config("digits", ["models=[{family: vae}, {family: vae}]"])
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['models\[0\].hidden'\]"):
+        load_config("digits", ["models=[{family: categorical, hidden: 3}]"])
 
 
 def test_overrides_are_typed_and_nested():
