@@ -57,6 +57,7 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch always checkpoints)
     sample_every: int = 10  # epochs between sample-grid images logged to MLflow
     select_by: str = "val_loss"  # metric that picks the checkpoint to evaluate ("val_loss" or "last")
+    patience: int | None = None  # stop after this many epochs without a lower val_loss; null: run every epoch
     storage_path: str | None = None  # Ray Train storage (path or URI); default GENLIB_HOME/ray_results
 
 

@@ -47,12 +47,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     model = build_model(cfg.model, version.shape, version.levels, version.num_classes)
     start_epoch, step, optimizer_states = 0, 0, None
+    best_val, stale = float("inf"), 0  # for early stopping (train.patience)
     checkpoint = ray.train.get_checkpoint()  # set after a worker failure or a relaunch
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
             state, weights, optimizer_states = read_checkpoint(ckpt_dir)
         model.load_state_dict(weights)
         start_epoch, step = state["epoch"] + 1, state["step"]
+        best_val, stale = state.get("best_val_loss", best_val), state.get("stale_epochs", 0)
         if tracker:
             tracker.set_tags(run_id, {"genlib.resumed_from_epoch": state["epoch"]})
     # Moves to the device; DDP when world > 1 and there are gradients to synchronise.
@@ -81,15 +83,24 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics = {**_prefix(train_metrics, "train_"), **_prefix(val_metrics, "val_"),
                    "epoch": epoch, "epoch_seconds": seconds,
                    "images_per_second": len(train_set) / seconds}
+        # Every rank sees the same all-reduced val_loss, so every rank takes the same decision.
+        best_val, stale = (metrics["val_loss"], 0) if metrics["val_loss"] < best_val else (best_val, stale + 1)
+        stop = cfg.train.patience is not None and stale >= cfg.train.patience
+        last = stop or epoch == cfg.train.epochs - 1
         if tracker:
             # The real stdout: Ray Train patches print() into its logger, which echoes it twice.
             sys.__stdout__.write(_progress_line(cfg, metrics) + "\n")
             sys.__stdout__.flush()
             tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
-            if _due(epoch, cfg.train.sample_every, cfg.train.epochs):
+            if _due(epoch, cfg.train.sample_every, last):
                 _log_samples(tracker, run_id, model, cfg, epoch)
-        _report(model, optimizers, metrics, epoch, step, cfg, rank)
+            if stop:
+                tracker.set_tags(run_id, {"genlib.stopped_early_at_epoch": epoch})
+        progress = {"epoch": epoch, "step": step, "best_val_loss": best_val, "stale_epochs": stale}
+        _report(model, optimizers, metrics, progress, _due(epoch, cfg.train.checkpoint_every, last), cfg, rank)
         chaos.maybe_kill(loop_config.get("chaos"), epoch, rank)
+        if stop:
+            break
 
 
 def _quiet_report_logs() -> None:
@@ -147,17 +158,18 @@ def _global_mean(sums: dict[str, float], count: int, device) -> dict[str, float]
     return {k: v / max(count, 1) for k, v in zip(keys, values)}
 
 
-def _report(model, optimizers, metrics, epoch: int, step: int, cfg: Config, rank: int) -> None:
-    if not _due(epoch, cfg.train.checkpoint_every, cfg.train.epochs):
+def _report(model, optimizers, metrics, progress: dict[str, Any], with_checkpoint: bool, cfg: Config,
+            rank: int) -> None:
+    if not with_checkpoint:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
-            path = save_checkpoint(Path(tmp) / "checkpoint", model, optimizers, epoch=epoch,
-                                   step=step, metrics=metrics, config=cfg.to_dict())
+            path = save_checkpoint(Path(tmp) / "checkpoint", model, optimizers, metrics=metrics,
+                                   config=cfg.to_dict(), **progress)
             checkpoint = ray.train.Checkpoint.from_directory(str(path))
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{epoch:05d}")
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{progress['epoch']:05d}")
 
 
 def _log_samples(tracker: Tracker, run_id: str, model: GenerativeModel, cfg: Config, epoch: int) -> None:
@@ -173,8 +185,8 @@ def _progress_line(cfg: Config, metrics: dict[str, float]) -> str:
             f"({metrics['images_per_second']:.0f} img/s)")
 
 
-def _due(epoch: int, every: int, epochs: int) -> bool:
-    return (epoch + 1) % max(every, 1) == 0 or epoch == epochs - 1
+def _due(epoch: int, every: int, last: bool) -> bool:
+    return (epoch + 1) % max(every, 1) == 0 or last
 
 
 def _prefix(metrics: dict[str, float], prefix: str) -> dict[str, float]:

@@ -66,3 +66,16 @@ def test_failure_without_retries_marks_run_failed(ray_local, monkeypatch):
     runs = tracker.client.search_runs([tracker.experiment_id("genlib-digits")])
     assert [r.info.status for r in runs] == ["FAILED"]
     assert not (paths.home() / "checkpoints").exists()
+
+
+def test_early_stopping_when_validation_stops_improving(ray_local):
+    # The independent-pixel model is fitted exactly by its first EM step: nothing improves after.
+    cfg = load_config("digits-quick", ["model={family: categorical}", "train.epochs=30",
+                                       "train.patience=2", "train.num_workers=2"])
+    tracker = Tracker()
+    result = train(cfg, prepare(cfg.data).path, tracker)
+    steps = _history(tracker, result.run_id, "val_loss")
+    assert len(steps) <= 5 and steps == list(range(len(steps)))
+    run = tracker.get_run(result.run_id)
+    assert run.data.tags["genlib.stopped_early_at_epoch"] == str(steps[-1])
+    assert result.epoch <= 2  # the selected checkpoint is the best one, not the last
