@@ -6,10 +6,12 @@ TINY = {
     "gated-pixelcnn": {"hidden": 16, "layers": 2, "head": 16, "kernel": 3},
     "categorical": {},
     "mixture": {"components": 5},
+    "gan": {"hidden": 16, "latent_dim": 16},
 }
 # Variants that must honour the contract too (label-conditional models need labels in batches).
 VARIANTS = {
     "pixelcnn-conditional": ("pixelcnn", {**TINY["pixelcnn"], "conditional": True}),
     "gated-pixelcnn-conditional": ("gated-pixelcnn", {**TINY["gated-pixelcnn"], "conditional": True}),
+    "gan-wgan-gp-conditional": ("gan", {**TINY["gan"], "loss": "wgan-gp", "n_critic": 2, "conditional": True}),
 }
 ALL = {**{name: (name, cfg) for name, cfg in TINY.items()}, **VARIANTS}

@@ -11,6 +11,7 @@ from genlib.config import Config
 from genlib.data.dataset import DatasetVersion
 from genlib.evaluate.likelihood import likelihood_metrics
 from genlib.figures import image_grid
+from genlib.models.base import INTERPOLATE
 from genlib.models.io import load_model
 from genlib.tracking import Tracker
 from genlib.train.launch import experiment_name
@@ -42,4 +43,8 @@ def evaluate(cfg: Config, checkpoint: str | Path, dataset: str | Path, tracker: 
         generator = torch.Generator().manual_seed(cfg.train.seed)
         grid = image_grid(model.sample(cfg.eval.n_samples, generator=generator), model.levels)
         tracker.log_image(run_id, grid, "samples/final.png")
+        if INTERPOLATE in model.capabilities:
+            steps = 8
+            path = model.interpolate(rows=8, steps=steps, generator=torch.Generator().manual_seed(cfg.train.seed))
+            tracker.log_image(run_id, image_grid(path, model.levels, nrow=steps), "samples/interpolation.png")
     return EvalResult(run_id, metrics)

@@ -8,7 +8,7 @@ from genlib.registry import Registry
 MODELS: Registry[type[GenerativeModel]] = Registry("model family", check=check_family)
 
 # Importing a family registers it.
-from genlib.models import baselines, pixelcnn, vae  # noqa: E402,F401
+from genlib.models import baselines, gan, pixelcnn, vae  # noqa: E402,F401
 
 
 def build_model(config, shape, levels, num_classes=None) -> GenerativeModel:

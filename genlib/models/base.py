@@ -47,6 +47,7 @@ class GenerativeModel(nn.Module):
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     capabilities: ClassVar[frozenset[str]] = frozenset()
     log_prob_exact: ClassVar[bool] = False  # True: log_prob is exact; False: a bound with k samples
+    ddp_options: ClassVar[dict] = {}  # extra DistributedDataParallel arguments this family needs
 
     def __init__(self, config: ModelConfig, shape: tuple[int, int, int], levels: int,
                  num_classes: int | None = None):

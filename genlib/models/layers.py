@@ -24,6 +24,13 @@ def bits_per_dim(nats_per_image: torch.Tensor | float, dims: int) -> torch.Tenso
     return nats_per_image / (dims * math.log(2.0))
 
 
+def latent_path(rows: int, steps: int, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``rows`` straight lines between pairs of N(0, I) latents, ``steps`` points each: (rows·steps, dim)."""
+    z0, z1 = (torch.randn(rows, 1, dim, generator=generator) for _ in range(2))
+    t = torch.linspace(0, 1, steps)[None, :, None]
+    return (z0 + t * (z1 - z0)).flatten(0, 1)
+
+
 def downsample_steps(size: int, smallest: int = 4) -> int:
     """How many stride-2 halvings take ``size`` down towards ``smallest`` exactly."""
     steps = 0

@@ -24,8 +24,9 @@ from torch import nn
 
 from genlib.config import ModelConfig
 from genlib.models import MODELS
-from genlib.models.base import ENCODE, LOG_PROB, Batch, GenerativeModel, to_unit
-from genlib.models.layers import ConvDecoder, ConvEncoder, bits_per_dim, categorical_log_likelihood
+from genlib.models.base import ENCODE, INTERPOLATE, LOG_PROB, Batch, GenerativeModel, to_unit
+from genlib.models.layers import (ConvDecoder, ConvEncoder, bits_per_dim, categorical_log_likelihood,
+                                  latent_path)
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class VAEConfig(ModelConfig):
 @MODELS.register("vae")
 class VAE(GenerativeModel):
     config_class = VAEConfig
-    capabilities = frozenset({LOG_PROB, ENCODE})
+    capabilities = frozenset({LOG_PROB, ENCODE, INTERPOLATE})
     log_prob_exact = False
 
     def __init__(self, config: VAEConfig, shape, levels, num_classes=None):
@@ -98,6 +99,19 @@ class VAE(GenerativeModel):
         flat = probs.movedim(2, -1).reshape(-1, self.levels).cpu()
         drawn = torch.multinomial(flat, 1, generator=generator).view(n, *self.shape)
         return drawn.to(torch.uint8)
+
+    @torch.no_grad()
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's expected level per sub-pixel, rounded: (B, C, H, W) uint8 — the smooth
+        picture of a latent, without the per-pixel sampling noise of ``sample``."""
+        probs = self.decode_logits(z).softmax(dim=2)  # (B, C, L, H, W)
+        levels = torch.arange(self.levels, device=z.device, dtype=probs.dtype).view(1, 1, -1, 1, 1)
+        return (probs * levels).sum(2).round().to(torch.uint8)
+
+    @torch.no_grad()
+    def interpolate(self, rows: int = 8, steps: int = 8, generator=None) -> torch.Tensor:
+        """``rows`` straight lines between random latents, ``steps`` decoder means each."""
+        return self.decode_mean(latent_path(rows, steps, self.config.latent_dim, generator).to(self.device))
 
     @torch.no_grad()
     def encode(self, x, labels=None) -> torch.Tensor:

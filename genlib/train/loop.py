@@ -59,7 +59,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             tracker.set_tags(run_id, {"genlib.resumed_from_epoch": state["epoch"]})
     # Moves to the device; DDP when world > 1 and there are gradients to synchronise.
     strategy = "ddp" if model.trainable else None
-    model.bind_runner(ray.train.torch.prepare_model(model, parallel_strategy=strategy))
+    model.bind_runner(ray.train.torch.prepare_model(model, parallel_strategy=strategy,
+                                                    parallel_strategy_kwargs=model.ddp_options or None))
     optimizers = model.configure_optimizers(cfg.train)
     if optimizer_states is not None:
         load_optimizer_states(optimizers, optimizer_states)

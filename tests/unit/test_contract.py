@@ -6,7 +6,7 @@ from sklearn.datasets import load_digits
 
 from genlib.config import TrainConfig, config_from_dict
 from genlib.models import MODELS, build_model
-from genlib.models.base import KNOWN_CAPABILITIES, LOG_PROB, Batch
+from genlib.models.base import INTERPOLATE, KNOWN_CAPABILITIES, LOG_PROB, Batch
 from genlib.models.io import load_model, save_checkpoint
 
 from tests.families import ALL, TINY
@@ -54,6 +54,9 @@ def test_samples_are_images_of_the_dataset(variant):
     assert samples.shape == (4, *SHAPE) and samples.dtype == torch.uint8
     assert int(samples.max()) < LEVELS
     assert set(model.capabilities) <= KNOWN_CAPABILITIES
+    if INTERPOLATE in model.capabilities:
+        path = model.interpolate(rows=2, steps=3, generator=torch.Generator().manual_seed(0))
+        assert path.shape == (6, *SHAPE) and path.dtype == torch.uint8 and int(path.max()) < LEVELS
 
 
 @pytest.mark.parametrize("variant", sorted(ALL))

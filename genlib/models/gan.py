@@ -1,0 +1,273 @@
+"""Adversarial models: DCGAN-style generator and discriminator [1] sized from the image shape, with
+the minimax and non-saturating losses of [2], least squares [3], WGAN-GP [4] and hinge [5]
+chosen by config, optional class conditioning (conditional batch norm in G, a projection
+discriminator [6]) and an exponential moving average of the generator weights for sampling.
+
+[1] Radford, Metz & Chintala, "Unsupervised Representation Learning with Deep Convolutional
+    GANs", ICLR 2016.
+[2] Goodfellow et al., "Generative Adversarial Nets", NeurIPS 2014.
+[3] Mao et al., "Least Squares Generative Adversarial Networks", ICCV 2017.
+[4] Gulrajani et al., "Improved Training of Wasserstein GANs", NeurIPS 2017.
+[5] Lim & Ye, "Geometric GAN", 2017; Miyato et al., "Spectral Normalization for GANs", ICLR 2018.
+[6] Miyato & Koyama, "cGANs with Projection Discriminator", ICLR 2018.
+
+NOTE: the discriminator has no batch norm (as [4] requires for the gradient penalty), whatever
+the loss; real images are dequantised with uniform noise of one level's width so that D cannot
+tell them from the generator's continuous outputs by their discreteness alone.
+NOTE: GANs have no likelihood. ``validation_step`` reports, as ``loss``, the unbiased squared
+MMD (Gaussian kernel, median bandwidth) between EMA-generator samples and the held-out batch in
+pixel space: a crude but honest sample-quality score that checkpoint selection can use.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlib.config import ModelConfig, TrainConfig
+from genlib.models import MODELS
+from genlib.models.base import INTERPOLATE, Batch, GenerativeModel, to_unit
+from genlib.models.layers import downsample_steps, latent_path
+
+
+# --------------------------------------------------------------------------- losses
+# Each entry: (discriminator loss from real and fake logits, generator loss from fake logits).
+
+def _minimax_g(fake):
+    return -F.softplus(fake).mean()  # minimise log(1 − D(G(z)))
+
+
+LOSSES: dict[str, tuple[Callable, Callable]] = {
+    "minimax": (lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(), _minimax_g),
+    "non-saturating": (lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),
+                       lambda f: F.softplus(-f).mean()),
+    "lsgan": (lambda r, f: 0.5 * ((r - 1).pow(2).mean() + f.pow(2).mean()),
+              lambda f: 0.5 * (f - 1).pow(2).mean()),
+    "wgan-gp": (lambda r, f: f.mean() - r.mean(), lambda f: -f.mean()),
+    "hinge": (lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean(), lambda f: -f.mean()),
+}
+
+
+@dataclass(frozen=True)
+class GANConfig(ModelConfig):
+    family: str = "gan"
+    latent_dim: int = 64  # size of z
+    hidden: int = 64  # channels at full resolution; doubled at each halving
+    loss: str = "non-saturating"  # one of LOSSES: minimax, non-saturating, lsgan, wgan-gp, hinge
+    n_critic: int = 1  # discriminator updates per generator update (5 is usual for wgan-gp)
+    gp_weight: float = 10.0  # gradient-penalty weight, used by wgan-gp only
+    ema: float = 0.999  # decay of the generator's moving average used for sampling; 0 disables
+    conditional: bool = False  # class-conditional: conditional batch norm in G, projection in D
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch norm whose scale and shift are learned per class (plain affine when unconditional)."""
+
+    def __init__(self, channels: int, num_classes: int | None):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=num_classes is None)
+        self.embed = None
+        if num_classes:
+            self.embed = nn.Embedding(num_classes, 2 * channels)
+            nn.init.ones_(self.embed.weight[:, :channels])
+            nn.init.zeros_(self.embed.weight[:, channels:])
+
+    def forward(self, x, labels):
+        out = self.bn(x)
+        if self.embed is None:
+            return out
+        gamma, beta = self.embed(labels)[:, :, None, None].chunk(2, dim=1)
+        return gamma * out + beta
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: GANConfig, shape, num_classes):
+        super().__init__()
+        c, h, _ = shape
+        self.steps = downsample_steps(h)
+        self.base, self.ch = h >> self.steps, cfg.hidden * 2 ** self.steps
+        self.fc = nn.Linear(cfg.latent_dim, self.ch * self.base ** 2)
+        chans = [cfg.hidden * 2 ** (self.steps - i) for i in range(self.steps + 1)]  # ch … hidden
+        self.norms = nn.ModuleList(ConditionalBatchNorm2d(ch, num_classes) for ch in chans)
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1) for a, b in zip(chans, chans[1:]))
+        self.out = nn.Conv2d(chans[-1], c, 3, padding=1)
+
+    def forward(self, z, labels=None):
+        h = self.fc(z).view(-1, self.ch, self.base, self.base)
+        for norm, up in zip(self.norms, self.ups):
+            h = up(F.relu(norm(h, labels)))
+        return torch.tanh(self.out(F.relu(self.norms[-1](h, labels))))  # (B, C, H, W) in [-1, 1]
+
+
+class Discriminator(nn.Module):
+    def __init__(self, cfg: GANConfig, shape, num_classes):
+        super().__init__()
+        c, h, _ = shape
+        steps = downsample_steps(h)
+        layers: list[nn.Module] = [nn.Conv2d(c, cfg.hidden, 3, padding=1), nn.LeakyReLU(0.2)]
+        ch = cfg.hidden
+        for _ in range(steps):
+            layers += [nn.Conv2d(ch, 2 * ch, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            ch *= 2
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        width = ch * (h >> steps) ** 2
+        self.out = nn.Linear(width, 1)
+        self.project = nn.Embedding(num_classes, width) if num_classes else None
+
+    def forward(self, x, labels=None):
+        feats = self.features(x)
+        logit = self.out(feats).squeeze(1)
+        if self.project is not None:  # projection discriminator [6]: + <embed(y), φ(x)>
+            logit = logit + (self.project(labels) * feats).sum(1)
+        return logit  # (B,)
+
+
+@MODELS.register("gan")
+class GAN(GenerativeModel):
+    config_class = GANConfig
+    capabilities = frozenset({INTERPOLATE})
+    # Each forward uses one network: the other's parameters get no gradient in that pass.
+    ddp_options = {"find_unused_parameters": True}
+
+    def __init__(self, config: GANConfig, shape, levels, num_classes=None):
+        super().__init__(config, shape, levels, num_classes)
+        if config.loss not in LOSSES:
+            raise ValueError(f"model.loss {config.loss!r} is not known; known: {sorted(LOSSES)}")
+        if self.shape[1] != self.shape[2]:
+            raise ValueError(f"the GAN expects square images, got {self.shape[1]}×{self.shape[2]}")
+        if config.conditional and not num_classes:
+            raise ValueError("a conditional GAN needs a labelled dataset (num_classes)")
+        classes = num_classes if config.conditional else None
+        self.generator = Generator(config, self.shape, classes)
+        self.discriminator = Discriminator(config, self.shape, classes)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if config.ema > 0 else None
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+
+    def configure_optimizers(self, train: TrainConfig):
+        betas = (0.0, 0.9) if self.config.loss == "wgan-gp" else (0.5, 0.999)
+        return {"generator": torch.optim.Adam(self.generator.parameters(), lr=train.lr, betas=betas),
+                "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=train.lr, betas=betas)}
+
+    def forward(self, phase: str, x: torch.Tensor | None, z: torch.Tensor, labels) -> torch.Tensor:
+        """One loss per call — ``phase`` "d" or "g" — so each backward pairs with one DDP forward."""
+        d_loss, g_loss = LOSSES[self.config.loss]
+        if phase == "g":
+            return g_loss(self.discriminator(self.generator(z, labels), labels))
+        with torch.no_grad():
+            fake = self.generator(z, labels)
+        real = self._dequantize(x)
+        loss = d_loss(self.discriminator(real, labels), self.discriminator(fake, labels))
+        if self.config.loss == "wgan-gp":
+            loss = loss + self.config.gp_weight * self._gradient_penalty(real, fake, labels)
+        return loss
+
+    def _dequantize(self, x: torch.Tensor) -> torch.Tensor:
+        unit = to_unit(x, self.levels)
+        return unit + (torch.rand_like(unit) - 0.5) * (2.0 / (self.levels - 1))
+
+    def _gradient_penalty(self, real, fake, labels) -> torch.Tensor:
+        t = torch.rand(len(real), 1, 1, 1, device=real.device)
+        mixed = (t * real + (1 - t) * fake).requires_grad_(True)
+        grad, = torch.autograd.grad(self.discriminator(mixed, labels).sum(), mixed, create_graph=True)
+        return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+    def training_step(self, batch: Batch, optimizers, step: int) -> dict[str, float]:
+        labels = self._labels(batch.labels, len(batch.x))
+        z = torch.randn(len(batch.x), self.config.latent_dim, device=batch.x.device)
+        d_loss = self.run("d", batch.x, z, labels)
+        optimizers["discriminator"].zero_grad(set_to_none=True)
+        d_loss.backward()
+        optimizers["discriminator"].step()
+        metrics = {"d_loss": d_loss.item()}
+        if step % self.config.n_critic == 0:
+            g_loss = self.run("g", None, torch.randn_like(z), labels)
+            optimizers["generator"].zero_grad(set_to_none=True)
+            g_loss.backward()
+            optimizers["generator"].step()
+            self._update_ema()
+            metrics["g_loss"] = g_loss.item()
+        metrics["loss"] = d_loss.item() + metrics.get("g_loss", 0.0)
+        return metrics
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.generator_ema is None:
+            return
+        # Warm-up: early on the average follows the generator closely, so early samples are not
+        # dominated by the random initial weights.
+        n = int(self.ema_updates)
+        decay = min(self.config.ema, (1 + n) / (10 + n))
+        self.ema_updates += 1
+        for avg, new in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            avg.lerp_(new, 1.0 - decay)
+        for avg, new in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            avg.copy_(new)
+
+    @property
+    def sampler(self) -> Generator:
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
+    @torch.no_grad()
+    def validation_step(self, batch: Batch) -> dict[str, float]:
+        fake = self.generate(torch.randn(len(batch.x), self.config.latent_dim, device=batch.x.device),
+                             self._labels(batch.labels, len(batch.x), default=True))
+        mmd = pixel_mmd2(to_unit(batch.x, self.levels).flatten(1), fake.flatten(1))
+        return {"loss": mmd, "mmd2": mmd}
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, labels=None) -> torch.Tensor:
+        """Continuous images in [-1, 1] from latents, with the averaged generator."""
+        was_training = self.sampler.training
+        self.sampler.eval()
+        out = self.sampler(z, labels)
+        self.sampler.train(was_training)
+        return out
+
+    def quantize(self, images: torch.Tensor) -> torch.Tensor:
+        return ((images + 1) * (self.levels - 1) / 2).round().clamp(0, self.levels - 1).to(torch.uint8)
+
+    @torch.no_grad()
+    def sample(self, n, labels=None, generator=None) -> torch.Tensor:
+        z = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
+        return self.quantize(self.generate(z, self._labels(labels, n, default=True)))
+
+    @torch.no_grad()
+    def interpolate(self, rows: int = 8, steps: int = 8, generator=None) -> torch.Tensor:
+        """``rows`` straight lines between random latents, ``steps`` images each: (rows·steps, C, H, W)."""
+        z = latent_path(rows, steps, self.config.latent_dim, generator).to(self.device)
+        labels = self._labels(None, rows, default=True)
+        labels = None if labels is None else labels.repeat_interleave(steps)
+        return self.quantize(self.generate(z, labels))
+
+    @torch.no_grad()
+    def latent_arithmetic(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, labels=None) -> torch.Tensor:
+        """The image of mean(a) − mean(b) + mean(c), for three sets of latents (N_i, latent_dim)."""
+        z = (a.mean(0) - b.mean(0) + c.mean(0))[None].to(self.device)
+        return self.quantize(self.generate(z, self._labels(labels, 1, default=True)))
+
+    def _labels(self, labels, n: int, default: bool = False):
+        if not self.config.conditional:
+            return None
+        if labels is None:
+            if not default:
+                raise ValueError("a conditional GAN needs labels in every batch")
+            labels = torch.arange(n) % self.num_classes
+        return labels.to(self.device)
+
+
+def pixel_mmd2(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Unbiased squared MMD between two samples (N, D) and (M, D), Gaussian kernel with the
+    median pairwise distance as bandwidth."""
+    xy = torch.cat([x, y])
+    d2 = torch.cdist(xy, xy).pow(2)
+    bandwidth = d2[d2 > 0].median().clamp_min(1e-6)
+    k = torch.exp(-d2 / bandwidth)
+    n, m = len(x), len(y)
+    kxx = (k[:n, :n].sum() - k[:n, :n].diagonal().sum()) / max(n * (n - 1), 1)
+    kyy = (k[n:, n:].sum() - k[n:, n:].diagonal().sum()) / max(m * (m - 1), 1)
+    return (kxx + kyy - 2 * k[:n, n:].mean()).item()
