@@ -7,9 +7,11 @@ TINY = {
     "categorical": {},
     "mixture": {"components": 5},
     "gan": {"hidden": 16, "latent_dim": 16},
+    "beta-vae": {"latent_dim": 4, "hidden": 8},
 }
 # Variants that must honour the contract too (label-conditional models need labels in batches).
 VARIANTS = {
+    "vae-conditional": ("vae", {**TINY["vae"], "conditional": True}),
     "pixelcnn-conditional": ("pixelcnn", {**TINY["pixelcnn"], "conditional": True}),
     "gated-pixelcnn-conditional": ("gated-pixelcnn", {**TINY["gated-pixelcnn"], "conditional": True}),
     "gan-wgan-gp-conditional": ("gan", {**TINY["gan"], "loss": "wgan-gp", "n_critic": 2, "conditional": True}),

@@ -11,7 +11,7 @@ from genlib.config import Config
 from genlib.data.dataset import DatasetVersion
 from genlib.evaluate.likelihood import likelihood_metrics
 from genlib.figures import image_grid
-from genlib.models.base import INTERPOLATE
+from genlib.models.base import INTERPOLATE, TRAVERSE
 from genlib.models.io import load_model
 from genlib.tracking import Tracker
 from genlib.train.launch import experiment_name
@@ -47,4 +47,8 @@ def evaluate(cfg: Config, checkpoint: str | Path, dataset: str | Path, tracker: 
             steps = 8
             path = model.interpolate(rows=8, steps=steps, generator=torch.Generator().manual_seed(cfg.train.seed))
             tracker.log_image(run_id, image_grid(path, model.levels, nrow=steps), "samples/interpolation.png")
+        if TRAVERSE in model.capabilities:
+            steps = 9
+            tracker.log_image(run_id, image_grid(model.traverse(steps=steps), model.levels, nrow=steps),
+                              "samples/traversals.png")
     return EvalResult(run_id, metrics)

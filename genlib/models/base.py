@@ -20,8 +20,9 @@ from genlib.config import ModelConfig, TrainConfig
 LOG_PROB = "log_prob"  # log_prob(x): nats per image, exact or a bound (see log_prob_exact)
 ENCODE = "encode"  # encode(x): latent means, used by reweighting
 COMPLETE = "complete"  # complete(x, mask): fill unobserved pixels
-INTERPOLATE = "interpolate"  # interpolate(...): latent interpolation grids
-KNOWN_CAPABILITIES = frozenset({LOG_PROB, ENCODE, COMPLETE, INTERPOLATE})
+INTERPOLATE = "interpolate"  # interpolate(rows, steps, generator): latent interpolation grids
+TRAVERSE = "traverse"  # traverse(steps, span): one latent dimension varied per row
+KNOWN_CAPABILITIES = frozenset({LOG_PROB, ENCODE, COMPLETE, INTERPOLATE, TRAVERSE})
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,14 @@ comparable in bits/dim with autoregressive models.
 [2] Higgins et al., "β-VAE: Learning Basic Visual Concepts with a Constrained Variational
     Framework", ICLR 2017.
 [3] Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016.
+[4] Sohn, Lee & Yan, "Learning Structured Output Representation using Deep Conditional
+    Generative Models", NeurIPS 2015 (the conditional VAE).
 
 NOTE: [1] uses Bernoulli or Gaussian decoders; the categorical decoder here follows the discrete
 likelihoods of the PixelCNN literature so that bits/dim mean the same thing for every family.
 NOTE: ``log_prob(k=1)`` is the ELBO with β=1 whatever β training used: a bound needs β=1.
+NOTE: the conditional VAE feeds the one-hot class to the encoder (as constant image planes) and
+to the decoder (next to z); its bounds are on log p(x | y).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from torch import nn
 
 from genlib.config import ModelConfig
 from genlib.models import MODELS
-from genlib.models.base import ENCODE, INTERPOLATE, LOG_PROB, Batch, GenerativeModel, to_unit
+import torch.nn.functional as F
+
+from genlib.models.base import ENCODE, INTERPOLATE, LOG_PROB, TRAVERSE, Batch, GenerativeModel, to_unit
 from genlib.models.layers import (ConvDecoder, ConvEncoder, bits_per_dim, categorical_log_likelihood,
                                   latent_path)
 
@@ -35,12 +41,19 @@ class VAEConfig(ModelConfig):
     latent_dim: int = 16  # size of z
     hidden: int = 32  # channels of the first conv layer; doubled at each halving of resolution
     beta: float = 1.0  # weight of the KL term in training (β-VAE [2]); 1 is the true ELBO
+    conditional: bool = False  # class-conditional VAE [4] (needs a labelled dataset)
+
+
+@dataclass(frozen=True)
+class BetaVAEConfig(VAEConfig):
+    family: str = "beta-vae"
+    beta: float = 4.0  # β > 1 trades reconstruction for a more factorised latent space [2]
 
 
 @MODELS.register("vae")
 class VAE(GenerativeModel):
     config_class = VAEConfig
-    capabilities = frozenset({LOG_PROB, ENCODE, INTERPOLATE})
+    capabilities = frozenset({LOG_PROB, ENCODE, INTERPOLATE, TRAVERSE})
     log_prob_exact = False
 
     def __init__(self, config: VAEConfig, shape, levels, num_classes=None):
@@ -48,25 +61,43 @@ class VAE(GenerativeModel):
         c, h, w = self.shape
         if h != w:
             raise ValueError(f"the VAE expects square images, got {h}×{w}")
-        self.encoder = ConvEncoder(c, h, config.hidden, 2 * config.latent_dim)
-        self.decoder = ConvDecoder(config.latent_dim, h, config.hidden, c * levels)
+        if config.conditional and not num_classes:
+            raise ValueError("a conditional VAE needs a labelled dataset (num_classes)")
+        self.classes = num_classes if config.conditional else 0
+        self.encoder = ConvEncoder(c + self.classes, h, config.hidden, 2 * config.latent_dim)
+        self.decoder = ConvDecoder(config.latent_dim + self.classes, h, config.hidden, c * levels)
 
     # -- pieces -----------------------------------------------------------------------------
 
-    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log-variance of q(z|x), each (B, latent_dim)."""
-        mu, logvar = self.encoder(to_unit(x, self.levels)).chunk(2, dim=1)
+    def _onehot(self, labels: torch.Tensor | None, n: int, default: bool = False) -> torch.Tensor | None:
+        if not self.classes:
+            return None
+        if labels is None:
+            if not default:
+                raise ValueError("a conditional VAE needs labels in every batch")
+            labels = torch.arange(n) % self.classes  # an even spread of classes
+        return F.one_hot(labels.to(self.device).long(), self.classes).float()
+
+    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of q(z|x[, y]), each (B, latent_dim); ``y`` one-hot or None."""
+        inp = to_unit(x, self.levels)
+        if y is not None:
+            inp = torch.cat([inp, y[:, :, None, None].expand(-1, -1, *inp.shape[2:])], dim=1)
+        mu, logvar = self.encoder(inp).chunk(2, dim=1)
         return mu, logvar.clamp(-12.0, 8.0)
 
-    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         c, h, w = self.shape
+        if y is not None:
+            z = torch.cat([z, y], dim=1)
         return self.decoder(z).view(-1, c, self.levels, h, w)  # (B, C, L, H, W)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per-image terms of the negative ELBO with one reparameterised sample."""
-        mu, logvar = self.posterior(x)
+        y = self._onehot(labels, len(x))
+        mu, logvar = self.posterior(x, y)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        recon = -categorical_log_likelihood(self.decode_logits(z), x)  # (B,)
+        recon = -categorical_log_likelihood(self.decode_logits(z, y), x)  # (B,)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)  # (B,) analytic KL to N(0, I)
         return {"recon": recon, "kl": kl}
 
@@ -74,7 +105,7 @@ class VAE(GenerativeModel):
 
     def training_step(self, batch: Batch, optimizers, step: int) -> dict[str, float]:
         opt = optimizers["model"]
-        terms = self.run(batch.x)
+        terms = self.run(batch.x, batch.labels)
         loss = (terms["recon"] + self.config.beta * terms["kl"]).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -83,7 +114,7 @@ class VAE(GenerativeModel):
 
     @torch.no_grad()
     def validation_step(self, batch: Batch) -> dict[str, float]:
-        terms = self(batch.x)
+        terms = self(batch.x, batch.labels)
         # Validation reports the true negative ELBO (β=1) so checkpoints are chosen on the bound.
         return self._metrics(terms, (terms["recon"] + terms["kl"]).mean())
 
@@ -95,16 +126,16 @@ class VAE(GenerativeModel):
     @torch.no_grad()
     def sample(self, n, labels=None, generator=None) -> torch.Tensor:
         z = torch.randn(n, self.config.latent_dim, generator=generator, device="cpu").to(self.device)
-        probs = self.decode_logits(z).softmax(dim=2)  # (n, C, L, H, W)
+        probs = self.decode_logits(z, self._onehot(labels, n, default=True)).softmax(dim=2)  # (n, C, L, H, W)
         flat = probs.movedim(2, -1).reshape(-1, self.levels).cpu()
         drawn = torch.multinomial(flat, 1, generator=generator).view(n, *self.shape)
         return drawn.to(torch.uint8)
 
     @torch.no_grad()
-    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_mean(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The decoder's expected level per sub-pixel, rounded: (B, C, H, W) uint8 — the smooth
         picture of a latent, without the per-pixel sampling noise of ``sample``."""
-        probs = self.decode_logits(z).softmax(dim=2)  # (B, C, L, H, W)
+        probs = self.decode_logits(z, self._onehot(labels, len(z), default=True)).softmax(dim=2)
         levels = torch.arange(self.levels, device=z.device, dtype=probs.dtype).view(1, 1, -1, 1, 1)
         return (probs * levels).sum(2).round().to(torch.uint8)
 
@@ -114,8 +145,19 @@ class VAE(GenerativeModel):
         return self.decode_mean(latent_path(rows, steps, self.config.latent_dim, generator).to(self.device))
 
     @torch.no_grad()
+    def traverse(self, steps: int = 8, span: float = 3.0, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Latent traversals: row d varies latent d from −span to +span, the others held at ``z``
+        (default the prior mean). (latent_dim·steps, C, H, W) decoder means."""
+        dim = self.config.latent_dim
+        base = torch.zeros(dim, device=self.device) if z is None else z.to(self.device)
+        grid = base.repeat(dim, steps, 1)  # (dim, steps, dim)
+        values = torch.linspace(-span, span, steps, device=self.device)
+        grid[torch.arange(dim), :, torch.arange(dim)] = values
+        return self.decode_mean(grid.flatten(0, 1))
+
+    @torch.no_grad()
     def encode(self, x, labels=None) -> torch.Tensor:
-        return self.posterior(x)[0]
+        return self.posterior(x, self._onehot(labels, len(x)))[0]
 
     @torch.no_grad()
     def log_prob(self, x, labels=None, k: int = 1) -> torch.Tensor:
@@ -123,9 +165,10 @@ class VAE(GenerativeModel):
         if k < 1:
             raise ValueError(f"k must be ≥ 1, got {k}")
         if k == 1:
-            terms = self(x)
+            terms = self(x, labels)
             return -(terms["recon"] + terms["kl"])
-        mu, logvar = self.posterior(x)
+        y = self._onehot(labels, len(x))
+        mu, logvar = self.posterior(x, y)
         std = (0.5 * logvar).exp()
         # Chunk the k samples so memory stays bounded for large k.
         chunk = max(1, 4096 // max(1, len(x)))
@@ -136,10 +179,17 @@ class VAE(GenerativeModel):
             z = mu + eps * std
             log_q = _normal_log_density(eps).sum(-1) - std.log().sum(-1)  # (kk, B)
             log_p_z = _normal_log_density(z).sum(-1)
-            logits = self.decode_logits(z.flatten(0, 1))
+            logits = self.decode_logits(z.flatten(0, 1), None if y is None else y.repeat(kk, 1))
             log_px_z = categorical_log_likelihood(logits, x.repeat(kk, 1, 1, 1)).view(kk, -1)
             log_w.append(log_px_z + log_p_z - log_q)
         return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)
+
+
+@MODELS.register("beta-vae")
+class BetaVAE(VAE):
+    """The VAE with β > 1 by default [2]; only the config differs."""
+
+    config_class = BetaVAEConfig
 
 
 def _normal_log_density(z: torch.Tensor) -> torch.Tensor:

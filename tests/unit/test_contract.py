@@ -6,7 +6,7 @@ from sklearn.datasets import load_digits
 
 from genlib.config import TrainConfig, config_from_dict
 from genlib.models import MODELS, build_model
-from genlib.models.base import INTERPOLATE, KNOWN_CAPABILITIES, LOG_PROB, Batch
+from genlib.models.base import INTERPOLATE, KNOWN_CAPABILITIES, LOG_PROB, TRAVERSE, Batch
 from genlib.models.io import load_model, save_checkpoint
 
 from tests.families import ALL, TINY
@@ -57,6 +57,9 @@ def test_samples_are_images_of_the_dataset(variant):
     if INTERPOLATE in model.capabilities:
         path = model.interpolate(rows=2, steps=3, generator=torch.Generator().manual_seed(0))
         assert path.shape == (6, *SHAPE) and path.dtype == torch.uint8 and int(path.max()) < LEVELS
+    if TRAVERSE in model.capabilities:
+        grid = model.traverse(steps=5)
+        assert grid.shape[0] % 5 == 0 and grid.shape[1:] == SHAPE and grid.dtype == torch.uint8
 
 
 @pytest.mark.parametrize("variant", sorted(ALL))

@@ -47,3 +47,39 @@ def test_bad_builds():
         build_model(VAEConfig(), (1, 8, 8), 1000)
     with pytest.raises(FileNotFoundError, match="not a genlib checkpoint"):
         load_model("/nonexistent")
+
+
+def test_traversal_varies_one_latent_per_row():
+    torch.manual_seed(0)
+    model = build_model(VAEConfig(latent_dim=3, hidden=8), (1, 8, 8), 17)
+    decoded = []
+    real_decode = model.decode_mean
+
+    def spy(z, labels=None):
+        decoded.append(z)
+        return real_decode(z, labels)
+
+    model.decode_mean = spy
+    grid = model.traverse(steps=5, span=2.0)
+    assert grid.shape == (15, 1, 8, 8)
+    z = decoded[0].view(3, 5, 3)
+    for d in range(3):
+        assert torch.allclose(z[d, :, d], torch.linspace(-2, 2, 5))
+        others = [o for o in range(3) if o != d]
+        assert (z[d][:, others] == 0).all()
+
+
+def test_conditional_and_beta_variants():
+    from genlib.models.vae import BetaVAEConfig
+
+    assert BetaVAEConfig().beta == 4.0 and BetaVAEConfig().family == "beta-vae"
+    torch.manual_seed(0)
+    model = build_model(VAEConfig(latent_dim=4, hidden=8, conditional=True), (1, 8, 8), 17, num_classes=10)
+    z = torch.zeros(2, 4)
+    a = model.decode_logits(z, torch.nn.functional.one_hot(torch.tensor([0, 0]), 10).float())
+    b = model.decode_logits(z, torch.nn.functional.one_hot(torch.tensor([0, 7]), 10).float())
+    assert torch.equal(a[0], b[0]) and not torch.equal(a[1], b[1])  # the class changes the decoder
+    with pytest.raises(ValueError, match="needs labels"):
+        model(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="labelled dataset"):
+        build_model(VAEConfig(conditional=True), (1, 8, 8), 17)
