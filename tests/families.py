@@ -8,6 +8,7 @@ TINY = {
     "mixture": {"components": 5},
     "gan": {"hidden": 16, "latent_dim": 16},
     "beta-vae": {"latent_dim": 4, "hidden": 8},
+    "pixelrnn": {"hidden": 8, "layers": 1, "head": 16},
 }
 # Variants that must honour the contract too (label-conditional models need labels in batches).
 VARIANTS = {

@@ -1,4 +1,5 @@
-"""Autoregressive image models with exact likelihood: PixelCNN [1] and Gated PixelCNN [2].
+"""Autoregressive image models with exact likelihood: PixelCNN [1], Gated PixelCNN [2] and the
+Row LSTM of PixelRNN [1].
 
 Each sub-pixel is a softmax over the dataset's ``levels``, conditioned on every sub-pixel before
 it in raster order (rows top to bottom, pixels left to right, channels R → G → B), so
@@ -16,7 +17,10 @@ Both samplers consume the same random numbers in the same order, so they draw th
 NOTE: [1] uses 7×7 mask-A then 3×3 mask-B residual blocks with 1×1 bottlenecks; here each
 residual block is one 3×3 mask-B conv, which is enough for 8×8–32×32 images.
 NOTE: class conditioning adds a learned per-class bias to every layer (the h = W·y term of [2]).
-NOTE: the Gated PixelCNN samples with the naive sampler only; caching its two stacks is open.
+NOTE: the Gated PixelCNN and the Row LSTM sample with the naive sampler only; caching their
+stacks and recurrent states is open.
+NOTE: the Row LSTM here has residual connections between layers and a 1×k masked
+input-to-state convolution, as in [1]; the row recurrence runs in Python, one row at a time.
 """
 
 from __future__ import annotations
@@ -259,6 +263,71 @@ class GatedPixelCNN(AutoregressiveModel):
             v, h, skip = layer(v, h, labels)
             skips = skips + skip
         out = self.head2(F.relu(self.head1(F.relu(skips))))
+        c, hh, ww = self.shape
+        return out.view(-1, c, self.levels, hh, ww)
+
+
+# --------------------------------------------------------------------------- PixelRNN (Row LSTM)
+
+
+@dataclass(frozen=True)
+class PixelRNNConfig(ModelConfig):
+    family: str = "pixelrnn"
+    hidden: int = 32  # channels of the LSTM state
+    layers: int = 2  # Row LSTM layers after the mask-A input layer
+    kernel: int = 3  # width of the input-to-state and state-to-state convolutions
+    first_kernel: int = 7  # kernel of the mask-A input layer
+    head: int = 64  # channels of the 1×1 output head
+
+
+class RowLSTM(nn.Module):
+    """Row LSTM [1]: an LSTM that runs down the image one row at a time; the input-to-state
+    convolution is a masked 1×k over the current row, the state-to-state one a 1-D convolution
+    over the previous row's hidden state (a triangular receptive field above each pixel)."""
+
+    def __init__(self, hidden: int, kernel: int, data_channels: int):
+        super().__init__()
+        self.p = kernel // 2
+        self.input_to_state = nn.Conv2d(hidden, 4 * hidden, (1, kernel), padding=(0, self.p))
+        mask = torch.zeros_like(self.input_to_state.weight)  # (4h, h, 1, k)
+        mask[:, :, 0, :self.p] = 1  # the pixels to the left
+        gate_groups = channel_groups(hidden, data_channels).repeat(4)
+        in_g = channel_groups(hidden, data_channels)
+        mask[:, :, 0, self.p] = (in_g[None, :] <= gate_groups[:, None]).float()  # the pixel itself: mask B
+        self.register_buffer("mask", mask, persistent=False)
+        self.state_to_state = nn.Conv1d(hidden, 4 * hidden, kernel, padding=self.p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, ch, h, w = x.shape
+        gates_in = F.conv2d(x, self.input_to_state.weight * self.mask, self.input_to_state.bias,
+                            padding=(0, self.p))  # (B, 4h, H, W)
+        state = cell = x.new_zeros(b, ch, w)
+        rows = []
+        for i in range(h):
+            i_gate, f_gate, o_gate, update = (gates_in[:, :, i] + self.state_to_state(state)).chunk(4, dim=1)
+            cell = torch.sigmoid(f_gate) * cell + torch.sigmoid(i_gate) * torch.tanh(update)
+            state = torch.sigmoid(o_gate) * torch.tanh(cell)
+            rows.append(state)
+        return torch.stack(rows, dim=2)  # (B, h, H, W)
+
+
+@MODELS.register("pixelrnn")
+class PixelRNN(AutoregressiveModel):
+    config_class = PixelRNNConfig
+
+    def __init__(self, config: PixelRNNConfig, shape, levels, num_classes=None):
+        super().__init__(config, shape, levels, num_classes)
+        c = self.shape[0]
+        self.conv_in = MaskedConv2d(c, config.hidden, config.first_kernel, "A", c)
+        self.lstms = nn.ModuleList(RowLSTM(config.hidden, config.kernel, c) for _ in range(config.layers))
+        self.head1 = MaskedConv2d(config.hidden, config.head, 1, "B", c)
+        self.head2 = MaskedConv2d(config.head, c * levels, 1, "B", c)
+
+    def logits(self, x, labels):
+        h = self.conv_in(to_unit(x, self.levels))
+        for lstm in self.lstms:
+            h = h + lstm(h)
+        out = self.head2(F.relu(self.head1(F.relu(h))))
         c, hh, ww = self.shape
         return out.view(-1, c, self.levels, hh, ww)
 

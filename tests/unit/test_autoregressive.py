@@ -6,22 +6,23 @@ import pytest
 import torch
 
 from genlib.models import build_model
-from genlib.models.pixelcnn import GatedPixelCNNConfig, PixelCNNConfig
+from genlib.models.pixelcnn import GatedPixelCNNConfig, PixelCNNConfig, PixelRNNConfig
 
 CONFIGS = [PixelCNNConfig(hidden=16, layers=2, head=16),
            PixelCNNConfig(hidden=16, layers=2, head=16, conditional=True),
            GatedPixelCNNConfig(hidden=16, layers=3, head=16, kernel=3),
-           GatedPixelCNNConfig(hidden=16, layers=3, head=16, kernel=3, conditional=True)]
+           GatedPixelCNNConfig(hidden=16, layers=3, head=16, kernel=3, conditional=True),
+           PixelRNNConfig(hidden=15, layers=2, head=16, first_kernel=3)]
 SHAPES = [((1, 6, 6), 17), ((3, 5, 5), 4)]  # grey, and colour with R → G → B ordering
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.family}{'-cond' if c.conditional else ''}")
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.family}{'-cond' if getattr(c, 'conditional', False) else ''}")
 @pytest.mark.parametrize("shape, levels", SHAPES, ids=["grey", "rgb"])
 def test_each_sub_pixel_sees_only_its_predecessors(cfg, shape, levels):
     torch.manual_seed(0)
     model = build_model(cfg, shape, levels, num_classes=3).eval()
     # Eight images, so that no dependence hides behind ReLUs that happen to be off for all of them.
-    labels = torch.arange(8) % 3 if cfg.conditional else None
+    labels = torch.arange(8) % 3 if getattr(cfg, "conditional", False) else None
     x = torch.randint(0, levels, (8, *shape), dtype=torch.uint8)
     base = model.logits(x, labels)
     c_n, h_n, w_n = shape
