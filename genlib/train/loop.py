@@ -46,17 +46,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     model = build_model(cfg.model, version.shape, version.levels, version.num_classes)
-    start_epoch, step, optimizer_states = 0, 0, None
-    best_val, stale = float("inf"), 0  # for early stopping (train.patience)
-    checkpoint = ray.train.get_checkpoint()  # set after a worker failure or a relaunch
-    if checkpoint is not None:
-        with checkpoint.as_directory() as ckpt_dir:
-            state, weights, optimizer_states = read_checkpoint(ckpt_dir)
-        model.load_state_dict(weights)
-        start_epoch, step = state["epoch"] + 1, state["step"]
-        best_val, stale = state.get("best_val_loss", best_val), state.get("stale_epochs", 0)
-        if tracker:
-            tracker.set_tags(run_id, {"genlib.resumed_from_epoch": state["epoch"]})
+    state, optimizer_states = _restore(model)
+    if state["epoch"] >= 0 and tracker:
+        tracker.set_tags(run_id, {"genlib.resumed_from_epoch": state["epoch"]})
+    torch.manual_seed(cfg.train.seed + 1000 * rank + state["epoch"] + 1)  # own noise per rank and epoch
     # Moves to the device; DDP when world > 1 and there are gradients to synchronise.
     strategy = "ddp" if model.trainable else None
     model.bind_runner(ray.train.torch.prepare_model(model, parallel_strategy=strategy,
@@ -72,7 +65,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     val_set = version.dataset("val")
     val_loader = DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=per_worker)
 
-    for epoch in range(start_epoch, cfg.train.epochs):
+    step, best_val, stale = state["step"], state["best_val_loss"], state["stale_epochs"]
+    for epoch in range(state["epoch"] + 1, cfg.train.epochs):
         sampler.set_epoch(epoch)
         started = time.perf_counter()
         model.train()
@@ -89,12 +83,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         stop = cfg.train.patience is not None and stale >= cfg.train.patience
         last = stop or epoch == cfg.train.epochs - 1
         if tracker:
-            # The real stdout: Ray Train patches print() into its logger, which echoes it twice.
-            sys.__stdout__.write(_progress_line(cfg, metrics) + "\n")
-            sys.__stdout__.flush()
-            tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
-            if _due(epoch, cfg.train.sample_every, last):
-                _log_samples(tracker, run_id, model, cfg, epoch)
+            _log_epoch(tracker, run_id, model, cfg, metrics, samples=_due(epoch, cfg.train.sample_every, last))
             if stop:
                 tracker.set_tags(run_id, {"genlib.stopped_early_at_epoch": epoch})
         progress = {"epoch": epoch, "step": step, "best_val_loss": best_val, "stale_epochs": stale}
@@ -102,6 +91,30 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         chaos.maybe_kill(loop_config.get("chaos"), epoch, rank)
         if stop:
             break
+
+
+def _restore(model: GenerativeModel) -> tuple[dict[str, Any], dict | None]:
+    """Load the checkpoint Ray hands back after a failure or a relaunch, if any.
+
+    Returns the progress to continue from (epoch −1 for a fresh start) and optimizer states."""
+    fresh = {"epoch": -1, "step": 0, "best_val_loss": float("inf"), "stale_epochs": 0}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return fresh, None
+    with checkpoint.as_directory() as ckpt_dir:
+        state, weights, optimizer_states = read_checkpoint(ckpt_dir)
+    model.load_state_dict(weights)
+    return {key: state.get(key, default) for key, default in fresh.items()}, optimizer_states
+
+
+def _log_epoch(tracker: Tracker, run_id: str, model: GenerativeModel, cfg: Config,
+               metrics: dict[str, float], samples: bool) -> None:
+    # The real stdout: Ray Train patches print() into its logger, which echoes it twice.
+    sys.__stdout__.write(_progress_line(cfg, metrics) + "\n")
+    sys.__stdout__.flush()
+    tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=int(metrics["epoch"]))
+    if samples:
+        _log_samples(tracker, run_id, model, cfg, int(metrics["epoch"]))
 
 
 def _quiet_report_logs() -> None:
