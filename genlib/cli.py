@@ -159,6 +159,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     widths = [max(len(line[i]) for line in table) for i in range(len(head))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    unscored = [r["model"] for r in rows if not any(k in r for k in metric_keys)]
+    if unscored:
+        lines.append(f"(no likelihood: {', '.join(unscored)}; see their samples and validation curves in MLflow)")
     return "\n".join([
         "", f"genlib pipeline {summary['preset']}: done, dataset {rows[0]['dataset']} "
             f"(test split, bits/dim; lower is better)", "", *lines, "",

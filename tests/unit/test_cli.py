@@ -36,13 +36,16 @@ def test_summary_table_lists_metrics():
                "rows": [{"model": "vae", "family": "vae", "dataset": "digits-abc", "selected_epoch": 3,
                          "test_elbo_bpd": 2.1, "test_iwae5_bpd": 2.0},
                         {"model": "pixelcnn", "family": "pixelcnn", "dataset": "digits-abc",
-                         "selected_epoch": 5, "test_bpd": 1.8}]}
+                         "selected_epoch": 5, "test_bpd": 1.8},
+                        {"model": "gan", "family": "gan", "dataset": "digits-abc", "selected_epoch": 7}]}
     text = cli.format_summary(summary)
     lines = text.splitlines()
     header = next(line for line in lines if "test_bpd" in line)
     assert header.split() == ["model", "family", "epoch", "test_bpd", "test_elbo_bpd", "test_iwae5_bpd"]
     assert any(line.split() == ["vae", "vae", "3", "-", "2.1000", "2.0000"] for line in lines)
     assert any(line.split() == ["pixelcnn", "pixelcnn", "5", "1.8000", "-", "-"] for line in lines)
+    assert any(line.split() == ["gan", "gan", "7", "-", "-", "-"] for line in lines)
+    assert "(no likelihood: gan;" in text
     assert "genlib ui" in text
 
 
