@@ -46,12 +46,24 @@ class AutoregressiveModel(GenerativeModel):
 
     capabilities = frozenset({LOG_PROB, COMPLETE})
     log_prob_exact = True
-    conditional: bool = False
 
-    def check_conditioning(self) -> None:
-        if self.conditional and not self.num_classes:
+    def __init__(self, config, shape, levels, num_classes=None):
+        super().__init__(config, shape, levels, num_classes)
+        self.conditional = getattr(config, "conditional", False)
+        if self.conditional and not num_classes:
             raise ValueError(f"{type(self).__name__} with conditional=true needs a labelled dataset "
-                             f"(num_classes), got {self.num_classes}")
+                             f"(num_classes), got {num_classes}")
+
+    def build_head(self, hidden: int, width: int) -> None:
+        """The 1×1 output head shared by every model here: features → C·L logits, mask B."""
+        c = self.shape[0]
+        self.head1 = MaskedConv2d(hidden, width, 1, "B", c)
+        self.head2 = MaskedConv2d(width, c * self.levels, 1, "B", c)
+
+    def head_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, hidden, H, W) features → logits (B, C, L, H, W)."""
+        out = self.head2(F.relu(self.head1(F.relu(features))))
+        return out.view(len(out), self.shape[0], self.levels, *out.shape[2:])
 
     def logits(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
@@ -143,14 +155,11 @@ class PixelCNN(AutoregressiveModel):
 
     def __init__(self, config: PixelCNNConfig, shape, levels, num_classes=None):
         super().__init__(config, shape, levels, num_classes)
-        self.conditional = config.conditional
-        self.check_conditioning()
         c = self.shape[0]
         self.conv_in = MaskedConv2d(c, config.hidden, config.first_kernel, "A", c)
         self.stack = nn.ModuleList(MaskedConv2d(config.hidden, config.hidden, config.kernel, "B", c)
                                    for _ in range(config.layers))
-        self.head1 = MaskedConv2d(config.hidden, config.head, 1, "B", c)
-        self.head2 = MaskedConv2d(config.head, c * levels, 1, "B", c)
+        self.build_head(config.hidden, config.head)
         self.class_bias = (nn.Embedding(num_classes, config.hidden * (config.layers + 1))
                            if self.conditional else None)
 
@@ -164,9 +173,7 @@ class PixelCNN(AutoregressiveModel):
         h = _add(self.conv_in(to_unit(x, self.levels)), biases[0], spatial=True)
         for conv, bias in zip(self.stack, biases[1:]):
             h = _add(h + conv(F.relu(h)), bias, spatial=True)
-        out = self.head2(F.relu(self.head1(F.relu(h))))  # (B, C·L, H, W)
-        c, hh, ww = self.shape
-        return out.view(-1, c, self.levels, hh, ww)
+        return self.head_logits(h)
 
     # -- cached sampler [3] -----------------------------------------------------------------
 
@@ -187,8 +194,7 @@ class PixelCNN(AutoregressiveModel):
         for conv, acts, bias in zip(self.stack, cache["acts"], biases[1:]):
             acts[:, :, i + p, j + p] = F.relu(h)
             h = _add(h + conv.at(acts, i, j), bias)
-        out = self.head2(F.relu(self.head1(F.relu(h)[:, :, None, None])))  # (B, C·L, 1, 1)
-        return out.view(len(x), self.shape[0], self.levels)
+        return self.head_logits(h[:, :, None, None])[..., 0, 0]  # (B, C, L)
 
 
 # --------------------------------------------------------------------------- Gated PixelCNN
@@ -245,16 +251,13 @@ class GatedPixelCNN(AutoregressiveModel):
 
     def __init__(self, config: GatedPixelCNNConfig, shape, levels, num_classes=None):
         super().__init__(config, shape, levels, num_classes)
-        self.conditional = config.conditional
-        self.check_conditioning()
         c = self.shape[0]
         classes = num_classes if self.conditional else None
         self.layers = nn.ModuleList(
             GatedLayer(c if i == 0 else config.hidden, config.hidden, config.kernel, c,
                        first=i == 0, last=i == config.layers - 1, num_classes=classes)
             for i in range(config.layers))
-        self.head1 = MaskedConv2d(config.hidden, config.head, 1, "B", c)
-        self.head2 = MaskedConv2d(config.head, c * levels, 1, "B", c)
+        self.build_head(config.hidden, config.head)
 
     def logits(self, x, labels):
         v = h = to_unit(x, self.levels)
@@ -262,9 +265,7 @@ class GatedPixelCNN(AutoregressiveModel):
         for layer in self.layers:
             v, h, skip = layer(v, h, labels)
             skips = skips + skip
-        out = self.head2(F.relu(self.head1(F.relu(skips))))
-        c, hh, ww = self.shape
-        return out.view(-1, c, self.levels, hh, ww)
+        return self.head_logits(skips)
 
 
 # --------------------------------------------------------------------------- PixelRNN (Row LSTM)
@@ -320,16 +321,13 @@ class PixelRNN(AutoregressiveModel):
         c = self.shape[0]
         self.conv_in = MaskedConv2d(c, config.hidden, config.first_kernel, "A", c)
         self.lstms = nn.ModuleList(RowLSTM(config.hidden, config.kernel, c) for _ in range(config.layers))
-        self.head1 = MaskedConv2d(config.hidden, config.head, 1, "B", c)
-        self.head2 = MaskedConv2d(config.head, c * levels, 1, "B", c)
+        self.build_head(config.hidden, config.head)
 
     def logits(self, x, labels):
         h = self.conv_in(to_unit(x, self.levels))
         for lstm in self.lstms:
             h = h + lstm(h)
-        out = self.head2(F.relu(self.head1(F.relu(h))))
-        c, hh, ww = self.shape
-        return out.view(-1, c, self.levels, hh, ww)
+        return self.head_logits(h)
 
 
 def _gate(pre: torch.Tensor) -> torch.Tensor:
