@@ -30,6 +30,7 @@ test: install
 bench: install
 	$(PY) bench/train_overhead.py
 	$(PY) bench/sampling_speed.py
+	$(PY) bench/frechet_speed.py
 	$(PY) bench/digits_quality.py
 
 ui: install
