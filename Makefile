@@ -31,6 +31,7 @@ bench: install
 	$(PY) bench/train_overhead.py
 	$(PY) bench/sampling_speed.py
 	$(PY) bench/frechet_speed.py
+	$(PY) bench/knn_speed.py
 	$(PY) bench/digits_quality.py
 
 ui: install
