@@ -67,7 +67,7 @@ def summary_task(cfg_dict: dict[str, Any], dataset: dict[str, Any], rows: list[d
                "tracking_uri": tracking_uri, "rows": rows}
     tracker = Tracker(tracking_uri)
     tracker.log_metrics(parent_run_id, {f"{row['model']}.{k}": v for row in rows
-                                        for k, v in row.items() if k.endswith("_bpd")})
+                                        for k, v in row.items() if k in bpd_columns(rows)})
     tracker.log_dict(parent_run_id, summary, "summary.json")
     markdown = summary_markdown(summary)
     tracker.log_text(parent_run_id, markdown, "summary.md")
@@ -98,9 +98,10 @@ def pipeline(preset: str = "digits-quick", overrides: list[str] | None = None) -
 
 
 def bpd_columns(rows: list[dict[str, Any]]) -> list[str]:
-    """Bits/dim columns present in any row: exact ``test_bpd`` first, then the bounds."""
-    keys = {k for row in rows for k in row if k.endswith("_bpd")}
-    return sorted(keys, key=lambda k: (k != "test_bpd", k))
+    """Headline columns present in any row: exact ``test_bpd`` first, then the bounds, then FID
+    and the pixel-space copy rate."""
+    keys = {k for row in rows for k in row if k.endswith("_bpd") or k.startswith("fid_") or k == "copy_rate_pixel"}
+    return sorted(keys, key=lambda k: (not k.endswith("_bpd"), k != "test_bpd", k))
 
 
 def run_stages(cfg: Config) -> dict[str, Any]:

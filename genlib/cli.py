@@ -159,12 +159,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     widths = [max(len(line[i]) for line in table) for i in range(len(head))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    unscored = [r["model"] for r in rows if not any(k in r for k in metric_keys)]
+    unscored = [r["model"] for r in rows if not any(k in r for k in metric_keys if k.endswith("_bpd"))]
     if unscored:
-        lines.append(f"(no likelihood: {', '.join(unscored)}; see their samples and validation curves in MLflow)")
+        lines.append(f"(no likelihood: {', '.join(unscored)}; see their samples and sample-quality scores in MLflow)")
     return "\n".join([
         "", f"genlib pipeline {summary['preset']}: done, dataset {rows[0]['dataset']} "
-            f"(test split, bits/dim; lower is better)", "", *lines, "",
+            f"(test split; bits/dim and FID: lower is better)", "", *lines, "",
         f"MLflow experiment {summary['experiment']!r}, parent run {summary['parent_run_id']}",
         f"  tracking store: {summary['tracking_uri']}",
         "Open the results:  .venv/bin/genlib ui   then browse http://127.0.0.1:5000",

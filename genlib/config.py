@@ -66,6 +66,9 @@ class EvalConfig:
     iwae_k: int = 100  # importance samples of the IWAE bound for models with a likelihood bound
     batch_size: int = 128  # test images scored at once
     n_samples: int = 64  # images in the final sample grid
+    n_generated: int = 1000  # samples scored for quality and memorization; 0 skips those metrics
+    extractor: str = "domain"  # registered feature extractor (genlib.evaluate.features.EXTRACTORS)
+    copying_cells: int = 5  # k-means cells of the data-copying test (each needs 20 test samples)
 
 
 @dataclass(frozen=True)

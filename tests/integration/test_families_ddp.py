@@ -22,7 +22,8 @@ pytestmark = pytest.mark.integration
 def test_two_worker_training_and_evaluation(ray_local, variant):
     family, params = ALL[variant]
     base = load_config("digits-quick", ["train.epochs=3", "train.num_workers=2", "train.batch_size=128",
-                                         "eval.n_samples=8", "eval.iwae_k=4"])
+                                         "eval.n_samples=8", "eval.iwae_k=4",
+                                         "eval.n_generated=0"])  # sample quality: test_pipeline
     raw = base.to_dict()
     raw["model"] = {"family": family, **params}
     cfg = config_from_dict(raw)

@@ -1,0 +1,33 @@
+"""Feature extractor registry contract (every registered extractor) and its cache."""
+
+import numpy as np
+import pytest
+import torch
+
+from genlib import paths
+from genlib.config import DataConfig
+from genlib.data.dataset import DatasetVersion
+from genlib.data.prepare import prepare
+from genlib.evaluate.features import EXTRACTORS, cached_features
+
+
+@pytest.mark.parametrize("name", EXTRACTORS.names())
+def test_extractor_contract(name):
+    version = DatasetVersion(prepare(DataConfig(source="digits")).path)
+    extractor = EXTRACTORS.get(name)(version)
+    images = torch.from_numpy(np.array(version.images("test")[:10])).permute(0, 3, 1, 2)
+    feats = extractor(images)
+    assert feats.shape == (10, extractor.dims) and np.isfinite(feats).all()
+    assert extractor.preprocessing and extractor.name == name
+    again = EXTRACTORS.get(name)(version)  # a cache hit: the same network, the same features
+    assert np.allclose(again(images), feats, atol=1e-5)
+    split = cached_features(extractor, version, "test")
+    assert split.shape == (version.manifest["splits"]["test"], extractor.dims)
+    assert len(list((paths.home() / "features").glob("*-test-*.npy"))) == 1
+
+
+def test_domain_classifier_learns_the_digits():
+    version = DatasetVersion(prepare(DataConfig(source="digits")).path)
+    assert EXTRACTORS.get("domain")(version).info["test_accuracy"] > 0.9
+    with pytest.raises(ValueError, match="unknown feature extractor 'inception'"):
+        EXTRACTORS.get("inception")
