@@ -39,8 +39,9 @@ def sample_quality(model, version: DatasetVersion, cfg: Config):
     metrics = {f"fid_{name}": fd.value, f"kid_{name}": kid_mean, f"kid_{name}_std": kid_std,
                f"precision_{name}": precision, f"recall_{name}": recall,
                **{f"{name}_extractor_{k}": v for k, v in ex.info.items()}}
-    train_px = np.array(version.images("train")).reshape(len(f_train), -1).astype(np.float32)
-    gen_px = generated.permute(0, 2, 3, 1).reshape(n, -1).float().numpy()
+    train_images = torch.from_numpy(np.array(version.images("train"))).permute(0, 3, 1, 2)  # (N, C, H, W)
+    train_px = train_images.flatten(1).float().numpy()
+    gen_px = generated.flatten(1).float().numpy()
     nn_px = nearest_neighbours(gen_px, train_px, k=2)
     metrics["copy_rate_pixel"], _ = copy_rate(nn_px)
     metrics[f"copy_rate_{name}"], _ = copy_rate(nearest_neighbours(f_gen, f_train, k=2))
@@ -54,7 +55,6 @@ def sample_quality(model, version: DatasetVersion, cfg: Config):
     except ValueError as err:  # too few samples per cell: say so in the run rather than guess
         params["data_copying.skipped"] = str(err)
     closest = np.argsort(nn_px.distances[:, 0])[:16]
-    train_images = torch.from_numpy(np.array(version.images("train"))).permute(0, 3, 1, 2)
     pairs = torch.stack([generated[closest], train_images[nn_px.indices[closest, 0]]], 1).flatten(0, 1)
     figures = {"memorization/closest_pairs.png": image_grid(pairs, model.levels, nrow=8)}
     return metrics, params, figures
