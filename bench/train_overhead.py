@@ -44,7 +44,7 @@ def main() -> None:
     npz = Path(os.environ["GENLIB_HOME"]) / "digits-tiled.npz"
     np.savez(npz, images=np.tile(digits.images.astype(np.uint8), (args.tile, 1, 1)),
              labels=np.tile(digits.target, args.tile))
-    cfg = load_config("digits", [f"data.source=npz", f"data.path={npz}", "data.levels=17",
+    cfg = load_config("digits", ["data.source=npz", f"data.path={npz}", "data.levels=17",
                                  f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}",
                                  "train.num_workers=1", "train.cpus_per_worker=1", "train.checkpoint_every=1",
                                  f"train.sample_every={args.epochs}"])

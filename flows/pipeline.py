@@ -66,8 +66,8 @@ def summary_task(cfg_dict: dict[str, Any], dataset: dict[str, Any], rows: list[d
     summary = {"preset": cfg.name, "experiment": experiment_name(cfg), "parent_run_id": parent_run_id,
                "tracking_uri": tracking_uri, "rows": rows}
     tracker = Tracker(tracking_uri)
-    tracker.log_metrics(parent_run_id, {f"{row['model']}.{k}": v for row in rows
-                                        for k, v in row.items() if k in bpd_columns(rows)})
+    headline = headline_columns(rows)
+    tracker.log_metrics(parent_run_id, {f"{row['model']}.{k}": row[k] for row in rows for k in headline if k in row})
     tracker.log_dict(parent_run_id, summary, "summary.json")
     markdown = summary_markdown(summary)
     tracker.log_text(parent_run_id, markdown, "summary.md")
@@ -77,7 +77,7 @@ def summary_task(cfg_dict: dict[str, Any], dataset: dict[str, Any], rows: list[d
 
 def summary_markdown(summary: dict[str, Any]) -> str:
     rows = summary["rows"]
-    metric_keys = bpd_columns(rows)
+    metric_keys = headline_columns(rows)
     head = ["model", "family", "dataset", "selected epoch", *metric_keys, "train run"]
     lines = [f"# genlib pipeline `{summary['preset']}`", "",
              f"MLflow experiment `{summary['experiment']}`, parent run `{summary['parent_run_id']}` "
@@ -97,7 +97,7 @@ def pipeline(preset: str = "digits-quick", overrides: list[str] | None = None) -
     return run_stages(cfg)
 
 
-def bpd_columns(rows: list[dict[str, Any]]) -> list[str]:
+def headline_columns(rows: list[dict[str, Any]]) -> list[str]:
     """Headline columns present in any row: exact ``test_bpd`` first, then the bounds, then FID
     and the pixel-space copy rate."""
     keys = {k for row in rows for k in row if k.endswith("_bpd") or k.startswith("fid_") or k == "copy_rate_pixel"}

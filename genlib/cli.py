@@ -149,10 +149,10 @@ def _ui(args, overrides) -> int:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The pipeline's results as a plain-text table plus where to look next."""
-    from flows.pipeline import bpd_columns
+    from flows.pipeline import headline_columns
 
     rows = summary["rows"]
-    metric_keys = bpd_columns(rows)
+    metric_keys = headline_columns(rows)
     head = ["model", "family", "epoch", *metric_keys]
     table = [head] + [[r["model"], r["family"], str(r["selected_epoch"]),
                        *(f"{r[k]:.4f}" if k in r else "-" for k in metric_keys)] for r in rows]

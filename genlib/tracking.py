@@ -13,6 +13,7 @@ driver, Prefect tasks and Ray workers can all log to a run by its id.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -33,6 +34,7 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlflow_db()}"
 
 
+@functools.lru_cache(maxsize=1)
 def git_sha() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -83,8 +85,9 @@ class Tracker:
 
     def start_run(self, experiment: str, name: str, parent_id: str | None = None,
                   tags: Mapping[str, str] | None = None) -> str:
-        all_tags = {"genlib.version": __version__, "genlib.git_sha": git_sha(),
-                    "mlflow.source.git.commit": git_sha(), **(tags or {})}
+        sha = git_sha()
+        all_tags = {"genlib.version": __version__, "genlib.git_sha": sha, "mlflow.source.git.commit": sha,
+                    **(tags or {})}
         if parent_id:
             all_tags["mlflow.parentRunId"] = parent_id
         run = self.client.create_run(self.experiment_id(experiment), run_name=name, tags=all_tags)

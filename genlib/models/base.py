@@ -59,6 +59,10 @@ class GenerativeModel(nn.Module):
         self.shape = tuple(shape)  # (C, H, W)
         self.levels = levels
         self.num_classes = num_classes
+        self.conditional = bool(getattr(config, "conditional", False))  # families that offer it
+        if self.conditional and not num_classes:
+            raise ValueError(f"{type(self).__name__} with conditional=true needs a labelled dataset "
+                             f"(num_classes), got {num_classes}")
         self._runner: nn.Module | None = None
 
     @property
@@ -100,6 +104,18 @@ class GenerativeModel(nn.Module):
                generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` images, uint8 ``(n, C, H, W)`` in ``[0, levels)``."""
         raise NotImplementedError
+
+    def class_labels(self, labels: torch.Tensor | None, n: int, default: bool = False) -> torch.Tensor | None:
+        """The labels a class-conditional model sees (None for an unconditional one). Missing
+        labels are an error in training, and an even spread of classes when ``default`` (sampling)."""
+        if not self.conditional:
+            return None
+        if labels is None:
+            if not default:
+                raise ValueError(f"{type(self).__name__} is class-conditional: batches need labels "
+                                 f"(the model needs labels to condition on)")
+            labels = torch.arange(n) % self.num_classes
+        return labels.to(self.device)
 
     # -- distributed ------------------------------------------------------------------------
 

@@ -140,8 +140,6 @@ class GAN(GenerativeModel):
             raise ValueError(f"model.loss {config.loss!r} is not known; known: {sorted(LOSSES)}")
         if self.shape[1] != self.shape[2]:
             raise ValueError(f"the GAN expects square images, got {self.shape[1]}×{self.shape[2]}")
-        if config.conditional and not num_classes:
-            raise ValueError("a conditional GAN needs a labelled dataset (num_classes)")
         classes = num_classes if config.conditional else None
         self.generator = Generator(config, self.shape, classes)
         self.discriminator = Discriminator(config, self.shape, classes)
@@ -177,7 +175,7 @@ class GAN(GenerativeModel):
         return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
     def training_step(self, batch: Batch, optimizers, step: int) -> dict[str, float]:
-        labels = self._labels(batch.labels, len(batch.x))
+        labels = self.class_labels(batch.labels, len(batch.x))
         z = torch.randn(len(batch.x), self.config.latent_dim, device=batch.x.device)
         d_loss = self.run("d", batch.x, z, labels)
         optimizers["discriminator"].zero_grad(set_to_none=True)
@@ -215,7 +213,7 @@ class GAN(GenerativeModel):
     @torch.no_grad()
     def validation_step(self, batch: Batch) -> dict[str, float]:
         fake = self.generate(torch.randn(len(batch.x), self.config.latent_dim, device=batch.x.device),
-                             self._labels(batch.labels, len(batch.x), default=True))
+                             self.class_labels(batch.labels, len(batch.x), default=True))
         mmd = pixel_mmd2(to_unit(batch.x, self.levels).flatten(1), fake.flatten(1))
         return {"loss": mmd, "mmd2": mmd}
 
@@ -234,13 +232,13 @@ class GAN(GenerativeModel):
     @torch.no_grad()
     def sample(self, n, labels=None, generator=None) -> torch.Tensor:
         z = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
-        return self.quantize(self.generate(z, self._labels(labels, n, default=True)))
+        return self.quantize(self.generate(z, self.class_labels(labels, n, default=True)))
 
     @torch.no_grad()
     def interpolate(self, rows: int = 8, steps: int = 8, generator=None) -> torch.Tensor:
         """``rows`` straight lines between random latents, ``steps`` images each: (rows·steps, C, H, W)."""
         z = latent_path(rows, steps, self.config.latent_dim, generator).to(self.device)
-        labels = self._labels(None, rows, default=True)
+        labels = self.class_labels(None, rows, default=True)
         labels = None if labels is None else labels.repeat_interleave(steps)
         return self.quantize(self.generate(z, labels))
 
@@ -248,16 +246,7 @@ class GAN(GenerativeModel):
     def latent_arithmetic(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, labels=None) -> torch.Tensor:
         """The image of mean(a) − mean(b) + mean(c), for three sets of latents (N_i, latent_dim)."""
         z = (a.mean(0) - b.mean(0) + c.mean(0))[None].to(self.device)
-        return self.quantize(self.generate(z, self._labels(labels, 1, default=True)))
-
-    def _labels(self, labels, n: int, default: bool = False):
-        if not self.config.conditional:
-            return None
-        if labels is None:
-            if not default:
-                raise ValueError("a conditional GAN needs labels in every batch")
-            labels = torch.arange(n) % self.num_classes
-        return labels.to(self.device)
+        return self.quantize(self.generate(z, self.class_labels(labels, 1, default=True)))
 
 
 def pixel_mmd2(x: torch.Tensor, y: torch.Tensor) -> float:

@@ -47,13 +47,6 @@ class AutoregressiveModel(GenerativeModel):
     capabilities = frozenset({LOG_PROB, COMPLETE})
     log_prob_exact = True
 
-    def __init__(self, config, shape, levels, num_classes=None):
-        super().__init__(config, shape, levels, num_classes)
-        self.conditional = getattr(config, "conditional", False)
-        if self.conditional and not num_classes:
-            raise ValueError(f"{type(self).__name__} with conditional=true needs a labelled dataset "
-                             f"(num_classes), got {num_classes}")
-
     def build_head(self, hidden: int, width: int) -> None:
         """The 1×1 output head shared by every model here: features → C·L logits, mask B."""
         c = self.shape[0]
@@ -70,7 +63,7 @@ class AutoregressiveModel(GenerativeModel):
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Negative log-likelihood per image in nats, (B,)."""
-        return -categorical_log_likelihood(self.logits(x, self._labels(labels, len(x))), x)
+        return -categorical_log_likelihood(self.logits(x, self.class_labels(labels, len(x))), x)
 
     def training_step(self, batch: Batch, optimizers, step: int) -> dict[str, float]:
         opt = optimizers["model"]
@@ -92,7 +85,7 @@ class AutoregressiveModel(GenerativeModel):
     @torch.no_grad()
     def sample(self, n, labels=None, generator=None, cached: bool | None = None) -> torch.Tensor:
         x = torch.zeros(n, *self.shape, dtype=torch.uint8, device=self.device)
-        return self._generate(x, None, self._labels(labels, n, default=True), generator, cached)
+        return self._generate(x, None, self.class_labels(labels, n, default=True), generator, cached)
 
     @torch.no_grad()
     def complete(self, x, mask, labels=None, generator=None, cached: bool | None = None) -> torch.Tensor:
@@ -102,16 +95,7 @@ class AutoregressiveModel(GenerativeModel):
         drawn — the completion of [1], which sees the context above and to the left."""
         observed = mask.to(torch.bool).expand(len(x), *self.shape[1:]).to(self.device)
         return self._generate(x.clone().to(self.device), observed,
-                              self._labels(labels, len(x), default=True), generator, cached)
-
-    def _labels(self, labels, n: int, default: bool = False):
-        if not self.conditional:
-            return None
-        if labels is None:
-            if not default:
-                raise ValueError(f"{type(self).__name__} is class-conditional: batches need labels")
-            labels = torch.arange(n) % self.num_classes  # an even spread of classes
-        return labels.to(self.device)
+                              self.class_labels(labels, len(x), default=True), generator, cached)
 
     def _generate(self, x, observed, labels, generator, cached) -> torch.Tensor:
         c_n, h_n, w_n = self.shape

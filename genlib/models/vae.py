@@ -24,7 +24,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from genlib.config import ModelConfig
 from genlib.models import MODELS
@@ -61,8 +60,6 @@ class VAE(GenerativeModel):
         c, h, w = self.shape
         if h != w:
             raise ValueError(f"the VAE expects square images, got {h}×{w}")
-        if config.conditional and not num_classes:
-            raise ValueError("a conditional VAE needs a labelled dataset (num_classes)")
         self.classes = num_classes if config.conditional else 0
         self.encoder = ConvEncoder(c + self.classes, h, config.hidden, 2 * config.latent_dim)
         self.decoder = ConvDecoder(config.latent_dim + self.classes, h, config.hidden, c * levels)
@@ -70,13 +67,8 @@ class VAE(GenerativeModel):
     # -- pieces -----------------------------------------------------------------------------
 
     def _onehot(self, labels: torch.Tensor | None, n: int, default: bool = False) -> torch.Tensor | None:
-        if not self.classes:
-            return None
-        if labels is None:
-            if not default:
-                raise ValueError("a conditional VAE needs labels in every batch")
-            labels = torch.arange(n) % self.classes  # an even spread of classes
-        return F.one_hot(labels.to(self.device).long(), self.classes).float()
+        labels = self.class_labels(labels, n, default)
+        return None if labels is None else F.one_hot(labels.long(), self.classes).float()
 
     def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance of q(z|x[, y]), each (B, latent_dim); ``y`` one-hot or None."""
