@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from genlib.config import Config, config_from_dict, load_config
 from genlib.data.prepare import prepare
+from genlib.report import evaluation_report
 from genlib.evaluate.suite import evaluate
 from genlib.tracking import Tracker
 from genlib.train.launch import experiment_name, train
@@ -71,6 +72,10 @@ def summary_task(cfg_dict: dict[str, Any], dataset: dict[str, Any], rows: list[d
     tracker.log_dict(parent_run_id, summary, "summary.json")
     markdown = summary_markdown(summary)
     tracker.log_text(parent_run_id, markdown, "summary.md")
+    report = evaluation_report(tracker, [row["eval_run_id"] for row in rows], title=f"genlib pipeline {cfg.name}",
+                               intro=[f"Dataset {name} (splits {dataset['splits']}); MLflow experiment "
+                                      f"{summary['experiment']}, parent run {parent_run_id}."])
+    tracker.log_text(parent_run_id, report, "report.html")
     create_markdown_artifact(markdown, key="genlib-summary", description=f"genlib pipeline {cfg.name}")
     return summary
 

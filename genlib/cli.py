@@ -3,6 +3,7 @@
     genlib pipeline PRESET [--section.key=value ...]   prepare → train → evaluate, one parent MLflow run
     genlib prepare  PRESET [...]                        write (or find) the dataset version
     genlib train    PRESET [--dataset DIR] [...]        train the preset's family on Ray Train
+    genlib evaluate --run RUN_ID [...]                  score a training run's checkpoint, with an HTML report
     genlib evaluate PRESET --checkpoint DIR --dataset DIR [...]
     genlib presets                                      list the presets
     genlib ui [--port 5000]                             MLflow UI on genlib's tracking store
@@ -40,10 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genlib", description="Train, evaluate and audit generative image models.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, handler, help: str, preset: bool = True) -> argparse.ArgumentParser:
+    def command(name: str, handler, help: str, preset: bool | str = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         if preset:
-            p.add_argument("preset", help="preset name (see `genlib presets`) or a YAML file")
+            p.add_argument("preset", help="preset name (see `genlib presets`) or a YAML file",
+                           nargs="?" if preset == "optional" else None)
             p.add_argument("--ray-address", help="Ray cluster to join (default $RAY_ADDRESS, else a local Ray)")
         p.set_defaults(handler=handler)
         return p
@@ -52,9 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     command("prepare", _prepare, "prepare (or find) the preset's dataset version")
     command("train", _train, "train the preset's model family on Ray Train").add_argument(
         "--dataset", help="prepared dataset directory (default: prepare the preset's data)")
-    ev = command("evaluate", _evaluate, "score a checkpoint on the test split")
-    ev.add_argument("--checkpoint", required=True, help="checkpoint directory")
-    ev.add_argument("--dataset", required=True, help="prepared dataset directory")
+    ev = command("evaluate", _evaluate, "score a trained model on the test split (likelihood, FID/KID, "
+                 "precision/recall, memorization) and write an HTML report", preset="optional")
+    ev.add_argument("--run", help="MLflow run id of a training run: its checkpoint, config and dataset")
+    ev.add_argument("--checkpoint", help="checkpoint directory (with PRESET and --dataset, instead of --run)")
+    ev.add_argument("--dataset", help="prepared dataset directory")
     command("presets", _presets, "list the presets", preset=False)
     ui = command("ui", _ui, "open the MLflow UI on genlib's tracking store", preset=False)
     ui.add_argument("--port", type=int, default=5000)
@@ -117,12 +121,20 @@ def _train(args, overrides) -> int:
 
 
 def _evaluate(args, overrides) -> int:
-    from genlib.evaluate.suite import evaluate
+    from genlib.evaluate.suite import evaluate, evaluate_run
 
-    result = evaluate(_config(args, overrides), args.checkpoint, args.dataset)
+    if args.run:
+        if args.preset or args.checkpoint or args.dataset:
+            raise ValueError("--run takes the config, checkpoint and dataset from the run; "
+                             "drop PRESET/--checkpoint/--dataset (overrides such as --eval.n_generated=5000 are fine)")
+        result = evaluate_run(args.run, overrides)
+    elif args.preset and args.checkpoint and args.dataset:
+        result = evaluate(_config(args, overrides), args.checkpoint, args.dataset)
+    else:
+        raise ValueError("say what to evaluate: --run RUN_ID, or PRESET --checkpoint DIR --dataset DIR")
     for key, value in sorted(result.metrics.items()):
         print(f"{key:>24}  {value:.4f}")
-    print(f"MLflow run {result.run_id}")
+    print(f"MLflow run {result.run_id} (report: its artifact report.html)")
     return 0
 
 

@@ -174,6 +174,13 @@ class Tracker:
         tag = InputTag(key="mlflow.data.context", value=context)
         self.client.log_inputs(run_id, datasets=[DatasetInput(dataset=dataset, tags=[tag])])
 
+    def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
+        """Paths of every artifact file of a run (under ``path``), depth first."""
+        files = []
+        for info in self.client.list_artifacts(run_id, path):
+            files.extend(self.list_artifacts(run_id, info.path) if info.is_dir else [info.path])
+        return files
+
     def download_artifacts(self, run_id: str, path: str, dst: str | Path) -> Path:
         return Path(self.client.download_artifacts(run_id, path, str(dst)))
 

@@ -53,8 +53,13 @@ def test_pipeline_flow_records_parent_and_nested_runs(ray_local, prefect_server,
     protocol = children["evaluate-vae"].data.params
     assert protocol["quality.n_generated"] == "100" and protocol["quality.reference_split"] == "test"
     assert protocol["quality.extractor"].startswith("domain-classifier-")
-    eval_artifacts = {a.path for a in tracker.client.list_artifacts(children["evaluate-vae"].info.run_id, "memorization")}
-    assert eval_artifacts == {"memorization/closest_pairs.png"}
+    eval_artifacts = set(tracker.list_artifacts(children["evaluate-vae"].info.run_id))
+    assert eval_artifacts >= {"memorization/closest_pairs.png", "memorization/per_class.json", "report.html",
+                              "samples/final.png", "samples/interpolation.png", "samples/traversals.png"}
+    per_class = json.loads(tracker.download_artifacts(children["evaluate-vae"].info.run_id,
+                                                      "memorization/per_class.json", tmp_path).read_text())
+    assert [row["class"] for row in per_class] == list(range(10))
+    assert sum(row["samples"] for row in per_class) == 100
     assert scores["test_iwae8_bpd"] <= scores["test_elbo_bpd"] + 0.01
     assert 0.5 < scores["test_elbo_bpd"] < 4.09 + 0.5  # sane bits/dim for 17 levels (uniform: 4.09)
     assert children["evaluate-vae"].data.params["eval.split"] == "test"
@@ -66,6 +71,11 @@ def test_pipeline_flow_records_parent_and_nested_runs(ray_local, prefect_server,
     assert [row["model"] for row in json.loads(local.read_text())["rows"]] == ["vae", "categorical"]
     assert parent.data.metrics["vae.test_elbo_bpd"] == pytest.approx(scores["test_elbo_bpd"])
     assert parent.data.metrics["categorical.test_bpd"] == pytest.approx(exact["test_bpd"])
+
+    report = tracker.download_artifacts(parent.info.run_id, "report.html", tmp_path).read_text()
+    for needle in ("vae", "categorical", "fid_domain", "test_bpd", "data:image/png;base64,", "quality.extractor"):
+        assert needle in report
+    assert report.count("<img") >= 2 * 2  # samples and closest pairs of each model, at least
 
     import asyncio
 
@@ -85,3 +95,28 @@ def test_pipeline_bad_override_fails_before_anything_runs(prefect_server):
     assert state.is_failed()
     with pytest.raises(ValueError, match="unknown config key"):
         state.result()
+
+
+def test_evaluate_a_training_run_by_id(ray_local, tmp_path, capsys):
+    """`genlib evaluate --run ID` finds the run's checkpoint, config and dataset by itself."""
+    from genlib.cli import main
+    from genlib.config import load_config
+    from genlib.data.prepare import prepare
+    from genlib.train.launch import train
+
+    cfg = load_config("digits-quick", ["train.epochs=1", "train.num_workers=1", "models=[]",
+                                       "model={family: categorical}"])
+    trained = train(cfg, prepare(cfg.data).path)
+    assert main(["evaluate", "--run", trained.run_id, "--eval.n_generated=60", "--eval.copying_cells=1"]) == 0
+    out = capsys.readouterr().out
+    assert "test_bpd" in out and "report.html" in out
+    tracker = Tracker()
+    runs = tracker.client.search_runs([tracker.get_run(trained.run_id).info.experiment_id],
+                                      filter_string=f"tags.`genlib.train_run_id` = '{trained.run_id}'")
+    assert len(runs) == 1 and runs[0].data.params["quality.n_generated"] == "60"
+    assert runs[0].info.status == "FINISHED" and "report.html" in tracker.list_artifacts(runs[0].info.run_id)
+
+    assert main(["evaluate", "--run", runs[0].info.run_id]) == 2  # an evaluate run is not a training run
+    assert "is a 'evaluate' run; pass the id of a genlib training run" in capsys.readouterr().err
+    assert main(["evaluate", "digits-quick"]) == 2
+    assert "--run RUN_ID" in capsys.readouterr().err

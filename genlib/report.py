@@ -1,0 +1,166 @@
+"""One HTML page per evaluation or pipeline run: the numbers, their protocol, and the pictures.
+
+The page is built from what the runs recorded in MLflow (metrics, params, image and table
+artifacts), so it can be rebuilt later from any tracking store. Images are embedded as base64,
+so the file renders on its own: in MLflow's artifact view, or opened from disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genlib.tracking import Tracker
+
+# Headline metric groups, in table order: (key test, direction: "min" / "max" / None).
+COLUMNS = (
+    (lambda k: k.endswith("_bpd"), "min"),
+    (lambda k: k.startswith("fid_"), "min"),
+    (lambda k: k.startswith("kid_") and not k.endswith("_std"), "min"),
+    (lambda k: k.startswith("precision_"), "max"),
+    (lambda k: k.startswith("recall_"), "max"),
+    (lambda k: k.startswith("copy_rate_"), "min"),
+    (lambda k: k.startswith("authenticity_"), "max"),
+    (lambda k: k.startswith("data_copying_z_"), None),  # ≪ 0 flags copying; > 0 is not "better"
+)
+PROTOCOL_PREFIXES = ("eval.", "quality.", "fid.", "memorization.", "data_copying.")
+FIGURES = ("samples/final.png", "samples/interpolation.png", "samples/traversals.png",
+           "memorization/closest_pairs.png")
+CAPTIONS = {
+    "samples/final.png": "samples",
+    "samples/interpolation.png": "latent interpolations (rows)",
+    "samples/traversals.png": "latent traversals (one dimension per row)",
+    "memorization/closest_pairs.png": "closest generated → train pairs in pixel space (generated left, train right)",
+}
+TABLES = {"memorization/per_class.json": "per class (a sample's class: its nearest training image's, in feature space)"}
+
+
+@dataclass
+class RunView:
+    """What the report shows of one evaluation run."""
+    name: str
+    run_id: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    params: dict[str, str]
+    images: dict[str, bytes] = field(default_factory=dict)  # artifact path → PNG
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # artifact path → rows
+
+
+def collect(tracker: Tracker, run_id: str) -> RunView:
+    """Read one run's metrics, params, figures and tables back from the tracking store."""
+    run = tracker.get_run(run_id)
+    present = set(tracker.list_artifacts(run_id))
+    view = RunView(run.info.run_name or run_id, run_id, dict(run.data.tags), dict(run.data.metrics),
+                   dict(run.data.params))
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in [p for p in (*FIGURES, *TABLES) if p in present]:
+            local = tracker.download_artifacts(run_id, path, tmp)
+            if path.endswith(".png"):
+                view.images[path] = Path(local).read_bytes()
+            else:
+                view.tables[path] = json.loads(Path(local).read_text())
+    return view
+
+
+def evaluation_report(tracker: Tracker, run_ids: list[str], title: str, intro: list[str] = ()) -> str:
+    """The HTML report over evaluation runs (one run: its own report; several: a comparison)."""
+    return render(title, [collect(tracker, run_id) for run_id in run_ids], intro)
+
+
+def headline_keys(runs: list[RunView]) -> list[tuple[str, str | None]]:
+    """(metric, direction) of every headline metric any run has, in column order."""
+    keys = sorted({k for run in runs for k in run.metrics})
+    return [(k, direction) for test, direction in COLUMNS for k in keys if test(k)]
+
+
+def render(title: str, runs: list[RunView], intro: list[str] = ()) -> str:
+    body = [f"<h1>{_e(title)}</h1>", *(f"<p>{_e(line)}</p>" for line in intro),
+            "<h2>Results</h2>", _leaderboard(runs),
+            "<p class=note>Test split. Bold: the best value of a column (lower bits/dim, FID, KID and copy rate; "
+            "higher precision, recall and authenticity). A strongly negative data-copying z flags copying.</p>"]
+    for run in runs:
+        body.append(_run_section(run))
+    return _PAGE.format(title=_e(title), body="\n".join(body))
+
+
+def _leaderboard(runs: list[RunView]) -> str:
+    columns = headline_keys(runs)
+    best = {}
+    for key, direction in columns:
+        values = [run.metrics[key] for run in runs if key in run.metrics]
+        if direction and len(values) > 1:
+            best[key] = min(values) if direction == "min" else max(values)
+    head = "".join(f"<th>{_e(k)}</th>" for k, _ in columns)
+    rows = []
+    for run in runs:
+        cells = []
+        for key, _ in columns:
+            value = run.metrics.get(key)
+            text = "—" if value is None else f"{value:.4f}"
+            if value is not None and f"{key}_std" in run.metrics:
+                text += f" ± {run.metrics[f'{key}_std']:.4f}"
+            cells.append(f"<td><b>{text}</b></td>" if best.get(key) == value else f"<td>{text}</td>")
+        model = run.tags.get("genlib.model", run.name)
+        rows.append(f"<tr><td><a href='#{_e(run.run_id)}'>{_e(model)}</a></td>"
+                    f"<td>{_e(run.tags.get('genlib.family', ''))}</td>{''.join(cells)}</tr>")
+    return f"<table><tr><th>model</th><th>family</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _run_section(run: RunView) -> str:
+    model = run.tags.get("genlib.model", run.name)
+    parts = [f"<h2 id='{_e(run.run_id)}'>{_e(model)} <small>({_e(run.tags.get('genlib.family', ''))}, "
+             f"MLflow run {_e(run.run_id)})</small></h2>"]
+    protocol = {k: v for k, v in sorted(run.params.items()) if k.startswith(PROTOCOL_PREFIXES)}
+    if protocol:
+        parts.append("<details><summary>evaluation protocol</summary>" + _table(
+            [{"param": k, "value": v} for k, v in protocol.items()]) + "</details>")
+    figures = [f"<figure><img alt='{_e(path)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+               f"<figcaption>{_e(CAPTIONS.get(path, path))}</figcaption></figure>"
+               for path, png in run.images.items()]
+    if figures:
+        parts.append(f"<div class=figures>{''.join(figures)}</div>")
+    for path, rows in run.tables.items():
+        parts.append(f"<h3>{_e(TABLES.get(path, path))}</h3>{_table(rows)}")
+    return "\n".join(parts)
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    head = "".join(f"<th>{_e(k)}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{_e(_fmt(v))}</td>" for v in row.values()) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: .5em 0; }}
+th, td {{ border: 1px solid #ccc; padding: .25em .6em; text-align: right; }}
+th {{ background: #f3f3f3; }} td:first-child, th:first-child {{ text-align: left; }}
+.figures {{ display: flex; flex-wrap: wrap; gap: 1.5em; }}
+figure {{ margin: 0; }} figcaption {{ font-size: .85em; color: #555; max-width: 28em; }}
+img {{ image-rendering: pixelated; max-width: 30em; }}
+.note {{ font-size: .85em; color: #555; }} small {{ color: #777; font-weight: normal; }}
+</style></head>
+<body>
+{body}
+</body></html>
+"""
