@@ -1,0 +1,279 @@
+import numpy as np
+import pytest
+import torch
+
+from genlib.evaluate import reweight as rw
+from genlib.evaluate.reweight import ReweightConfig
+from genlib.models import build_model
+from genlib.models.baselines import CategoricalConfig
+from genlib.models.vae import VAEConfig
+from tests.families import TINY
+
+METHOD_ARGS = {"max": {}, "product": {}, "gmm": {"n_components": 2}, "kde": {"bandwidth": 0.5}}
+
+
+def _latents(n=200, d=3, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, d))
+
+
+def _two_clusters(seed=0):
+    """950 points around 0 and 50 around (8, 8), both N(·, I): the sparse cluster is rows 950..999."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(0, 1, (950, 2)), rng.normal(8, 1, (50, 2))])
+
+
+def _lab_probabilities(mu, bins=10, smoothing_fac=0.001):
+    """A direct re-implementation of get_training_sample_probabilities in [2] (the MIT lab)."""
+    training_sample_p = np.zeros(mu.shape[0])
+    for i in range(mu.shape[1]):
+        hist_density, bin_edges = np.histogram(mu[:, i], density=True, bins=bins)
+        bin_edges[0], bin_edges[-1] = -np.inf, np.inf
+        bin_idx = np.digitize(mu[:, i], bin_edges)
+        smoothed = hist_density + smoothing_fac
+        smoothed = smoothed / smoothed.sum()
+        p = 1.0 / smoothed[bin_idx - 1]
+        p = p / p.sum()
+        training_sample_p = np.maximum(training_sample_p, p)
+    return training_sample_p / training_sample_p.sum()
+
+
+# --------------------------------------------------------------------------- densities and weights
+
+
+def test_histogram_density_matches_numpy_histogram():
+    z = _latents()
+    log_q = rw.histogram_log_density(z, bins=7)
+    assert log_q.shape == (200, 3) and np.isfinite(log_q).all()
+    for i in range(3):
+        density, edges = np.histogram(z[:, i], bins=7, density=True)
+        which = np.clip(np.digitize(z[:, i], edges) - 1, 0, 6)
+        np.testing.assert_allclose(np.exp(log_q[:, i]), density[which])
+    np.testing.assert_allclose(rw.histogram_log_density(z, 7, alpha=0.01), np.log(np.exp(log_q) + 0.01))
+
+
+def test_constant_dimension_is_harmless():
+    z = np.c_[_latents(50, 1), np.ones(50)]
+    w = rw.normalise(rw.log_weights(z, "product"))
+    w1 = rw.normalise(rw.log_weights(z[:, :1], "product"))
+    np.testing.assert_allclose(w, w1)  # a constant factor in every weight cancels
+
+
+@pytest.mark.parametrize("method", rw.METHODS)
+def test_weights_permute_with_the_samples(method):
+    z = _latents()
+    perm = np.random.default_rng(1).permutation(len(z))
+    w = rw.normalise(rw.log_weights(z, method, **METHOD_ARGS[method]))
+    w_perm = rw.normalise(rw.log_weights(z[perm], method, **METHOD_ARGS[method]))
+    np.testing.assert_allclose(w_perm, w[perm], rtol=1e-6)
+    assert w.sum() == pytest.approx(1.0) and (w > 0).all()
+
+
+def test_weights_do_not_depend_on_labels():
+    z = _two_clusters()
+    labels = np.r_[np.zeros(950, int), np.ones(50, int)]
+    w, log_density = rw.estimate_weights(z)
+    table = rw.weights_table(w, log_density, labels)
+    np.testing.assert_array_equal(table["weight"], rw.weights_table(w, log_density)["weight"])
+    assert "label" not in rw.weights_table(w, log_density).columns
+
+
+def test_product_in_log_space_equals_direct_product():
+    z, alpha = _latents(100, 5), 1e-3
+    q = np.exp(rw.histogram_log_density(z, bins=10))
+    direct = np.prod(1.0 / (q + alpha), axis=1)
+    np.testing.assert_allclose(np.exp(rw.log_weights(z, "product", alpha=alpha)), direct, rtol=1e-10)
+    np.testing.assert_allclose(rw.normalise(rw.log_weights(z, "product", alpha=alpha)), direct / direct.sum())
+
+
+def test_many_dimensions_stay_finite_in_log_space():
+    z = _latents(100, 2000, seed=2)
+    q = np.exp(rw.histogram_log_density(z, bins=10))
+    with np.errstate(over="ignore", under="ignore"):
+        assert np.isinf(np.prod(1.0 / (q + 1e-3), axis=1)).all()  # the direct weights overflow
+        assert (np.prod(q + 1e-3, axis=1) == 0).all()  # and the direct densities underflow
+    for method in ("product", "max"):
+        w = rw.normalise(rw.log_weights(z, method))
+        assert np.isfinite(w).all() and (w > 0).all() and w.sum() == pytest.approx(1.0)
+
+
+def test_lab_max_matches_the_lab():
+    z = _latents(300, 6, seed=3)
+    for alpha in (1e-3, 0.5):
+        expected = _lab_probabilities(z, bins=10, smoothing_fac=alpha)
+        np.testing.assert_allclose(rw.normalise(rw.log_weights(z, "max", bins=10, alpha=alpha)), expected,
+                                   rtol=1e-10)
+    np.testing.assert_allclose(rw.estimate_weights(z)[0], _lab_probabilities(z))  # the default config is the lab's
+
+
+@pytest.mark.parametrize("method", rw.METHODS)
+def test_sparse_cluster_gets_the_largest_weights(method):
+    # The dense cluster's own tails are sparse too (and heavily weighted, rightly), so the claim
+    # is about the clusters as wholes: 5% of the data gets over 25% of the mass.
+    z = _two_clusters()
+    w = rw.normalise(rw.log_weights(z, method, **METHOD_ARGS[method]))
+    sparse, dense = w[950:], w[:950]
+    assert sparse.min() > np.median(dense)
+    assert sparse.mean() > 5 * dense.mean()
+    assert sparse.sum() > 0.25
+
+
+def test_alpha_flattens_the_weights():
+    z = _two_clusters()
+    ess = [rw.effective_sample_size(rw.normalise(rw.log_weights(z, "product", alpha=a))) for a in (0.0, 0.1, 100.0)]
+    assert ess[0] < ess[1] < ess[2] and ess[2] == pytest.approx(1000, rel=1e-3)
+
+
+def test_joint_density_log_p_is_reported():
+    z = _two_clusters()
+    w, log_density = rw.estimate_weights(z, ReweightConfig(method="gmm", n_components=2))
+    assert log_density.shape == (1000,) and log_density[950:].mean() < log_density[:950].mean()
+    np.testing.assert_allclose(w, rw.normalise(-log_density))  # α = 0 by default for joint densities
+
+
+def test_bad_inputs_are_rejected():
+    with pytest.raises(ValueError, match="unknown reweighting method 'median'; known"):
+        ReweightConfig(method="median")
+    with pytest.raises(ValueError, match="alpha must be"):
+        ReweightConfig(alpha=-1.0)
+    with pytest.raises(ValueError, match="bandwidth"):
+        ReweightConfig(bandwidth="wide")
+    with pytest.raises(ValueError, match="non-finite"):
+        rw.log_weights(np.array([[0.0], [np.nan]]))
+    with pytest.raises(ValueError, match=r"\(N, d\)"):
+        rw.log_weights(np.zeros(5))
+    with pytest.raises(ValueError, match="at least 10 samples"):
+        rw.log_weights(_latents(5), "gmm")
+    with pytest.raises(ValueError, match="NaN"):
+        rw.normalise(np.array([0.0, np.nan]))
+    with pytest.raises(ValueError, match="every log weight"):
+        rw.normalise(np.full(3, -np.inf))
+    assert ReweightConfig().smoothing == 1e-3 and ReweightConfig(method="kde").smoothing == 0.0
+    assert ReweightConfig(method="gmm").params() == {"method": "gmm", "bins": 10, "alpha": 0.0, "n_components": 10,
+                                                     "bandwidth": "scott", "seed": 0}
+
+
+def test_normalise_is_stable():
+    w = rw.normalise(np.array([1000.0, 1000.0, -np.inf, 999.0]))
+    np.testing.assert_allclose(w, np.array([1, 1, 0, np.exp(-1)]) / (2 + np.exp(-1)))
+
+
+# --------------------------------------------------------------------------- diagnostics and figures
+
+
+def test_diagnostics():
+    assert rw.effective_sample_size(np.full(10, 0.1)) == pytest.approx(10)
+    assert rw.effective_sample_size(np.r_[1.0, np.zeros(9)]) == pytest.approx(1)
+    stats = rw.diagnostics(np.r_[0.5, np.full(5, 0.1)])
+    assert stats["ess_fraction"] == pytest.approx((1.0 / 0.3) / 6)
+    assert stats["max_mean_ratio"] == pytest.approx(0.5 / (1 / 6))
+
+
+def test_per_label_table():
+    weights = np.array([0.1, 0.1, 0.2, 0.6])
+    table = rw.per_label_table(weights, np.array([3, 3, 3, 7]))
+    assert list(table.columns) == ["label", "count", "data_share", "weight_share", "mean_weight_ratio"]
+    row = table.set_index("label").loc[7]
+    assert row["count"] == 1 and row["data_share"] == 0.25
+    assert row["weight_share"] == pytest.approx(0.6) and row["mean_weight_ratio"] == pytest.approx(2.4)
+    assert table["weight_share"].sum() == pytest.approx(1.0)
+
+
+def test_figures():
+    rng = np.random.default_rng(0)
+    w = rw.normalise(rng.normal(size=64))
+    hist = rw.weight_histogram(w)
+    assert hist.mode == "RGB" and hist.size[0] > 100
+    images = rng.integers(0, 17, (64, 1, 8, 8), dtype=np.uint8)
+    images[np.argmax(w)] = 16  # the heaviest image is all white: first tile of the "most" gallery
+    galleries = rw.extreme_samples(torch.from_numpy(images), w, levels=17, k=4)
+    assert set(galleries) == {"most_weighted", "least_weighted"}
+    top_left = np.asarray(galleries["most_weighted"])[5:20, 5:20]
+    assert (top_left == 255).all()
+    uniform = rw.weight_histogram(np.full(8, 1 / 8))  # all weights equal: a degenerate range
+    assert uniform.size == hist.size
+
+
+# --------------------------------------------------------------------------- weights file
+
+
+def test_parquet_round_trip(tmp_path):
+    z = _two_clusters()
+    labels = np.r_[np.zeros(950, int), np.ones(50, int)]
+    w, log_density = rw.estimate_weights(z)
+    table = rw.weights_table(w, log_density, labels)
+    meta = {"dataset_hash": "abc123", "vae_run_id": "r1", "split": "train", "params": ReweightConfig().params()}
+    path = rw.write_weights(table, tmp_path / "sub" / "weights.parquet", meta)
+    assert [p.name for p in path.parent.iterdir()] == ["weights.parquet"]  # no temporary file left
+    back, meta_back = rw.read_weights(path)
+    assert meta_back == meta
+    assert list(back.columns) == ["index", "weight", "log_density", "label"]
+    np.testing.assert_array_equal(back["weight"], w)
+    np.testing.assert_array_equal(back["label"], labels)
+    rw.write_weights(table.iloc[::-1], path, meta)  # rows in any order come back in sample order
+    np.testing.assert_array_equal(rw.read_weights(path)[0]["weight"], w)
+
+
+def _write_raw(path, frame, meta=True):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow = pa.Table.from_pandas(frame, preserve_index=False)
+    if meta:
+        arrow = arrow.replace_schema_metadata({rw.META_KEY: b"{}"})
+    pq.write_table(arrow, path)
+    return path
+
+
+def test_bad_weight_tables_are_rejected(tmp_path):
+    import pandas as pd
+
+    good = rw.weights_table(np.full(4, 0.25), np.zeros(4))
+    cases = {
+        "lacks column": good.drop(columns="log_density"),
+        "non-finite": good.assign(weight=[0.5, np.nan, 0.25, 0.25]),
+        "negative": good.assign(weight=[0.75, -0.25, 0.25, 0.25]),
+        "sum to 2": good.assign(weight=[0.5, 0.5, 0.5, 0.5]),
+        "0..3 once": good.assign(index=[0, 1, 1, 3]),
+    }
+    for message, frame in cases.items():
+        with pytest.raises(ValueError, match=message):
+            rw.read_weights(_write_raw(tmp_path / "bad.parquet", frame))
+        with pytest.raises(ValueError, match=message):
+            rw.write_weights(frame, tmp_path / "never.parquet", {})
+    assert not (tmp_path / "never.parquet").exists()
+    with pytest.raises(ValueError, match="without genlib weights metadata"):
+        rw.read_weights(_write_raw(tmp_path / "plain.parquet", pd.DataFrame(good), meta=False))
+    with pytest.raises(FileNotFoundError, match="no weights file"):
+        rw.read_weights(tmp_path / "missing.parquet")
+    with pytest.raises(ValueError, match="same"):
+        rw.weights_table(np.full(4, 0.25), np.zeros(3))
+
+
+# --------------------------------------------------------------------------- latents of a real model
+
+
+def test_latent_means_of_a_tiny_vae():
+    torch.manual_seed(0)
+    model = build_model(VAEConfig(**TINY["vae"]), (1, 8, 8), 17)
+    model.train()
+    images = torch.randint(0, 17, (10, 1, 8, 8), dtype=torch.uint8)
+    z = rw.latent_means(model, images, batch_size=3)
+    assert z.shape == (10, TINY["vae"]["latent_dim"]) and z.dtype == np.float32
+    model.eval()
+    np.testing.assert_allclose(z, model.encode(images).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rw.latent_means(model, images.numpy()), z, rtol=1e-5, atol=1e-6)
+    model.train()
+    rw.latent_means(model, images)
+    assert model.training  # given back in the mode it came in
+
+
+def test_latent_means_of_a_conditional_vae_and_bad_models():
+    model = build_model(VAEConfig(**TINY["vae"], conditional=True), (1, 8, 8), 17, num_classes=3)
+    images, labels = torch.randint(0, 17, (6, 1, 8, 8), dtype=torch.uint8), torch.tensor([0, 1, 2, 0, 1, 2])
+    assert rw.latent_means(model, images, labels=labels).shape == (6, 4)
+    with pytest.raises(ValueError, match="needs labels"):
+        rw.latent_means(model, images)
+    with pytest.raises(ValueError, match="does not declare 'encode'"):
+        rw.latent_means(build_model(CategoricalConfig(), (1, 8, 8), 17), images)
+    with pytest.raises(ValueError, match="uint8"):
+        rw.latent_means(model, images.float(), labels=labels)
