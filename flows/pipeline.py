@@ -9,6 +9,7 @@ Run it directly (``python -m flows.pipeline digits-quick``) or through ``genlib 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
@@ -19,6 +20,7 @@ from genlib.config import Config, config_from_dict, load_config
 from genlib.data.prepare import prepare
 from genlib.report import evaluation_report
 from genlib.evaluate.suite import evaluate
+from flows.reweight import reweight_task
 from genlib.tracking import Tracker
 from genlib.train.launch import experiment_name, train
 
@@ -60,12 +62,12 @@ def evaluate_task(config: dict[str, Any], checkpoint: str, dataset: str, trackin
 
 @task(name="summary")
 def summary_task(cfg_dict: dict[str, Any], dataset: dict[str, Any], rows: list[dict[str, Any]],
-                 tracking_uri: str, parent_run_id: str) -> dict[str, Any]:
+                 tracking_uri: str, parent_run_id: str, weights: dict[str, Any] | None = None) -> dict[str, Any]:
     cfg = config_from_dict(cfg_dict)
     name = f"{cfg.data.source}-{dataset['content_hash'][:12]}"
     rows = [{**row, "dataset": name} for row in rows]
     summary = {"preset": cfg.name, "experiment": experiment_name(cfg), "parent_run_id": parent_run_id,
-               "tracking_uri": tracking_uri, "rows": rows}
+               "tracking_uri": tracking_uri, "rows": rows, "reweight": weights}
     tracker = Tracker(tracking_uri)
     headline = headline_columns(rows)
     tracker.log_metrics(parent_run_id, {f"{row['model']}.{k}": row[k] for row in rows for k in headline if k in row})
@@ -74,7 +76,8 @@ def summary_task(cfg_dict: dict[str, Any], dataset: dict[str, Any], rows: list[d
     tracker.log_text(parent_run_id, markdown, "summary.md")
     report = evaluation_report(tracker, [row["eval_run_id"] for row in rows], title=f"genlib pipeline {cfg.name}",
                                intro=[f"Dataset {name} (splits {dataset['splits']}); MLflow experiment "
-                                      f"{summary['experiment']}, parent run {parent_run_id}."])
+                                      f"{summary['experiment']}, parent run {parent_run_id}."],
+                               reweight_run_ids=[weights["run_id"]] if weights else [])
     tracker.log_text(parent_run_id, report, "report.html")
     create_markdown_artifact(markdown, key="genlib-summary", description=f"genlib pipeline {cfg.name}")
     return summary
@@ -110,23 +113,47 @@ def headline_columns(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def run_stages(cfg: Config) -> dict[str, Any]:
+    _check_reweight_stage(cfg)
     tracker = Tracker(cfg.tracking.tracking_uri)
     config = cfg.to_dict()
     name = cfg.tracking.run_name or f"pipeline-{cfg.name}"
-    with tracker.run(experiment_name(cfg), name, tags={"genlib.stage": "pipeline", "genlib.preset": cfg.name}) as parent:
+    tags = {"genlib.stage": "pipeline", "genlib.preset": cfg.name}
+    with tracker.run(experiment_name(cfg), name, tags=tags) as parent:
         tracker.log_params(parent, cfg.flat())
         dataset = prepare_task(config)
         tracker.set_tags(parent, {"genlib.dataset_hash": dataset["content_hash"]})
-        rows = []
-        for model in cfg.pipeline_models():
-            one = cfg.replace(model=model, models=()).to_dict()
-            trained = train_task.with_options(name=f"train-{model.label}")(
-                one, dataset["path"], tracker.uri, parent)
-            scores = evaluate_task.with_options(name=f"evaluate-{model.label}")(
-                one, trained["checkpoint"], dataset["path"], tracker.uri, parent, trained["run_id"])
-            rows.append({"model": model.label, "family": model.family, "selected_epoch": trained["epoch"],
-                         "train_run_id": trained["run_id"], "eval_run_id": scores["run_id"], **scores["metrics"]})
-        return summary_task(config, dataset, rows, tracker.uri, parent)
+        rows = [_train_and_evaluate(cfg.replace(model=model, models=()), dataset, tracker, parent)
+                for model in cfg.pipeline_models()]
+        weights = None
+        if cfg.reweight.retrain:
+            encoder = next(row for row in rows if row["model"] == cfg.reweight.encoder)
+            weights = reweight_task(encoder["train_run_id"], dataset["path"], tracker.uri, parent)
+            for model in cfg.pipeline_models():
+                if model.label in cfg.reweight.retrain:
+                    again = cfg.replace(model=dataclasses.replace(model, name=f"{model.label}-reweighted"),
+                                        models=(), train=dataclasses.replace(cfg.train, weights=weights["run_id"]))
+                    rows.append(_train_and_evaluate(again, dataset, tracker, parent))
+        return summary_task(config, dataset, rows, tracker.uri, parent, weights)
+
+
+def _train_and_evaluate(one: Config, dataset: dict[str, Any], tracker: Tracker, parent: str) -> dict[str, Any]:
+    label, config = one.model.label, one.to_dict()
+    trained = train_task.with_options(name=f"train-{label}")(config, dataset["path"], tracker.uri, parent)
+    scores = evaluate_task.with_options(name=f"evaluate-{label}")(
+        config, trained["checkpoint"], dataset["path"], tracker.uri, parent, trained["run_id"])
+    return {"model": label, "family": one.model.family, "selected_epoch": trained["epoch"],
+            "train_run_id": trained["run_id"], "eval_run_id": scores["run_id"], **scores["metrics"]}
+
+
+def _check_reweight_stage(cfg: Config) -> None:
+    """Fail before any training if the reweight stage names models the pipeline does not train."""
+    if not cfg.reweight.retrain:
+        return
+    labels = [m.label for m in cfg.pipeline_models()]
+    unknown = [name for name in (cfg.reweight.encoder, *cfg.reweight.retrain) if name not in labels]
+    if unknown:
+        raise ValueError(f"reweight.encoder / reweight.retrain name {unknown}, which this pipeline does not train; "
+                         f"its models: {labels}")
 
 
 if __name__ == "__main__":

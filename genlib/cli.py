@@ -2,7 +2,8 @@
 
     genlib pipeline PRESET [--section.key=value ...]   prepare → train → evaluate, one parent MLflow run
     genlib prepare  PRESET [...]                        write (or find) the dataset version
-    genlib train    PRESET [--dataset DIR] [...]        train the preset's family on Ray Train
+    genlib train    PRESET [--dataset DIR] [--weights W] train the preset's family on Ray Train
+    genlib reweight --vae-run RUN_ID [--dataset DIR] [--reweight.method=max ...]   DB-VAE sampling weights
     genlib evaluate --run RUN_ID [...]                  score a training run's checkpoint, with an HTML report
     genlib evaluate PRESET --checkpoint DIR --dataset DIR [...]
     genlib presets                                      list the presets
@@ -52,8 +53,14 @@ def _parser() -> argparse.ArgumentParser:
 
     command("pipeline", _pipeline, "prepare → train → evaluate → summary, as a Prefect flow")
     command("prepare", _prepare, "prepare (or find) the preset's dataset version")
-    command("train", _train, "train the preset's model family on Ray Train").add_argument(
-        "--dataset", help="prepared dataset directory (default: prepare the preset's data)")
+    tr = command("train", _train, "train the preset's model family on Ray Train")
+    tr.add_argument("--dataset", help="prepared dataset directory (default: prepare the preset's data)")
+    tr.add_argument("--weights", help="sample the train split with these weights: a weights .parquet or the "
+                                      "MLflow run id of a `genlib reweight` run (same as --train.weights)")
+    rw = command("reweight", _reweight, "DB-VAE reweighting: weight each training image by how rare its "
+                 "region of a trained VAE's latent space is", preset=False)
+    rw.add_argument("--vae-run", required=True, help="MLflow run id of a trained VAE (a train-vae run)")
+    rw.add_argument("--dataset", help="prepared dataset directory to weight (default: the one the VAE trained on)")
     ev = command("evaluate", _evaluate, "score a trained model on the test split (likelihood, FID/KID, "
                  "precision/recall, memorization) and write an HTML report", preset="optional")
     ev.add_argument("--run", help="MLflow run id of a training run: its checkpoint, config and dataset")
@@ -112,6 +119,8 @@ def _train(args, overrides) -> int:
     from genlib.data.prepare import prepare
     from genlib.train.launch import train
 
+    if args.weights:
+        overrides = [*overrides, f"train.weights={args.weights}"]
     cfg = _config(args, overrides)
     dataset = args.dataset or prepare(cfg.data).path
     result = train(cfg, dataset)
@@ -135,6 +144,18 @@ def _evaluate(args, overrides) -> int:
     for key, value in sorted(result.metrics.items()):
         print(f"{key:>24}  {value:.4f}")
     print(f"MLflow run {result.run_id} (report: its artifact report.html)")
+    return 0
+
+
+def _reweight(args, overrides) -> int:
+    from genlib.evaluate.reweight import reweight
+
+    result = reweight(args.vae_run, args.dataset, overrides)
+    stats = result.diagnostics
+    print(f"weights for {stats['n']:.0f} training images: effective sample size {stats['ess']:.0f} "
+          f"({stats['ess_fraction']:.1%}), max/mean weight {stats['max_mean_ratio']:.2f}")
+    print(f"weights file {result.weights_path}")
+    print(f"MLflow run {result.run_id}: train with  genlib train PRESET --weights {result.run_id}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Typed, frozen run configuration: YAML presets, dotted overrides, strict validation.
 
-A run's config has five sections — data, model, train, eval, tracking. Each is a frozen
+A run's config has six sections — data, model, train, eval, reweight, tracking. Each is a frozen
 dataclass with one comment per field. The model section is the chosen family's own config class
 (``VAEConfig`` lives next to the VAE), looked up through the model registry by ``family``.
 Unknown keys and wrong types are errors that list what would be right.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import os
 import types
 import typing
@@ -32,6 +33,8 @@ class DataConfig:
     image_size: int | None = None  # resize folder images to this square size; None keeps sizes (mixed sizes are errors)
     channels: int | None = None  # folder images: 1 (grey) or 3 (RGB); None infers from the files
     levels: int | None = None  # npz arrays: discrete values per channel; None means 256
+    rare_class: int | None = None  # labelled data: thin this class in the train split only (an induced imbalance)
+    rare_keep: float = 1.0  # share of rare_class's train images kept (seeded; val and test stay whole)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class TrainConfig:
     select_by: str = "val_loss"  # metric that picks the checkpoint to evaluate ("val_loss" or "last")
     patience: int | None = None  # stop after this many epochs without a lower val_loss; null: run every epoch
     storage_path: str | None = None  # Ray Train storage (path or URI); default GENLIB_HOME/ray_results
+    weights: str | None = None  # per-sample sampling weights: a weights .parquet or the MLflow run id of a reweight run
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,47 @@ class EvalConfig:
     n_generated: int = 1000  # samples scored for quality and memorization; 0 skips those metrics
     extractor: str = "domain"  # registered feature extractor (genlib.evaluate.features.EXTRACTORS)
     copying_cells: int = 5  # k-means cells of the data-copying test (each needs 20 test samples)
+
+
+# DB-VAE reweighting (genlib.evaluate.reweight): per-dimension histograms combined as in the MIT 6.S191
+# lab ("max") or the paper ("product"), or a joint density ("gmm", "kde").
+METHODS = ("max", "product", "gmm", "kde")
+DEFAULT_ALPHA = {"max": 1e-3, "product": 1e-3, "gmm": 0.0, "kde": 0.0}
+
+
+@dataclass(frozen=True)
+class ReweightConfig:
+    method: str = "max"  # "max" (the lab's combination), "product" (the paper's), "gmm" or "kde" (joint densities)
+    bins: int = 10  # histogram bins per latent dimension (10 in the lab)
+    alpha: float | None = None  # smoothing added to the density; None: DEFAULT_ALPHA[method] (1e-3 as in the lab)
+    n_components: int = 10  # "gmm": mixture components (full covariances); no published default
+    bandwidth: float | str = "scott"  # "kde": Gaussian kernel width, a number or "scott"/"silverman"
+    seed: int = 0  # "gmm": k-means initialisation seed
+    encoder: str = "vae"  # pipeline: label of the trained model whose latent means are weighted
+    retrain: tuple[str, ...] = ()  # pipeline: labels of models retrained with the weights; empty: no reweight stage
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown reweighting method {self.method!r}; known: {list(METHODS)}")
+        if self.bins < 1 or self.n_components < 1:
+            raise ValueError(f"bins and n_components must be ≥ 1, got {self.bins} and {self.n_components}")
+        if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha >= 0):
+            raise ValueError(f"alpha must be a finite number ≥ 0 (or None for the method's default), "
+                             f"got {self.alpha}")
+        if isinstance(self.bandwidth, str) and self.bandwidth not in ("scott", "silverman"):
+            raise ValueError(f"bandwidth must be a positive number, 'scott' or 'silverman', got {self.bandwidth!r}")
+        if not isinstance(self.bandwidth, str) and not self.bandwidth > 0:
+            raise ValueError(f"bandwidth must be positive, got {self.bandwidth}")
+
+    @property
+    def smoothing(self) -> float:
+        """The α actually used."""
+        return DEFAULT_ALPHA[self.method] if self.alpha is None else self.alpha
+
+    def params(self) -> dict[str, Any]:
+        """The fields with α resolved: what to log and to store with the weights."""
+        density = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("encoder", "retrain")}
+        return {**density, "alpha": self.smoothing}
 
 
 @dataclass(frozen=True)
@@ -86,6 +131,7 @@ class Config:
     models: tuple[ModelConfig, ...] = ()  # models the pipeline trains and compares; empty: just `model`
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    reweight: ReweightConfig = field(default_factory=ReweightConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -28,16 +28,21 @@ COLUMNS = (
     (lambda k: k.startswith("authenticity_"), "max"),
     (lambda k: k.startswith("data_copying_z_"), None),  # ≪ 0 flags copying; > 0 is not "better"
 )
-PROTOCOL_PREFIXES = ("eval.", "quality.", "fid.", "memorization.", "data_copying.")
+PROTOCOL_PREFIXES = ("eval.", "quality.", "fid.", "memorization.", "data_copying.", "reweight.")
 FIGURES = ("samples/final.png", "samples/interpolation.png", "samples/traversals.png",
-           "memorization/closest_pairs.png")
+           "memorization/closest_pairs.png", "reweight/weight_histogram.png", "reweight/most_weighted.png",
+           "reweight/least_weighted.png")
 CAPTIONS = {
     "samples/final.png": "samples",
     "samples/interpolation.png": "latent interpolations (rows)",
     "samples/traversals.png": "latent traversals (one dimension per row)",
     "memorization/closest_pairs.png": "closest generated → train pairs in pixel space (generated left, train right)",
+    "reweight/weight_histogram.png": "sampling weights × N (1 = uniform)",
+    "reweight/most_weighted.png": "the most weighted training images (rarest latent regions)",
+    "reweight/least_weighted.png": "the least weighted training images",
 }
-TABLES = {"memorization/per_class.json": "per class (a sample's class: its nearest training image's, in feature space)"}
+TABLES = {"memorization/per_class.json": "per class (a sample's class: its nearest training image's, in feature space)",
+          "reweight/per_label.json": "weights per label (labels are reported here only; the weights never see them)"}
 
 
 @dataclass
@@ -68,9 +73,12 @@ def collect(tracker: Tracker, run_id: str) -> RunView:
     return view
 
 
-def evaluation_report(tracker: Tracker, run_ids: list[str], title: str, intro: list[str] = ()) -> str:
-    """The HTML report over evaluation runs (one run: its own report; several: a comparison)."""
-    return render(title, [collect(tracker, run_id) for run_id in run_ids], intro)
+def evaluation_report(tracker: Tracker, run_ids: list[str], title: str, intro: list[str] = (),
+                      reweight_run_ids: list[str] = ()) -> str:
+    """The HTML report over evaluation runs (one run: its own report; several: a comparison),
+    with the diagnostics of reweight runs after them."""
+    return render(title, [collect(tracker, run_id) for run_id in run_ids], intro,
+                  [collect(tracker, run_id) for run_id in reweight_run_ids])
 
 
 def headline_keys(runs: list[RunView]) -> list[tuple[str, str | None]]:
@@ -79,13 +87,17 @@ def headline_keys(runs: list[RunView]) -> list[tuple[str, str | None]]:
     return [(k, direction) for test, direction in COLUMNS for k in keys if test(k)]
 
 
-def render(title: str, runs: list[RunView], intro: list[str] = ()) -> str:
+def render(title: str, runs: list[RunView], intro: list[str] = (), reweights: list[RunView] = ()) -> str:
     body = [f"<h1>{_e(title)}</h1>", *(f"<p>{_e(line)}</p>" for line in intro),
             "<h2>Results</h2>", _leaderboard(runs),
             "<p class=note>Test split. Bold: the best value of a column (lower bits/dim, FID, KID and copy rate; "
             "higher precision, recall and authenticity). A strongly negative data-copying z flags copying.</p>"]
     for run in runs:
         body.append(_run_section(run))
+    for run in reweights:
+        body += ["<h2>Reweighting (DB-VAE)</h2>", _table([{"diagnostic": k, "value": v}
+                                                        for k, v in sorted(run.metrics.items())]),
+                 _run_section(run)]
     return _PAGE.format(title=_e(title), body="\n".join(body))
 
 

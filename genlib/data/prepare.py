@@ -77,11 +77,28 @@ def split_indices(source: SourceData, cfg: DataConfig) -> dict[str, np.ndarray]:
     else:
         parts = _stratified(np.arange(n), source.labels,
                             {"test": cfg.test_fraction, "val": cfg.val_fraction}, rng)
+    if cfg.rare_class is not None:
+        parts["train"] = _thin_class(parts["train"], source.labels, cfg, rng)
     for name in SPLITS:
         if len(parts[name]) == 0:
             raise ValueError(f"split {name!r} of source {cfg.source!r} is empty ({n} images); "
                              f"use more images or larger fractions")
     return {name: np.sort(parts[name]) for name in SPLITS}
+
+
+def _thin_class(train: np.ndarray, labels: np.ndarray | None, cfg: DataConfig,
+                rng: np.random.Generator) -> np.ndarray:
+    """Keep ``rare_keep`` of ``rare_class``'s training images (at least one), all others whole."""
+    if labels is None:
+        raise ValueError(f"data.rare_class needs labelled data; source {cfg.source!r} has no labels")
+    if not 0 < cfg.rare_keep <= 1:
+        raise ValueError(f"data.rare_keep is a share in (0, 1], got {cfg.rare_keep}")
+    members = train[labels[train] == cfg.rare_class]
+    if len(members) == 0:
+        raise ValueError(f"data.rare_class={cfg.rare_class} has no training images; "
+                         f"classes present: {sorted(np.unique(labels[train]).tolist())}")
+    kept = rng.choice(members, max(1, int(round(cfg.rare_keep * len(members)))), replace=False)
+    return np.concatenate([train[labels[train] != cfg.rare_class], kept])
 
 
 def _stratified(pool: np.ndarray, labels: np.ndarray | None, fractions: dict[str, float],

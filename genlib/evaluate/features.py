@@ -7,8 +7,9 @@ names its preprocessing, which is part of every cache key and logged name.
   the data is labelled (features: its penultimate layer), an autoencoder otherwise (features:
   its code). It is what makes FID meaningful on 8×8 digits, offline. Trained once per dataset
   hash and cached under ``GENLIB_HOME/features``; its held-out accuracy is reported.
-
-NOTE: the Inception-v3 extractor of the FID papers is not here yet.
+* ``inception-v3-fid`` (``genlib/evaluate/inception.py``): the FID papers' Inception-v3 2048-d pool
+  features with pytorch-fid's published weights (SHA-256 verified) and preprocessing — grey to
+  3 channels, bilinear resize to 299×299, [-1, 1]; its numbers are comparable with pytorch-fid's.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
 
 from genlib import paths
 from genlib.data.dataset import DatasetVersion
@@ -41,8 +43,10 @@ class Extractor:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor | np.ndarray, batch_size: int = 512) -> np.ndarray:
         images = torch.as_tensor(images)
+        starts = range(0, len(images), batch_size)
         return np.concatenate([self.encode(images[i:i + batch_size]).numpy()
-                               for i in range(0, len(images), batch_size)])
+                               for i in tqdm(starts, desc=f"{self.name} features", leave=False,
+                                             disable=len(starts) < 4)])
 
 
 EXTRACTORS: Registry[Callable[[DatasetVersion], Extractor]] = Registry("feature extractor")
@@ -125,3 +129,6 @@ def cached_features(extractor: Extractor, version: DatasetVersion, split: str) -
     np.save(tmp, feats)
     Path(tmp).rename(path)
     return feats
+
+
+from genlib.evaluate import inception as _inception  # noqa: F401  registers "inception-v3-fid"

@@ -40,7 +40,7 @@ NOTE: "gmm" and "kde" are additions: a joint density instead of a product of mar
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import io
 import json
 import math
@@ -53,46 +53,14 @@ import numpy as np
 import torch
 from scipy.special import logsumexp
 
+from genlib import paths
+from genlib.config import DEFAULT_ALPHA, METHODS, ReweightConfig  # noqa: F401 - re-exported
 from genlib.figures import image_grid
 from genlib.models.base import ENCODE
 
-METHODS = ("max", "product", "gmm", "kde")  # per-dimension histograms as in [2] or [1]; joint densities
-DEFAULT_ALPHA = {"max": 1e-3, "product": 1e-3, "gmm": 0.0, "kde": 0.0}
 WEIGHT_COLUMNS = ("index", "weight", "log_density")  # required in a weights file; "label" optional
 META_KEY = b"genlib.weights"  # parquet schema-metadata key holding the JSON metadata
 SUM_TOLERANCE = 1e-6  # |Σ weights − 1| allowed in a weights file
-
-
-@dataclass(frozen=True)
-class ReweightConfig:
-    method: str = "max"  # "max" (the lab's combination [2]), "product" [1], "gmm" or "kde" (joint densities)
-    bins: int = 10  # histogram bins per latent dimension (10 in [2])
-    alpha: float | None = None  # smoothing added to the density; None: DEFAULT_ALPHA[method] (1e-3 as in [2])
-    n_components: int = 10  # "gmm": mixture components (full covariances); no published default
-    bandwidth: float | str = "scott"  # "kde": Gaussian kernel width, a number or "scott"/"silverman"
-    seed: int = 0  # "gmm": k-means initialisation seed
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown reweighting method {self.method!r}; known: {list(METHODS)}")
-        if self.bins < 1 or self.n_components < 1:
-            raise ValueError(f"bins and n_components must be ≥ 1, got {self.bins} and {self.n_components}")
-        if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha >= 0):
-            raise ValueError(f"alpha must be a finite number ≥ 0 (or None for the method's default), "
-                             f"got {self.alpha}")
-        if isinstance(self.bandwidth, str) and self.bandwidth not in ("scott", "silverman"):
-            raise ValueError(f"bandwidth must be a positive number, 'scott' or 'silverman', got {self.bandwidth!r}")
-        if not isinstance(self.bandwidth, str) and not self.bandwidth > 0:
-            raise ValueError(f"bandwidth must be positive, got {self.bandwidth}")
-
-    @property
-    def smoothing(self) -> float:
-        """The α actually used."""
-        return DEFAULT_ALPHA[self.method] if self.alpha is None else self.alpha
-
-    def params(self) -> dict[str, Any]:
-        """The fields with α resolved: what to log and to store with the weights."""
-        return {**dataclasses.asdict(self), "alpha": self.smoothing}
 
 
 # --------------------------------------------------------------------------- latents
@@ -402,3 +370,65 @@ def _validate_table(table, where: str) -> None:
     if abs(w.sum() - 1.0) > SUM_TOLERANCE:
         raise ValueError(f"{where}: weights sum to {w.sum():.9g}, expected 1 (± {SUM_TOLERANCE}); "
                          f"normalise them first")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+@dataclass(frozen=True)
+class ReweightResult:
+    run_id: str  # the MLflow run holding the weights file, diagnostics and figures
+    weights_path: Path  # local copy of the weights file
+    diagnostics: dict[str, float]
+
+
+def reweight(vae_run_id: str, dataset: str | os.PathLike | None = None, overrides: list[str] | None = None,
+             tracker=None, parent_run_id: str | None = None) -> ReweightResult:
+    """Weights for the train split of ``dataset`` (default: the one the VAE trained on) from the
+    latent means of the VAE trained in run ``vae_run_id``; one MLflow run with the weights file.
+
+    ``overrides`` change the ``reweight`` section of the VAE run's config (``reweight.method=gmm``)."""
+    from genlib.data.dataset import DatasetVersion
+    from genlib.models.io import load_model
+    from genlib.runs import WEIGHTS_FILE, trained_run
+    from genlib.tracking import Tracker
+    from genlib.train.launch import experiment_name
+
+    tracker = tracker or Tracker()
+    vae = trained_run(tracker, vae_run_id, overrides)
+    cfg = vae.config.reweight
+    version = DatasetVersion(dataset or vae.dataset)
+    model = load_model(vae.checkpoint)
+    if (tuple(version.shape), version.levels) != (tuple(model.shape), model.levels):
+        raise ValueError(f"the VAE models {model.shape} images with {model.levels} levels, the dataset has "
+                         f"{version.shape} with {version.levels}; reweight a dataset of the kind it was trained on")
+    images = torch.from_numpy(np.array(version.images("train"))).permute(0, 3, 1, 2)  # (N, C, H, W)
+    labels = version.labels("train") if version.num_classes else None
+    z = latent_means(model, images, labels=labels if model.num_classes else None)
+    weights, log_density = estimate_weights(z, cfg)
+    params = cfg.params()
+    key = f"{version.content_hash[:12]}-{vae_run_id[:12]}-{_digest(params)}"
+    path = write_weights(weights_table(weights, log_density, labels), paths.home() / "weights" / key / WEIGHTS_FILE,
+                         {"dataset_hash": version.content_hash, "vae_run_id": vae_run_id, "split": "train",
+                          "params": params, "key": key})
+    stats = diagnostics(weights)
+    tags = {"genlib.stage": "reweight", "genlib.dataset_hash": version.content_hash, "genlib.vae_run_id": vae_run_id,
+            "genlib.weights_key": key}
+    with tracker.run(experiment_name(vae.config), f"reweight-{cfg.method}", parent_run_id, tags) as run_id:
+        tracker.log_params(run_id, {**{f"reweight.{k}": v for k, v in params.items()},
+                                    "reweight.split": "train", "reweight.latent_dims": z.shape[1]})
+        tracker.log_metrics(run_id, stats)
+        tracker.log_artifact(run_id, path)
+        tracker.log_image(run_id, weight_histogram(weights), "reweight/weight_histogram.png")
+        for name, grid in extreme_samples(images, weights, version.levels).items():
+            tracker.log_image(run_id, grid, f"reweight/{name}.png")
+        if labels is not None:  # a report only: the weights never saw the labels
+            table = per_label_table(weights, labels)
+            tracker.log_dict(run_id, table.to_dict(orient="records"), "reweight/per_label.json")
+            tracker.log_metrics(run_id, {f"label_{int(r.label)}_weight_ratio": r.mean_weight_ratio
+                                         for r in table.itertuples()})
+    return ReweightResult(run_id, path, stats)
+
+
+def _digest(params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from genlib import paths
-from genlib.config import Config, apply_override, config_from_dict
+from genlib.config import Config
 from genlib.data.dataset import DatasetVersion
 from genlib.evaluate.cache import cached_arrays
 from genlib.evaluate.features import EXTRACTORS, Extractor, cached_features
@@ -33,9 +32,10 @@ from genlib.evaluate.likelihood import likelihood_metrics
 from genlib.evaluate.memorization import (Neighbours, authenticity, copy_rate, data_copying_zscore,
                                           nearest_neighbours)
 from genlib.report import evaluation_report
+from genlib.runs import trained_run
 from genlib.figures import image_grid
 from genlib.models.base import INTERPOLATE, TRAVERSE
-from genlib.models.io import load_model, read_state
+from genlib.models.io import load_model
 from genlib.tracking import Tracker
 from genlib.train.launch import experiment_name
 
@@ -196,46 +196,8 @@ def evaluate_run(train_run_id: str, overrides: list[str] | None = None,
     The config is the one stored in the checkpoint, with ``overrides`` (e.g. ``eval.n_generated=5000``)
     applied; the new run is nested where the training run is (under its pipeline run, if any)."""
     tracker = tracker or Tracker()
-    try:
-        run = tracker.get_run(train_run_id)
-    except Exception as err:  # noqa: BLE001 - MLflow raises its own types for unknown ids
-        raise ValueError(f"no MLflow run {train_run_id!r} in {tracker.uri}: {err}") from err
-    tags = run.data.tags
-    if tags.get("genlib.stage") != "train":
-        raise ValueError(f"run {train_run_id} is a {tags.get('genlib.stage', 'non-genlib')!r} run; "
-                         f"pass the id of a genlib training run (the train-<model> runs of a pipeline)")
-    checkpoint = _train_checkpoint(tracker, train_run_id, tags)
-    raw = read_state(checkpoint)["config"]
-    for item in overrides or []:
-        apply_override(raw, item)
-    cfg = config_from_dict(raw)
-    dataset = _dataset_version(cfg, tags["genlib.dataset_hash"])
-    return evaluate(cfg, checkpoint, dataset, tracker, tags.get("mlflow.parentRunId"), train_run_id)
-
-
-def _train_checkpoint(tracker: Tracker, run_id: str, tags: dict[str, str]) -> Path:
-    local = Path(tags.get("genlib.checkpoint", ""))
-    if (local / "state.json").is_file():
-        return local
-    if "checkpoint" not in {p.split("/")[0] for p in tracker.list_artifacts(run_id)}:
-        raise FileNotFoundError(f"training run {run_id} logged no checkpoint (did it finish? status "
-                                f"{tracker.get_run(run_id).info.status})")
-    return tracker.download_artifacts(run_id, "checkpoint", paths.home() / "checkpoints" / f"{run_id}-download")
-
-
-def _dataset_version(cfg: Config, content_hash: str) -> Path:
-    """The prepared dataset a run trained on: found by hash, else prepared again and checked."""
-    path = paths.datasets_dir() / f"{cfg.data.source}-{content_hash[:12]}"
-    if (path / "manifest.json").is_file():
-        return path
-    from genlib.data.prepare import prepare
-
-    prepared = prepare(cfg.data)
-    if prepared.content_hash != content_hash:
-        raise ValueError(f"the run trained on dataset {content_hash[:12]}, but preparing its data config now "
-                         f"gives {prepared.content_hash[:12]} (the source changed?); put the original version "
-                         f"at {path} or evaluate with --checkpoint/--dataset")
-    return prepared.path
+    run = trained_run(tracker, train_run_id, overrides)
+    return evaluate(run.config, run.checkpoint, run.dataset, tracker, run.parent_run_id, train_run_id)
 
 
 def _log(tracker: Tracker, run_id: str, scores: Scores) -> None:

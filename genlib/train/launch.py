@@ -59,10 +59,13 @@ def train(cfg: Config, dataset: str | Path, tracker: Tracker | None = None,
     version = DatasetVersion(dataset)
     tags = {"genlib.stage": "train", "genlib.family": cfg.model.family, "genlib.model": cfg.model.label,
             "genlib.dataset_hash": version.content_hash, "genlib.preset": cfg.name}
+    weights, weights_meta = training_weights(cfg, version, tracker)
+    if weights_meta:
+        tags.update({"genlib.weights_key": weights_meta["key"], "genlib.vae_run_id": weights_meta["vae_run_id"]})
     with tracker.run(experiment_name(cfg), f"train-{cfg.model.label}", parent_run_id, tags) as run_id:
         tracker.log_params(run_id, cfg.flat())
         tracker.log_dataset(run_id, version.manifest, version.path, context="train")
-        result = fit(cfg, version.path, tracker.uri, run_id)
+        result = fit(cfg, version.path, tracker.uri, run_id, weights)
         checkpoint, metrics = select_checkpoint(result, cfg.train.select_by)
         local = paths.home() / "checkpoints" / run_id
         _download(checkpoint, local)
@@ -74,8 +77,26 @@ def train(cfg: Config, dataset: str | Path, tracker: Tracker | None = None,
     return TrainResult(run_id, local, epoch, dict(metrics))
 
 
-def fit(cfg: Config, dataset: Path, tracking_uri: str, run_id: str):
-    """Run the Ray TorchTrainer; returns Ray's ``Result``."""
+def training_weights(cfg: Config, version: DatasetVersion, tracker: Tracker):
+    """The per-sample weights ``train.weights`` names, checked against the dataset: (weights, meta),
+    or (None, None) for uniform sampling."""
+    if not cfg.train.weights:
+        return None, None
+    from genlib.evaluate.reweight import read_weights
+    from genlib.runs import weights_file
+
+    table, meta = read_weights(weights_file(tracker, cfg.train.weights))
+    if meta.get("dataset_hash") != version.content_hash or len(table) != version.manifest["splits"]["train"]:
+        theirs = str(meta.get("dataset_hash"))[:12]
+        raise ValueError(f"the weights {cfg.train.weights} are for dataset {theirs} "
+                         f"({len(table)} train images), not {version.content_hash[:12]} "
+                         f"({version.manifest['splits']['train']}); compute weights for this dataset with genlib reweight")
+    return table["weight"].to_numpy(), meta
+
+
+def fit(cfg: Config, dataset: Path, tracking_uri: str, run_id: str, weights=None):
+    """Run the Ray TorchTrainer; returns Ray's ``Result``. ``weights``: per-sample sampling weights of
+    the train split, or None for uniform sampling."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -98,6 +119,7 @@ def fit(cfg: Config, dataset: Path, tracking_uri: str, run_id: str):
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "dataset": str(Path(dataset).resolve()),
                            "tracking_uri": tracking_uri, "run_id": run_id,
+                           "weights": None if weights is None else [float(w) for w in weights],
                            "chaos": chaos.plan(Path(_local(storage)) / name)},
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=resources),

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from genlib.config import Config, config_from_dict
 from genlib.data.dataset import DatasetVersion
+from genlib.data.sampling import WeightedDistributedSampler
 from genlib.figures import image_grid
 from genlib.models import GenerativeModel, build_model
 from genlib.models.base import Batch
@@ -59,7 +60,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         load_optimizer_states(optimizers, optimizer_states)
 
     train_set = version.dataset("train")
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.train.seed)
+    if loop_config.get("weights") is not None:  # one weighted draw per epoch, split across the ranks
+        sampler = WeightedDistributedSampler(loop_config["weights"], world, rank, seed=cfg.train.seed,
+                                             dataset_size=len(train_set))
+    else:
+        sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.train.seed)
     per_worker = max(1, cfg.train.batch_size // world)
     train_loader = DataLoader(train_set, batch_size=per_worker, sampler=sampler)
     val_set = version.dataset("val")

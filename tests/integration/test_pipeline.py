@@ -25,7 +25,8 @@ def test_pipeline_flow_records_parent_and_nested_runs(ray_local, prefect_server,
 
     overrides = ["train.epochs=2", "train.num_workers=2", "eval.iwae_k=8", "eval.n_samples=16",
                  "eval.n_generated=100", "eval.copying_cells=2",
-                 "train.sample_every=1", "models=[{family: vae, hidden: 8}, {family: categorical}]"]
+                 "train.sample_every=1", "models=[{family: vae, hidden: 8}, {family: categorical}]",
+                 "reweight.retrain=[vae]"]
     state = pipeline("digits-quick", overrides, return_state=True)
     assert state.is_completed()
     summary = state.result()
@@ -34,7 +35,8 @@ def test_pipeline_flow_records_parent_and_nested_runs(ray_local, prefect_server,
     parent = tracker.get_run(summary["parent_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.params["train.epochs"] == "2"
     children = {r.info.run_name: r for r in tracker.child_runs(parent.info.run_id)}
-    assert set(children) == {"train-vae", "evaluate-vae", "train-categorical", "evaluate-categorical"}
+    assert set(children) == {"train-vae", "evaluate-vae", "train-categorical", "evaluate-categorical",
+                             "reweight-max", "train-vae-reweighted", "evaluate-vae-reweighted"}
     assert all(r.info.status == "FINISHED" for r in children.values())
 
     train_run = children["train-vae"]
@@ -68,12 +70,18 @@ def test_pipeline_flow_records_parent_and_nested_runs(ray_local, prefect_server,
     assert "test_elbo_bpd" not in exact and 2.0 < exact["test_bpd"] < 3.0  # independent pixels: ~2.43
 
     local = tracker.download_artifacts(parent.info.run_id, "summary.json", tmp_path)
-    assert [row["model"] for row in json.loads(local.read_text())["rows"]] == ["vae", "categorical"]
+    summary_json = json.loads(local.read_text())
+    assert [row["model"] for row in summary_json["rows"]] == ["vae", "categorical", "vae-reweighted"]
+    reweight_run = children["reweight-max"]
+    assert summary_json["reweight"]["run_id"] == reweight_run.info.run_id
+    assert reweight_run.data.tags["genlib.vae_run_id"] == train_run.info.run_id
+    assert children["train-vae-reweighted"].data.params["train.weights"] == reweight_run.info.run_id
     assert parent.data.metrics["vae.test_elbo_bpd"] == pytest.approx(scores["test_elbo_bpd"])
     assert parent.data.metrics["categorical.test_bpd"] == pytest.approx(exact["test_bpd"])
 
     report = tracker.download_artifacts(parent.info.run_id, "report.html", tmp_path).read_text()
-    for needle in ("vae", "categorical", "fid_domain", "test_bpd", "data:image/png;base64,", "quality.extractor"):
+    for needle in ("vae-reweighted", "categorical", "fid_domain", "test_bpd", "data:image/png;base64,",
+                   "quality.extractor", "Reweighting (DB-VAE)", "ess_fraction", "most weighted"):
         assert needle in report
     assert report.count("<img") >= 2 * 2  # samples and closest pairs of each model, at least
 
@@ -84,8 +92,9 @@ def test_pipeline_flow_records_parent_and_nested_runs(ray_local, prefect_server,
             runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [state.state_details.flow_run_id]}))
             return sorted(r.name.rsplit("-", 1)[0] for r in runs)
 
-    assert asyncio.run(task_names()) == ["evaluate-categorical", "evaluate-vae", "prepare", "summary",
-                                         "train-categorical", "train-vae"]
+    assert asyncio.run(task_names()) == ["evaluate-categorical", "evaluate-vae", "evaluate-vae-reweighted", "prepare",
+                                         "reweight", "summary", "train-categorical", "train-vae",
+                                         "train-vae-reweighted"]
 
 
 def test_pipeline_bad_override_fails_before_anything_runs(prefect_server):

@@ -11,7 +11,17 @@ from genlib.data.prepare import prepare
 from genlib.evaluate.features import EXTRACTORS, cached_features
 
 
+@pytest.fixture
+def fast_inception(inception_weights, monkeypatch):
+    """Synthetic Inception weights, and 75×75 inputs (the smallest Inception-v3 takes) so that the
+    whole test split runs in seconds, not a minute; test_inception.py covers the 299×299 path."""
+    from genlib.evaluate import inception
+
+    monkeypatch.setattr(inception, "INPUT_SIZE", 75)
+
+
 @pytest.mark.parametrize("name", EXTRACTORS.names())
+@pytest.mark.usefixtures("fast_inception")
 def test_extractor_contract(name):
     version = DatasetVersion(prepare(DataConfig(source="digits")).path)
     extractor = EXTRACTORS.get(name)(version)

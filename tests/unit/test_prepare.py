@@ -94,3 +94,17 @@ def test_official_test_split_is_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "_MNIST_MD5", tuple(md5(f) for f in files))
     prepared = prepare(DataConfig(source="mnist", path=str(tmp_path / "m"), val_fraction=0.2))
     assert prepared.manifest["splits"] == {"train": 40, "val": 10, "test": 20}
+
+
+def test_induced_imbalance_thins_one_class_in_train_only():
+    whole = DatasetVersion(prepare(DataConfig(source="digits")).path)
+    thin = DatasetVersion(prepare(DataConfig(source="digits", rare_class=3, rare_keep=0.1)).path)
+    assert thin.content_hash != whole.content_hash
+    before, after = (np.bincount(v.labels("train"), minlength=10) for v in (whole, thin))
+    assert after[3] == round(0.1 * before[3]) and (np.delete(after, 3) == np.delete(before, 3)).all()
+    for split in ("val", "test"):
+        assert (thin.labels(split) == whole.labels(split)).all()
+    with pytest.raises(ValueError, match="rare_class=12 has no training images; classes present"):
+        prepare(DataConfig(source="digits", rare_class=12, rare_keep=0.1))
+    with pytest.raises(ValueError, match=r"rare_keep is a share in \(0, 1\]"):
+        prepare(DataConfig(source="digits", rare_class=3, rare_keep=0.0))

@@ -1,0 +1,59 @@
+"""DB-VAE reweighting end to end: a real VAE run → `genlib reweight` → weights file in MLflow →
+retraining with the weights on one and on two Ray Train workers."""
+
+import numpy as np
+import pytest
+
+from genlib.cli import main
+from genlib.config import DataConfig, load_config
+from genlib.data.prepare import prepare
+from genlib.evaluate.reweight import read_weights
+from genlib.tracking import Tracker
+from genlib.train.launch import train
+
+pytestmark = pytest.mark.integration
+
+
+def _vae_run(rare_class=None):
+    data = ["data.rare_class=3", "data.rare_keep=0.1"] if rare_class is not None else []
+    cfg = load_config("digits-quick", ["train.epochs=2", "train.num_workers=1", "models=[]",
+                                       "model={family: vae, hidden: 8, latent_dim: 4}", *data])
+    return cfg, train(cfg, prepare(cfg.data).path)
+
+
+def test_reweight_command_logs_weights_and_retraining_uses_them(ray_local, tmp_path, capsys):
+    cfg, vae = _vae_run(rare_class=3)
+    assert main(["reweight", "--vae-run", vae.run_id, "--reweight.bins=8"]) == 0
+    out = capsys.readouterr().out
+    run_id = out.split("MLflow run ")[1].split(":")[0]
+    tracker = Tracker()
+    run = tracker.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["genlib.vae_run_id"] == vae.run_id
+    assert run.data.params["reweight.bins"] == "8" and run.data.params["reweight.method"] == "max"
+    assert {"ess", "ess_fraction", "max_mean_ratio", "label_3_weight_ratio"} <= set(run.data.metrics)
+    assert set(tracker.list_artifacts(run_id)) >= {
+        "weights.parquet", "reweight/weight_histogram.png", "reweight/most_weighted.png",
+        "reweight/least_weighted.png", "reweight/per_label.json"}
+
+    downloaded, meta = read_weights(tracker.download_artifacts(run_id, "weights.parquet", tmp_path))
+    local, _ = read_weights(out.split("weights file ")[1].split()[0])
+    assert downloaded.equals(local) and meta["vae_run_id"] == vae.run_id
+    assert len(downloaded) == prepare(cfg.data).manifest["splits"]["train"]
+    assert downloaded["weight"].sum() == pytest.approx(1.0)
+
+    for workers in (1, 2):  # the weighted sampler alone, and split across DDP ranks
+        again = cfg.replace(train=cfg.train.__class__(**{**cfg.train.__dict__, "num_workers": workers,
+                                                         "epochs": 1, "weights": run_id}))
+        retrained = train(again, prepare(cfg.data).path)
+        tags = tracker.get_run(retrained.run_id).data.tags
+        assert tags["genlib.weights_key"] == meta["key"] and np.isfinite(retrained.metrics["val_loss"])
+
+
+def test_weights_for_another_dataset_are_refused_before_training(ray_local, genlib_home):
+    cfg, vae = _vae_run()
+    assert main(["reweight", "--vae-run", vae.run_id]) == 0
+    weights = next((genlib_home / "weights").rglob("weights.parquet"))
+    other = load_config("digits-quick", ["models=[]", "model={family: vae}", "data.seed=7", f"train.weights={weights}"])
+    with pytest.raises(ValueError, match="compute weights for this dataset with genlib reweight"):
+        train(other, prepare(DataConfig(source="digits", seed=7)).path)
+    assert main(["reweight", "--vae-run", "not-a-run"]) == 2
