@@ -33,6 +33,8 @@ bench: install
 	$(PY) bench/frechet_speed.py
 	$(PY) bench/knn_speed.py
 	$(PY) bench/digits_quality.py
+	$(PY) bench/digits_fid.py
+	$(PY) bench/reweight_imbalance.py
 
 ui: install
 	$(VENV)/bin/genlib ui

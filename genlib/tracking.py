@@ -62,6 +62,8 @@ class Tracker:
 
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        # One bar per downloaded file (the report reads a dozen small PNGs) buries genlib's own bars.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         return MlflowClient(tracking_uri=self.uri)
 
     @property
