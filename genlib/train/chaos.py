@@ -4,6 +4,10 @@ Set ``GENLIB_CHAOS_KILL_AT_EPOCH=N`` in the driver's environment and the rank-0 
 next training run dies abruptly (``os._exit``) once epoch N's report (and checkpoint, if any) is
 committed by Ray Train — once per run, so the restarted worker group carries on. Recovery must
 then resume from that checkpoint.
+
+Set ``GENLIB_CHAOS_NAN_AT_STEP=S`` and every worker overwrites its parameters with NaN just before
+optimizer step S, as a diverged run would: the loss turns non-finite and the run must stop with
+an error naming the step, keeping its last good checkpoint.
 """
 
 from __future__ import annotations
@@ -12,18 +16,31 @@ import os
 from pathlib import Path
 
 KILL_AT_EPOCH_ENV = "GENLIB_CHAOS_KILL_AT_EPOCH"
+NAN_AT_STEP_ENV = "GENLIB_CHAOS_NAN_AT_STEP"
 
 
 def plan(marker_dir: Path) -> dict | None:
     """Read the driver's environment into a plan the workers follow (None: no chaos)."""
-    epoch = os.environ.get(KILL_AT_EPOCH_ENV)
-    if not epoch:
+    epoch, step = os.environ.get(KILL_AT_EPOCH_ENV), os.environ.get(NAN_AT_STEP_ENV)
+    if not epoch and not step:
         return None
-    return {"kill_at_epoch": int(epoch), "marker": str(Path(marker_dir) / ".chaos-fired")}
+    return {"kill_at_epoch": int(epoch) if epoch else None, "nan_at_step": int(step) if step else None,
+            "marker": str(Path(marker_dir) / ".chaos-fired")}
+
+
+def maybe_poison(chaos: dict | None, model, step: int) -> None:
+    """Fill the model's parameters with NaN at the planned step."""
+    if not chaos or chaos.get("nan_at_step") != step:
+        return
+    import torch
+
+    with torch.no_grad():
+        for param in model.parameters():
+            param.fill_(float("nan"))
 
 
 def maybe_kill(chaos: dict | None, epoch: int, rank: int) -> None:
-    if not chaos or rank != 0 or epoch != chaos["kill_at_epoch"]:
+    if not chaos or rank != 0 or epoch != chaos.get("kill_at_epoch"):
         return
     marker = Path(chaos["marker"])
     if marker.exists():

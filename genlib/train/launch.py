@@ -66,6 +66,7 @@ def train(cfg: Config, dataset: str | Path, tracker: Tracker | None = None,
         tracker.log_params(run_id, cfg.flat())
         tracker.log_dataset(run_id, version.manifest, version.path, context="train")
         result = fit(cfg, version.path, tracker.uri, run_id, weights)
+        _check_finite(result, cfg)
         checkpoint, metrics = select_checkpoint(result, cfg.train.select_by)
         local = paths.home() / "checkpoints" / run_id
         _download(checkpoint, local)
@@ -128,6 +129,18 @@ def fit(cfg: Config, dataset: Path, tracking_uri: str, run_id: str, weights=None
                              checkpoint_config=CheckpointConfig(num_to_keep=2, **score)),
     )
     return trainer.fit()
+
+
+def _check_finite(result, cfg: Config) -> None:
+    """Raise if training stopped on a non-finite loss, naming the step and the last good checkpoint."""
+    stopped = result.return_value or {}
+    if "nonfinite_step" not in stopped:
+        return
+    good = result.checkpoint.path if result.checkpoint else "none (it diverged before the first checkpoint)"
+    raise FloatingPointError(
+        f"training {cfg.model.label} stopped: a non-finite training loss at optimizer step {stopped['nonfinite_step']} "
+        f"(epoch {stopped['epoch']}; epoch means {stopped['train_metrics']}). Last good checkpoint: {good}. "
+        f"Lower train.lr, or check the data and the model config.")
 
 
 def select_checkpoint(result, select_by: str):

@@ -35,7 +35,7 @@ from genlib.tracking import Tracker
 from genlib.train import chaos
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     _quiet_report_logs()
     cfg = config_from_dict(loop_config["config"])
     ctx = ray.train.get_context()
@@ -75,7 +75,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         sampler.set_epoch(epoch)
         started = time.perf_counter()
         model.train()
-        train_metrics, step = _train_epoch(model, train_loader, optimizers, step, device)
+        train_metrics, step, bad_step = _train_epoch(model, train_loader, optimizers, step, device,
+                                                     loop_config.get("chaos"))
+        if bad_step is not None:  # every rank knows (all-reduced): stop together, no checkpoint of NaNs
+            if tracker:
+                tracker.set_tags(run_id, {"genlib.nonfinite_step": bad_step})
+            return {"nonfinite_step": bad_step, "epoch": epoch, "train_metrics": train_metrics}  # to the driver
         model.on_epoch_end()
         seconds = time.perf_counter() - started
         model.eval()
@@ -134,20 +139,35 @@ def _quiet_report_logs() -> None:
         pass
 
 
-def _train_epoch(model: GenerativeModel, loader, optimizers, step: int, device):
+def _train_epoch(model: GenerativeModel, loader, optimizers, step: int, device, chaos_plan: dict | None = None):
+    """One pass over this rank's shard: (metrics averaged over all ranks, next step, first step
+    with a non-finite training metric on any rank or None).
+
+    NOTE: a rank that meets a NaN keeps stepping to the end of the epoch rather than raising: the
+    other ranks would otherwise wait forever in DDP's next all-reduce. The epoch is thrown away."""
     sums: dict[str, float] = defaultdict(float)
-    count = 0
+    count, bad_step = 0, None
     for item in loader:
         batch = Batch.from_loader(item).to(device)
+        chaos.maybe_poison(chaos_plan, model, step)
         out = model.training_step(batch, optimizers, step)
-        if not all(map(_finite, out.values())):
-            raise FloatingPointError(f"non-finite training metrics at step {step}: {out}; "
-                                     f"lower train.lr or check the data")
+        if bad_step is None and not all(map(_finite, out.values())):
+            bad_step = step
         for key, value in out.items():
             sums[key] += value * len(batch.x)
         count += len(batch.x)
         step += 1
-    return _global_mean(sums, count, device), step
+    return _global_mean(sums, count, device), step, _first_bad_step(bad_step, device)
+
+
+def _first_bad_step(bad_step: int | None, device) -> int | None:
+    """The smallest non-finite step over all ranks."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return bad_step
+    none = torch.iinfo(torch.int64).max
+    first = torch.tensor([none if bad_step is None else bad_step], dtype=torch.int64, device=device)
+    dist.all_reduce(first, op=dist.ReduceOp.MIN)
+    return None if first.item() == none else int(first.item())
 
 
 @torch.no_grad()
