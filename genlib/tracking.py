@@ -100,9 +100,14 @@ class Tracker:
 
     @contextlib.contextmanager
     def run(self, experiment: str, name: str, parent_id: str | None = None,
-            tags: Mapping[str, str] | None = None) -> Iterator[str]:
-        """A run that ends FINISHED if the block completes and FAILED if it raises."""
-        run_id = self.start_run(experiment, name, parent_id, tags)
+            tags: Mapping[str, str] | None = None, reopen: str | None = None) -> Iterator[str]:
+        """A run that ends FINISHED if the block completes and FAILED if it raises. ``reopen``: the id
+        of an unfinished run to continue instead of starting a new one (it is marked RUNNING again)."""
+        if reopen:
+            self.client.update_run(reopen, status="RUNNING")
+            run_id = reopen
+        else:
+            run_id = self.start_run(experiment, name, parent_id, tags)
         try:
             yield run_id
         except BaseException:
@@ -112,6 +117,19 @@ class Tracker:
 
     def get_run(self, run_id: str):
         return self.client.get_run(run_id)
+
+    def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list:
+        """Runs of ``experiment`` carrying all of ``tags``, newest first."""
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            return []
+        where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        return self.client.search_runs([found.experiment_id], filter_string=where,
+                                       order_by=["attributes.start_time DESC"])
+
+    def last_step(self, run_id: str, key: str) -> int:
+        """The highest step logged for metric ``key`` (-1 if none)."""
+        return max((m.step for m in self.client.get_metric_history(run_id, key)), default=-1)
 
     def child_runs(self, parent_id: str) -> list:
         parent = self.client.get_run(parent_id)

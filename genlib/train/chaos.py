@@ -5,6 +5,10 @@ next training run dies abruptly (``os._exit``) once epoch N's report (and checkp
 committed by Ray Train — once per run, so the restarted worker group carries on. Recovery must
 then resume from that checkpoint.
 
+Set ``GENLIB_CHAOS_KILL_DRIVER_AT_EPOCH=N`` and the rank-0 worker kills the *driver* process
+(SIGKILL; same machine only) once epoch N is committed, as when the machine running ``genlib``
+dies: relaunching the same command must resume the job, in the same MLflow run.
+
 Set ``GENLIB_CHAOS_NAN_AT_STEP=S`` and every worker overwrites its parameters with NaN just before
 optimizer step S, as a diverged run would: the loss turns non-finite and the run must stop with
 an error naming the step, keeping its last good checkpoint.
@@ -17,14 +21,17 @@ from pathlib import Path
 
 KILL_AT_EPOCH_ENV = "GENLIB_CHAOS_KILL_AT_EPOCH"
 NAN_AT_STEP_ENV = "GENLIB_CHAOS_NAN_AT_STEP"
+KILL_DRIVER_AT_EPOCH_ENV = "GENLIB_CHAOS_KILL_DRIVER_AT_EPOCH"
 
 
 def plan(marker_dir: Path) -> dict | None:
     """Read the driver's environment into a plan the workers follow (None: no chaos)."""
-    epoch, step = os.environ.get(KILL_AT_EPOCH_ENV), os.environ.get(NAN_AT_STEP_ENV)
-    if not epoch and not step:
+    found = {key: os.environ.get(env) for key, env in (("kill_at_epoch", KILL_AT_EPOCH_ENV),
+                                                       ("nan_at_step", NAN_AT_STEP_ENV),
+                                                       ("kill_driver_at_epoch", KILL_DRIVER_AT_EPOCH_ENV))}
+    if not any(found.values()):
         return None
-    return {"kill_at_epoch": int(epoch) if epoch else None, "nan_at_step": int(step) if step else None,
+    return {**{k: int(v) if v else None for k, v in found.items()}, "driver_pid": os.getpid(),
             "marker": str(Path(marker_dir) / ".chaos-fired")}
 
 
@@ -40,7 +47,7 @@ def maybe_poison(chaos: dict | None, model, step: int) -> None:
 
 
 def maybe_kill(chaos: dict | None, epoch: int, rank: int) -> None:
-    if not chaos or rank != 0 or epoch != chaos.get("kill_at_epoch"):
+    if not chaos or rank != 0 or epoch not in (chaos.get("kill_at_epoch"), chaos.get("kill_driver_at_epoch")):
         return
     marker = Path(chaos["marker"])
     if marker.exists():
@@ -52,4 +59,9 @@ def maybe_kill(chaos: dict | None, epoch: int, rank: int) -> None:
     ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
+    if epoch == chaos.get("kill_driver_at_epoch"):
+        import signal
+
+        os.kill(chaos["driver_pid"], signal.SIGKILL)
+        return
     os._exit(1)  # a hard death, as when a node is lost: no cleanup, no exception to catch

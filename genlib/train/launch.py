@@ -7,6 +7,8 @@ and picks the checkpoint to evaluate (best validation loss, or the last one).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -62,10 +64,23 @@ def train(cfg: Config, dataset: str | Path, tracker: Tracker | None = None,
     weights, weights_meta = training_weights(cfg, version, tracker)
     if weights_meta:
         tags.update({"genlib.weights_key": weights_meta["key"], "genlib.vae_run_id": weights_meta["vae_run_id"]})
-    with tracker.run(experiment_name(cfg), f"train-{cfg.model.label}", parent_run_id, tags) as run_id:
-        tracker.log_params(run_id, cfg.flat())
-        tracker.log_dataset(run_id, version.manifest, version.path, context="train")
-        result = fit(cfg, version.path, tracker.uri, run_id, weights)
+    job = job_key(cfg, version)
+    tags["genlib.job_key"] = job
+    earlier = tracker.find_runs(experiment_name(cfg), {"genlib.job_key": job})
+    unfinished = next((r.info.run_id for r in earlier if r.info.status != "FINISHED"), None)
+    # The Ray run name is stable for a logical job: a relaunched driver (after a crash, or a Prefect
+    # retry) finds the same name in storage and Ray Train resumes from its last checkpoint; the
+    # unfinished MLflow run is reopened, so the job keeps one run with one metric history.
+    ray_name = f"{cfg.name}-{cfg.model.label}-{job[:12]}-{sum(r.info.status == 'FINISHED' for r in earlier)}"
+    with tracker.run(experiment_name(cfg), f"train-{cfg.model.label}", parent_run_id, tags,
+                     reopen=unfinished) as run_id:
+        if unfinished:
+            tracker.set_tags(run_id, {"genlib.driver_relaunched": "true"})
+        else:
+            tracker.log_params(run_id, cfg.flat())
+            tracker.log_dataset(run_id, version.manifest, version.path, context="train")
+        tracker.set_tags(run_id, {"genlib.ray_run_name": ray_name})
+        result = fit(cfg, version.path, tracker.uri, run_id, weights, ray_name)
         _check_finite(result, cfg)
         checkpoint, metrics = select_checkpoint(result, cfg.train.select_by)
         local = paths.home() / "checkpoints" / run_id
@@ -91,13 +106,23 @@ def training_weights(cfg: Config, version: DatasetVersion, tracker: Tracker):
         theirs = str(meta.get("dataset_hash"))[:12]
         raise ValueError(f"the weights {cfg.train.weights} are for dataset {theirs} "
                          f"({len(table)} train images), not {version.content_hash[:12]} "
-                         f"({version.manifest['splits']['train']}); compute weights for this dataset with genlib reweight")
+                         f"({version.manifest['splits']['train']}); "
+                         f"compute weights for this dataset with genlib reweight")
     return table["weight"].to_numpy(), meta
 
 
-def fit(cfg: Config, dataset: Path, tracking_uri: str, run_id: str, weights=None):
+def job_key(cfg: Config, version: DatasetVersion) -> str:
+    """What makes two trainings the same logical job: the dataset version and every config section
+    except tracking (where results are recorded does not change them)."""
+    config = {k: v for k, v in cfg.to_dict().items() if k != "tracking"}
+    payload = json.dumps({"dataset": version.content_hash, "config": config}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def fit(cfg: Config, dataset: Path, tracking_uri: str, run_id: str, weights=None, name: str | None = None):
     """Run the Ray TorchTrainer; returns Ray's ``Result``. ``weights``: per-sample sampling weights of
-    the train split, or None for uniform sampling."""
+    the train split, or None for uniform sampling. ``name``: the Ray run name (a run of that name in
+    storage is resumed from its last checkpoint)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -109,7 +134,7 @@ def fit(cfg: Config, dataset: Path, tracking_uri: str, run_id: str, weights=None
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     ensure_ray()
     storage = cfg.train.storage_path or str(paths.ray_results())
-    name = f"{cfg.name}-{cfg.model.label}-{run_id[:12]}"
+    name = name or f"{cfg.name}-{cfg.model.label}-{run_id[:12]}"
     use_gpu = cfg.train.gpus_per_worker > 0
     resources = {"CPU": cfg.train.cpus_per_worker}
     if use_gpu:

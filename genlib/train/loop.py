@@ -48,8 +48,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     model = build_model(cfg.model, version.shape, version.levels, version.num_classes)
     state, optimizer_states = _restore(model)
+    logged = -1  # epochs up to this one are in the MLflow history already (from an attempt that died)
     if state["epoch"] >= 0 and tracker:
         tracker.set_tags(run_id, {"genlib.resumed_from_epoch": state["epoch"]})
+        logged = tracker.last_step(run_id, "val_loss")
     torch.manual_seed(cfg.train.seed + 1000 * rank + state["epoch"] + 1)  # own noise per rank and epoch
     # Moves to the device; DDP when world > 1 and there are gradients to synchronise.
     strategy = "ddp" if model.trainable else None
@@ -92,7 +94,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         best_val, stale = (metrics["val_loss"], 0) if metrics["val_loss"] < best_val else (best_val, stale + 1)
         stop = cfg.train.patience is not None and stale >= cfg.train.patience
         last = stop or epoch == cfg.train.epochs - 1
-        if tracker:
+        # NOTE: an epoch re-run after a restart keeps the metrics its lost attempt logged: MLflow
+        # cannot replace a point, and a second point at the same step would duplicate the epoch.
+        if tracker and epoch > logged:
             _log_epoch(tracker, run_id, model, cfg, metrics, samples=_due(epoch, cfg.train.sample_every, last))
             if stop:
                 tracker.set_tags(run_id, {"genlib.stopped_early_at_epoch": epoch})
