@@ -15,6 +15,9 @@ names its preprocessing, which is part of every cache key and logged name.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,7 @@ from tqdm.auto import tqdm
 
 from genlib import paths
 from genlib.data.dataset import DatasetVersion
+from genlib.evaluate.cache import cached_arrays
 from genlib.models.base import to_unit
 from genlib.registry import Registry
 
@@ -78,12 +82,28 @@ def domain(version: DatasetVersion, epochs: int = 30, seed: int = 0) -> Extracto
         info = json.loads((cache / "meta.json").read_text())
     else:
         info = _train_domain(net, version, epochs, seed)
-        cache.mkdir(parents=True, exist_ok=True)
-        save_file(net.state_dict(), cache / "weights.safetensors")
-        (cache / "meta.json").write_text(json.dumps(info))
+        _save_atomically(cache, net, info)
     net.eval()
     kind = "classifier" if version.num_classes else "autoencoder"
     return Extractor("domain", f"domain-{kind}-{version.content_hash[:12]}", 128, net.features, info)
+
+
+def _save_atomically(cache: Path, net: nn.Module, info: dict) -> None:
+    """Write the network to a temporary directory renamed into place: pipelines running at once may
+    train the same network, and none of them may read a half-written one."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{cache.name}."))
+    try:
+        save_file(net.state_dict(), tmp / "weights.safetensors")
+        (tmp / "meta.json").write_text(json.dumps(info))
+        try:
+            os.rename(tmp, cache)
+        except OSError:  # another process got there first; its network is as good
+            if not (cache / "meta.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def _train_domain(net: DomainNet, version: DatasetVersion, epochs: int, seed: int) -> dict:
@@ -120,15 +140,6 @@ def cached_features(extractor: Extractor, version: DatasetVersion, split: str) -
     """Features of a dataset split, cached by (dataset hash, split, extractor preprocessing, n)."""
     images = np.array(version.images(split))
     key = f"{version.content_hash[:16]}-{split}-{extractor.preprocessing}-{len(images)}"
-    path = paths.home() / "features" / f"{key}.npy"
-    if path.is_file():
-        return np.load(path)
-    feats = extractor(torch.from_numpy(images).permute(0, 3, 1, 2))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, feats)
-    Path(tmp).rename(path)
-    return feats
-
+    return cached_arrays(key, lambda: {"features": extractor(torch.from_numpy(images).permute(0, 3, 1, 2))})["features"]
 
 from genlib.evaluate import inception as _inception  # noqa: F401  registers "inception-v3-fid"

@@ -7,6 +7,8 @@ and picks the checkpoint to evaluate (best validation loss, or the last one).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -62,16 +64,26 @@ def train(cfg: Config, dataset: str | Path, tracker: Tracker | None = None,
     tags = {"genlib.stage": "train", "genlib.family": cfg.model.family, "genlib.model": cfg.model.label,
             "genlib.dataset_hash": version.content_hash, "genlib.preset": cfg.name}
     weights, weights_meta = training_weights(cfg, version, tracker)
+    ensure_ray()
+    check_cluster_storage(cfg.train.storage_path, version.path)  # before any run is opened
     if weights_meta:
         tags.update({"genlib.weights_key": weights_meta["key"], "genlib.vae_run_id": weights_meta["vae_run_id"]})
     job = job_key(cfg, version)
-    tags["genlib.job_key"] = job
-    earlier = tracker.find_runs(experiment_name(cfg), {"genlib.job_key": job})
-    unfinished = next((r.info.run_id for r in earlier if r.info.status != "FINISHED"), None)
-    # The Ray run name is stable for a logical job: a relaunched driver (after a crash, or a Prefect
-    # retry) finds the same name in storage and Ray Train resumes from its last checkpoint; the
-    # unfinished MLflow run is reopened, so the job keeps one run with one metric history.
-    ray_name = f"{cfg.name}-{cfg.model.label}-{job[:12]}-{sum(r.info.status == 'FINISHED' for r in earlier)}"
+    with job_lane(job) as lane:
+        tags.update({"genlib.job_key": job, "genlib.job_lane": str(lane)})
+        earlier = tracker.find_runs(experiment_name(cfg), {"genlib.job_key": job, "genlib.job_lane": str(lane)})
+        unfinished = next((r.info.run_id for r in earlier if r.info.status != "FINISHED"), None)
+        # The Ray run name is stable for a logical job: a relaunched driver (after a crash, or a
+        # Prefect retry) finds the same name in storage and Ray Train resumes from its last
+        # checkpoint; the unfinished MLflow run is reopened, so the job keeps one run and one metric
+        # history. Drivers running the same job at the same time hold different lanes: separate runs.
+        finished = sum(r.info.status == "FINISHED" for r in earlier)
+        ray_name = f"{cfg.name}-{cfg.model.label}-{job[:12]}-{lane}-{finished}"
+        return _train_in_run(cfg, version, tracker, parent_run_id, tags, weights, unfinished, ray_name)
+
+
+def _train_in_run(cfg: Config, version: DatasetVersion, tracker: Tracker, parent_run_id: str | None, tags: dict,
+                  weights, unfinished: str | None, ray_name: str) -> TrainResult:
     with tracker.run(experiment_name(cfg), f"train-{cfg.model.label}", parent_run_id, tags,
                      reopen=unfinished) as run_id:
         if unfinished:
@@ -109,6 +121,30 @@ def training_weights(cfg: Config, version: DatasetVersion, tracker: Tracker):
                          f"({version.manifest['splits']['train']}); "
                          f"compute weights for this dataset with genlib reweight")
     return table["weight"].to_numpy(), meta
+
+
+@contextlib.contextmanager
+def job_lane(job: str):
+    """Hold the lowest free lane of ``job`` (an exclusive lock file under GENLIB_HOME) while training.
+
+    A driver that dies releases its lock with its process, so a relaunch takes the same lane and
+    resumes; a second driver running the same job meanwhile finds lane 0 held and takes lane 1.
+    NOTE: the locks are this machine's: drivers of one job on two machines are not told apart."""
+    locks = paths.home() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    for lane in range(1000):
+        handle = open(locks / f"{job}-{lane}.lock", "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        try:
+            yield lane
+        finally:
+            handle.close()  # releases the lock
+        return
+    raise RuntimeError(f"1000 drivers are running job {job} at once")
 
 
 def job_key(cfg: Config, version: DatasetVersion) -> str:
@@ -166,6 +202,41 @@ def _check_finite(result, cfg: Config) -> None:
         f"training {cfg.model.label} stopped: a non-finite training loss at optimizer step {stopped['nonfinite_step']} "
         f"(epoch {stopped['epoch']}; epoch means {stopped['train_metrics']}). Last good checkpoint: {good}. "
         f"Lower train.lr, or check the data and the model config.")
+
+
+def check_cluster_storage(storage_path: str | None, dataset: Path) -> None:
+    """On a Ray cluster of several nodes, every node must reach the checkpoints and the dataset.
+
+    ``train.storage_path`` must then be set; a path (not a URI, which the storage library checks)
+    and the dataset version are checked from a task on every node, which looks for a marker file
+    the driver just wrote and for the dataset's manifest."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+    if len(nodes) < 2:
+        return
+    if not storage_path:
+        raise ValueError(f"this Ray cluster has {len(nodes)} nodes: set train.storage_path to storage every node "
+                         f"can reach (a shared filesystem path or a URI such as s3://bucket/genlib)")
+    wanted = [str(Path(dataset).resolve() / "manifest.json")]
+    if "://" not in storage_path:
+        marker = Path(storage_path) / f".genlib-visible-{os.getpid()}"
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        wanted.append(str(marker))
+    try:
+        visible = ray.remote(num_cpus=0)(lambda files: [os.path.exists(f) for f in files])
+        seen = ray.get([visible.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                        .remote(wanted) for node in nodes])
+    finally:
+        if "://" not in storage_path:
+            marker.unlink(missing_ok=True)
+    missing = {node[:8]: [f for f, ok in zip(wanted, found) if not ok] for node, found in zip(nodes, seen)
+               if not all(found)}
+    if missing:
+        raise ValueError(f"Ray nodes {sorted(missing)} cannot see {missing}; put train.storage_path and "
+                         f"GENLIB_HOME (the prepared datasets) on storage shared by every node")
 
 
 def select_checkpoint(result, select_by: str):

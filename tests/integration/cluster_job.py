@@ -1,0 +1,42 @@
+"""Run by test_cluster.py in its own process: a simulated two-node Ray cluster
+(``ray.cluster_utils.Cluster``, one CPU per node) trains with one worker on each node."""
+
+import json
+import os
+import sys
+
+import ray
+from ray.cluster_utils import Cluster
+
+from genlib.config import load_config
+from genlib.data.prepare import prepare
+from genlib.train.launch import train
+
+
+def main(out: str, storage: str) -> None:
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address)
+    cluster.wait_for_nodes()
+    overrides = ["train.batch_size=128", "model.hidden=8", "eval.n_samples=16", "train.epochs=3",
+                 "train.num_workers=2", "train.max_failures=1", "train.select_by=last"]
+    cfg = load_config("digits-quick", overrides)
+    dataset = prepare(cfg.data).path
+    report = {}
+    try:
+        train(cfg, dataset)
+    except ValueError as err:  # two nodes and no shared storage named: refused before training
+        report["refused"] = str(err)
+    os.environ["GENLIB_CHAOS_KILL_AT_EPOCH"] = "0"  # one worker dies on the first attempt
+    cfg = load_config("digits-quick", [*overrides, f"train.storage_path={storage}"])
+    result = train(cfg, dataset)
+    placement = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    report.update(run_id=result.run_id, epoch=result.epoch, nodes=len(placement))
+    with open(out, "w") as f:
+        json.dump(report, f)
+    ray.shutdown()
+    cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
