@@ -62,6 +62,7 @@ class TrainConfig:
     select_by: str = "val_loss"  # metric that picks the checkpoint to evaluate ("val_loss" or "last")
     patience: int | None = None  # stop after this many epochs without a lower val_loss; null: run every epoch
     storage_path: str | None = None  # Ray Train storage (path or URI); default GENLIB_HOME/ray_results
+    precision: str = "fp32"  # "fp32", or "bf16": training steps autocast to bfloat16 (for GPUs; CPUs run it slowly)
     weights: str | None = None  # per-sample sampling weights: a weights .parquet or the MLflow run id of a reweight run
 
 

@@ -27,6 +27,7 @@ from genlib.train import chaos
 log = logging.getLogger(__name__)
 
 SELECT_BY = ("val_loss", "last")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ def train(cfg: Config, dataset: str | Path, tracker: Tracker | None = None,
     """Train ``cfg.model`` on a prepared dataset version in a new MLflow run (nested if a parent is given)."""
     if cfg.train.select_by not in SELECT_BY:
         raise ValueError(f"train.select_by must be one of {SELECT_BY}, got {cfg.train.select_by!r}")
+    if cfg.train.precision not in PRECISIONS:
+        raise ValueError(f"train.precision must be one of {PRECISIONS}, got {cfg.train.precision!r}")
     tracker = tracker or Tracker(cfg.tracking.tracking_uri)
     version = DatasetVersion(dataset)
     tags = {"genlib.stage": "train", "genlib.family": cfg.model.family, "genlib.model": cfg.model.label,

@@ -78,7 +78,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         started = time.perf_counter()
         model.train()
         train_metrics, step, bad_step = _train_epoch(model, train_loader, optimizers, step, device,
-                                                     loop_config.get("chaos"))
+                                                     loop_config.get("chaos"), cfg.train.precision)
         if bad_step is not None:  # every rank knows (all-reduced): stop together, no checkpoint of NaNs
             if tracker:
                 tracker.set_tags(run_id, {"genlib.nonfinite_step": bad_step})
@@ -143,7 +143,8 @@ def _quiet_report_logs() -> None:
         pass
 
 
-def _train_epoch(model: GenerativeModel, loader, optimizers, step: int, device, chaos_plan: dict | None = None):
+def _train_epoch(model: GenerativeModel, loader, optimizers, step: int, device, chaos_plan: dict | None = None,
+                 precision: str = "fp32"):
     """One pass over this rank's shard: (metrics averaged over all ranks, next step, first step
     with a non-finite training metric on any rank or None).
 
@@ -151,10 +152,13 @@ def _train_epoch(model: GenerativeModel, loader, optimizers, step: int, device, 
     other ranks would otherwise wait forever in DDP's next all-reduce. The epoch is thrown away."""
     sums: dict[str, float] = defaultdict(float)
     count, bad_step = 0, None
+    # bf16 keeps fp32's exponent range, so no loss scaling is needed (unlike fp16).
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     for item in loader:
         batch = Batch.from_loader(item).to(device)
         chaos.maybe_poison(chaos_plan, model, step)
-        out = model.training_step(batch, optimizers, step)
+        with autocast:
+            out = model.training_step(batch, optimizers, step)
         if bad_step is None and not all(map(_finite, out.values())):
             bad_step = step
         for key, value in out.items():
