@@ -1,0 +1,439 @@
+"""infra/ checked against the code it deploys, without docker, kubectl or a cloud.
+
+* every YAML file parses;
+* every Ray version in it (``rayVersion``, ``rayproject/ray`` image tags, ``ray==`` pins) is the lock's;
+* every ``genlib ...`` command line in entrypoints, commands, Dockerfile instructions and the README's code
+  parses with genlib's own parser, names presets that exist and config keys that exist (YAML comments are
+  prose and are not checked);
+* the KubeRay resources give the head no work, autoscale 1-GPU workers and mount one shared volume at the
+  same path everywhere; the RayJob runs on the RayCluster's spec;
+* the cluster-launcher file is valid for the installed Ray's schema;
+* the Dockerfile installs the lock (with the CUDA torch swapped in), the compose file serves MLflow
+  artifacts and starts a Prefect server, and MLflow accepts the host names its clients are given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fnmatch
+import importlib.util
+import io
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from genlib import cli, config
+from genlib.config import load_config, preset_names
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+LOCK = ROOT / "requirements.lock"
+EXPECTED_FILES = ["Dockerfile", "README.md", "cluster-launcher.yaml", "cuda-lock.sh", "docker-compose.yaml",
+                  "kuberay/base.yaml", "kuberay/raycluster.yaml", "kuberay/rayjob.yaml"]
+# Files that must run genlib somewhere (so the command checks below are never vacuous for them).
+RUN_GENLIB = ["Dockerfile", "README.md", "docker-compose.yaml", "kuberay/rayjob.yaml"]
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def locked_version(package: str) -> str:
+    """``package``'s version in requirements.lock (``torch==2.13.0+cpu`` -> ``2.13.0+cpu``)."""
+    for line in LOCK.read_text().splitlines():
+        name, sep, version = line.partition("==")
+        if sep and name.strip().lower().replace("_", "-") == package:
+            return version.strip()
+    raise AssertionError(f"{package} is not pinned in {LOCK}")
+
+
+RAY_VERSION = locked_version("ray")
+
+
+def infra_files() -> list[Path]:
+    return sorted(p for p in INFRA.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
+def yaml_files() -> list[Path]:
+    return [p for p in infra_files() if p.suffix in (".yaml", ".yml")]
+
+
+def rel(path: Path) -> str:
+    return path.relative_to(INFRA).as_posix()
+
+
+def documents(path: Path) -> list:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def the_doc(path: str, kind: str) -> dict:
+    found = [d for d in documents(INFRA / path) if isinstance(d, dict) and d.get("kind") == kind]
+    assert len(found) == 1, f"infra/{path}: expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def walk(node):
+    """Every mapping, list and scalar in a YAML document."""
+    yield node
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    for child in children:
+        yield from walk(child)
+
+
+def values_of(key: str, node) -> list:
+    return [n[key] for n in walk(node) if isinstance(n, dict) and key in n]
+
+
+def option(tokens: list[str], name: str) -> str | None:
+    """The value of ``--name v`` or ``--name=v`` in a command line."""
+    for i, token in enumerate(tokens):
+        if token == name and i + 1 < len(tokens):
+            return tokens[i + 1]
+        if token.startswith(name + "="):
+            return token.split("=", 1)[1]
+    return None
+
+
+def argv(command) -> list[str]:
+    """A compose/Kubernetes command (string or list) as an argument list."""
+    return shlex.split(command) if isinstance(command, str) else [str(c) for c in command]
+
+
+def env_of(container: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def mlflow_allows(allowed_hosts: str, host: str) -> bool:
+    """Whether ``mlflow server --allowed-hosts`` accepts this Host header; the rule of MLflow 3's
+    ``mlflow.server.security_utils.is_allowed_host_header`` (fnmatch for patterns with ``*``), restated
+    here because importing mlflow.server takes seconds."""
+    patterns = [p.strip() for p in allowed_hosts.split(",")]
+    return "*" in patterns or any(fnmatch.fnmatch(host, p) if "*" in p else host == p for p in patterns)
+
+
+# ----------------------------------------------------------------------------------- files and parsing
+
+def test_every_file_is_there():
+    missing = [f for f in EXPECTED_FILES if not (INFRA / f).is_file()]
+    assert not missing, f"missing from infra/: {missing}"
+
+
+@pytest.mark.parametrize("path", yaml_files(), ids=rel)
+def test_every_yaml_document_parses(path):
+    docs = documents(path)  # raises on a syntax error in any document
+    assert docs and all(isinstance(d, dict) for d in docs), f"infra/{rel(path)}: every document is a mapping"
+
+
+def test_kuberay_resources_are_ray_io_v1():
+    for path, kind in [("kuberay/raycluster.yaml", "RayCluster"), ("kuberay/rayjob.yaml", "RayJob")]:
+        (doc,) = documents(INFRA / path)
+        assert (doc["apiVersion"], doc["kind"]) == ("ray.io/v1", kind), path
+
+
+# -------------------------------------------------------------------------------------- Ray versions
+
+def test_every_ray_version_is_the_locked_one():
+    ray_versions = [v for p in yaml_files() for d in documents(p) for v in values_of("rayVersion", d)]
+    assert len(ray_versions) >= 2, "expected rayVersion in the RayCluster and the RayJob"
+    assert set(map(str, ray_versions)) == {RAY_VERSION}, f"rayVersion {ray_versions} vs ray=={RAY_VERSION} in the lock"
+
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    python = re.search(r">=\s*(\d+)\.(\d+)", requires).groups()
+    tags = []
+    for path in infra_files():
+        text = path.read_text()
+        for tag in re.findall(r"rayproject/ray(?:-ml)?:([\w.-]+)", text):
+            tags.append(tag)
+            assert re.match(rf"{re.escape(RAY_VERSION)}(-|$)", tag), f"infra/{rel(path)}: image tag {tag!r}, lock has ray=={RAY_VERSION}"
+            py = re.search(r"-py(\d)(\d+)", tag)
+            assert py is None or py.groups() == python, f"infra/{rel(path)}: {tag!r} vs requires-python {requires!r}"
+        for pin in re.findall(r"(?<![\w.-])ray(?:\[[\w,]*\])?==([\w.+-]+)", text):
+            assert pin == RAY_VERSION, f"infra/{rel(path)}: ray=={pin}, lock has ray=={RAY_VERSION}"
+    assert len(tags) >= 2, "expected rayproject/ray images in the Dockerfile and the cluster-launcher file"
+
+
+# ---------------------------------------------------------------------------------- genlib commands
+
+# `genlib pipeline`, `.venv/bin/genlib train`; not genlib:tag, ~/genlib, genlib-head-svc
+CALL = re.compile(r"(?<![\w./:~$-])(?:[\w.~/-]*/bin/)?genlib[ \t]+(?=\S)")
+END = re.compile(r"[;&|`'\")\n]|\s#")  # where a shell command ends
+FLOW = re.compile(r"-m[ \t]+flows\.pipeline[ \t]+([\w.-]+)")
+
+
+def command_texts(path: Path) -> list[str]:
+    """The parts of an infra file that are commands: YAML values (lists joined as argv), Dockerfile
+    instructions, the README's code, shell lines."""
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        out = []
+        for node in (n for d in documents(path) for n in walk(d)):
+            if isinstance(node, str):
+                out.append(node)
+            elif isinstance(node, list) and node and all(isinstance(x, str) for x in node):
+                out.append(shlex.join(node))
+        return out
+    if path.name == "Dockerfile":
+        out = []
+        for line in re.sub(r"\\\n", " ", text).splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            rest = line.partition(" ")[2]
+            if rest.lstrip().startswith("["):  # exec form: CMD ["genlib", "presets"]
+                with contextlib.suppress(json.JSONDecodeError):
+                    rest = shlex.join(json.loads(rest))
+            out.append(rest)
+        return out
+    if path.suffix == ".md":
+        fenced = re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
+        prose = re.sub(r"^```[^\n]*\n.*?^```", "", text, flags=re.DOTALL | re.MULTILINE)
+        return [re.sub(r"\\\n", " ", block) for block in fenced] + re.findall(r"`([^`\n]+)`", prose)
+    if path.suffix == ".sh":
+        return [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    return []
+
+
+def genlib_calls(path: Path) -> list[list[str]]:
+    """Each ``genlib ...`` command line in the file, as the argv that follows ``genlib``."""
+    calls = []
+    for text in command_texts(path):
+        for match in CALL.finditer(text):
+            before = text[:match.start()].split()
+            if before and before[-1].startswith("-") and before[-1] != "--":
+                continue  # an option's value (kubectl -n genlib), not the command
+            calls.append(shlex.split(END.split(text[match.end():], maxsplit=1)[0]))
+    return calls
+
+
+def check_config(preset: str, overrides: list[str]) -> None:
+    """``load_config(preset, overrides)``, minus building the model sections unless an override touches
+    them: that imports torch (over a second) and these files override other sections."""
+    if any(o.removeprefix("--").startswith(("model.", "models")) for o in overrides):
+        load_config(preset, overrides)
+        return
+    raw = yaml.safe_load(config.preset_path(preset).read_text()) or {}
+    for item in overrides:
+        config.apply_override(raw, item)
+    raw.pop("model", None)
+    raw.pop("models", None)
+    config._build(config.Config, {"name": preset, **raw}, "")  # unknown keys and wrong types raise
+
+
+def subcommands() -> set[str]:
+    (sub,) = [a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return set(sub.choices)
+
+
+@pytest.mark.parametrize("path", [p for p in infra_files() if command_texts(p)], ids=rel)
+def test_every_genlib_command_line_parses(path):
+    calls = genlib_calls(path)
+    if rel(path) in RUN_GENLIB:
+        assert calls, f"infra/{rel(path)} should run genlib"
+    known = subcommands()
+    for tokens in calls:
+        line = shlex.join(["genlib", *tokens])
+        assert tokens and tokens[0] in known, f"infra/{rel(path)}: {line!r}: not a subcommand; known: {sorted(known)}"
+        stderr = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(stderr):
+                args, rest = cli._parser().parse_known_args(tokens)
+        except SystemExit as exit_:
+            assert exit_.code == 0, f"infra/{rel(path)}: {line!r}: {stderr.getvalue().strip()}"
+            continue
+        overrides = cli._overrides(rest)
+        preset = getattr(args, "preset", None)
+        if preset is not None:
+            assert preset in preset_names(), f"infra/{rel(path)}: {line!r}: no preset {preset!r} in configs/"
+            check_config(preset, overrides)
+    for preset in FLOW.findall("\n".join(command_texts(path))):
+        assert preset in preset_names(), f"infra/{rel(path)}: python -m flows.pipeline {preset}: no such preset"
+
+
+# ---------------------------------------------------------------------------------------------- KubeRay
+
+def cluster_spec(kind: str) -> dict:
+    if kind == "RayCluster":
+        return the_doc("kuberay/raycluster.yaml", "RayCluster")["spec"]
+    return the_doc("kuberay/rayjob.yaml", "RayJob")["spec"]["rayClusterSpec"]
+
+
+def pod_groups(spec: dict) -> dict[str, dict]:
+    """Pod spec of the head and of each worker group."""
+    groups = {"head": spec["headGroupSpec"]["template"]["spec"]}
+    groups.update({g["groupName"]: g["template"]["spec"] for g in spec["workerGroupSpecs"]})
+    return groups
+
+
+@pytest.mark.parametrize("kind", ["RayCluster", "RayJob"])
+def test_head_takes_no_work_and_gpu_workers_autoscale(kind):
+    spec = cluster_spec(kind)
+    head = spec["headGroupSpec"]
+    assert spec["enableInTreeAutoscaling"] is True
+    assert head["rayStartParams"]["num-cpus"] == "0"
+    assert head["rayStartParams"].get("dashboard-host") == "0.0.0.0"
+    head_container = head["template"]["spec"]["containers"][0]
+    assert 8265 in [p["containerPort"] for p in head_container["ports"]], "the dashboard port"
+    assert "nvidia.com/gpu" not in head_container["resources"].get("limits", {})
+    assert spec["workerGroupSpecs"]
+    for group in spec["workerGroupSpecs"]:
+        assert group["minReplicas"] == 0 and group["maxReplicas"] >= 1, group["groupName"]
+        assert group["minReplicas"] <= group.get("replicas", 0) <= group["maxReplicas"]
+        resources = group["template"]["spec"]["containers"][0]["resources"]
+        assert int(resources["limits"]["nvidia.com/gpu"]) == 1, group["groupName"]
+        assert resources.get("requests", resources["limits"])["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"]
+    for params in [head["rayStartParams"], *(g["rayStartParams"] for g in spec["workerGroupSpecs"])]:
+        assert all(isinstance(v, str) for v in params.values()), f"rayStartParams are strings in KubeRay: {params}"
+
+
+@pytest.mark.parametrize("kind", ["RayCluster", "RayJob"])
+def test_one_shared_volume_at_one_path_everywhere(kind):
+    claims = {d["metadata"]["name"]: d for d in documents(INFRA / "kuberay/base.yaml")
+              if d["kind"] == "PersistentVolumeClaim"}
+    mounts, homes, trackers = set(), set(), set()
+    for name, pod in pod_groups(cluster_spec(kind)).items():
+        shared = [v["name"] for v in pod["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName") in claims]
+        assert len(shared) == 1, f"{kind} {name}: mount one claim of kuberay/base.yaml ({sorted(claims)})"
+        (claim,) = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if v["name"] == shared[0]]
+        assert "ReadWriteMany" in claims[claim]["spec"]["accessModes"], f"{claim} is mounted by every node"
+        container = pod["containers"][0]
+        mounts |= {m["mountPath"] for m in container["volumeMounts"] if m["name"] == shared[0]}
+        env = env_of(container)
+        homes.add(env.get("GENLIB_HOME"))
+        trackers.add(env.get("MLFLOW_TRACKING_URI"))
+    assert len(mounts) == 1, f"{kind}: the shared volume is mounted at {mounts}; one path on every node"
+    (mount,) = mounts
+    assert len(homes) == 1 and str(*homes).startswith(mount + "/"), f"{kind}: GENLIB_HOME {homes} under {mount}"
+    assert len(trackers) == 1 and urlsplit(str(*trackers)).scheme in ("http", "https"), f"{kind}: {trackers}"
+
+
+def test_rayjob_runs_the_pipeline_on_the_rayclusters_spec():
+    job = the_doc("kuberay/rayjob.yaml", "RayJob")["spec"]
+    cluster = the_doc("kuberay/raycluster.yaml", "RayCluster")
+    if "clusterSelector" in job:
+        assert job["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}
+    else:
+        assert job["rayClusterSpec"] == cluster["spec"], "keep rayjob.yaml's rayClusterSpec in step with raycluster.yaml"
+        assert job["shutdownAfterJobFinishes"] is True
+        assert isinstance(job["ttlSecondsAfterFinished"], int) and job["ttlSecondsAfterFinished"] > 0
+    tokens = shlex.split(job["entrypoint"])
+    assert tokens[:2] == ["genlib", "pipeline"]
+    head = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    (mount,) = [m["mountPath"] for m in head["volumeMounts"] if m["name"] == "shared"]
+    storage = option(tokens, "--train.storage_path")
+    assert storage and (storage.startswith(mount + "/") or "://" in storage), \
+        f"train.storage_path {storage!r} must be shared: under {mount} or a URI"
+
+
+def test_mlflow_on_kubernetes_serves_artifacts_to_the_clusters():
+    base = documents(INFRA / "kuberay/base.yaml")
+    (service,) = [d for d in base if d["kind"] == "Service" and d["metadata"]["name"] == "mlflow"]
+    (deployment,) = [d for d in base if d["kind"] == "Deployment"]
+    tokens = argv(deployment["spec"]["template"]["spec"]["containers"][0]["command"])
+    assert tokens[:2] == ["mlflow", "server"] and "--serve-artifacts" in tokens and option(tokens, "--artifacts-destination")
+    ports = {p["port"] for p in service["spec"]["ports"]}
+    for kind in ["RayCluster", "RayJob"]:
+        for pod in pod_groups(cluster_spec(kind)).values():
+            uri = urlsplit(env_of(pod["containers"][0])["MLFLOW_TRACKING_URI"])
+            assert uri.hostname.split(".")[0] == "mlflow" and uri.port in ports, uri.geturl()
+            assert mlflow_allows(option(tokens, "--allowed-hosts"), uri.netloc), f"MLflow would refuse {uri.netloc}"
+    assert mlflow_allows(option(tokens, "--allowed-hosts"), "localhost:5000"), "kubectl port-forward"
+
+
+# ------------------------------------------------------------------------------------ cluster launcher
+
+def test_cluster_launcher_config_fits_rays_schema_and_genlib():
+    import jsonschema
+
+    config = yaml.safe_load((INFRA / "cluster-launcher.yaml").read_text())
+    ray_dir = Path(importlib.util.find_spec("ray").submodule_search_locations[0])  # without importing ray
+    jsonschema.validate(config, json.loads((ray_dir / "autoscaler/ray-schema.json").read_text()))
+
+    types = config["available_node_types"]
+    assert types[config["head_node_type"]]["resources"]["CPU"] == 0, "no Ray work on the head"
+    gpu = [t for t in types.values() if t.get("resources", {}).get("GPU", 0) >= 1]
+    assert gpu and all(t["min_workers"] == 0 and t["max_workers"] >= 1 for t in gpu)
+
+    setup = " && ".join(config["setup_commands"])
+    assert "requirements.lock" in setup and re.search(r"pip install [^&]*-r ", setup)
+    assert re.search(r"pip install [^&]*--no-deps[^&]*-e ", setup)
+    repo = [remote for remote, local in config["file_mounts"].items() if local in (".", "./")]
+    assert repo and any(f"{repo[0]}/requirements.lock" in c for c in config["setup_commands"]), \
+        "setup_commands install the repository that file_mounts copies"
+    cuda = re.search(r"cuda-lock\.sh\s+\S+\s+(cu\d+)", setup)
+    assert cuda and f"download.pytorch.org/whl/{cuda[1]}" in setup, "the swapped torch and its index agree"
+
+
+# ------------------------------------------------------------------------------------------- Dockerfile
+
+def instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", (INFRA / "Dockerfile").read_text())
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1]) for ln in lines]
+
+
+def test_dockerfile_installs_the_lock_then_genlib_and_runs_genlib():
+    steps = instructions()
+    runs = [arg for ins, arg in steps if ins == "RUN"]
+    assert any("requirements.lock" in arg for ins, arg in steps if ins == "COPY")
+    assert any("requirements.lock" in r and re.search(r"pip install [^&]*-r ", r) for r in runs)
+    assert any("download.pytorch.org/whl/" in r for r in runs), "the CUDA torch comes from the PyTorch index"
+    assert any(re.search(r"pip install [^&]*--no-deps[^&]*-e \.", r) for r in runs)
+    assert "ENTRYPOINT" not in [ins for ins, _ in steps], "`ray up` runs `docker run IMAGE bash`"
+    (cmd,) = [arg for ins, arg in steps if ins == "CMD"]
+    assert json.loads(cmd)[0] == "genlib"
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
+def test_cuda_lock_swaps_only_the_torch_pin(tmp_path):
+    run = subprocess.run(["sh", str(INFRA / "cuda-lock.sh"), str(LOCK), "cu128"],
+                         capture_output=True, text=True, check=True)
+    before, after = LOCK.read_text().splitlines(), run.stdout.splitlines()
+    changed = [(b, a) for b, a in zip(before, after, strict=True) if b != a]
+    torch = locked_version("torch").split("+")[0]
+    assert changed == [(f"torch=={locked_version('torch')}", f"torch=={torch}+cu128")]
+
+    (tmp_path / "cuda.lock").write_text("numpy==2.0.0\ntorch==2.13.0+cu128\n")
+    failed = subprocess.run(["sh", str(INFRA / "cuda-lock.sh"), str(tmp_path / "cuda.lock")],
+                            check=False, capture_output=True, text=True)
+    assert failed.returncode != 0 and "no 'torch==X+cpu' line" in failed.stderr
+
+
+# ----------------------------------------------------------------------------------------------- compose
+
+def test_compose_serves_mlflow_artifacts_and_starts_prefect():
+    services = yaml.safe_load((INFRA / "docker-compose.yaml").read_text())["services"]
+    for name in ("mlflow", "prefect"):
+        assert services[name]["build"]["dockerfile"] == "infra/Dockerfile", name
+
+    mlflow = argv(services["mlflow"]["command"])
+    assert mlflow[:2] == ["mlflow", "server"] and "--serve-artifacts" in mlflow
+    volumes = [v.split(":")[1] for v in services["mlflow"]["volumes"]]
+    store = option(mlflow, "--backend-store-uri").removeprefix("sqlite:///")
+    for path in (store, option(mlflow, "--artifacts-destination")):
+        assert any(path.startswith(v + "/") for v in volumes), f"{path} is not on a volume: lost with the container"
+
+    prefect = argv(services["prefect"]["command"])
+    assert prefect[:3] == ["prefect", "server", "start"] and option(prefect, "--host") == "0.0.0.0"
+    assert any(str(p).endswith(":4200") for p in services["prefect"]["ports"])
+
+    env = services["pipeline"]["environment"]
+    tracking = urlsplit(env["MLFLOW_TRACKING_URI"])
+    assert (tracking.hostname, str(tracking.port)) == ("mlflow", option(mlflow, "--port"))
+    assert mlflow_allows(option(mlflow, "--allowed-hosts"), tracking.netloc), f"MLflow would refuse {tracking.netloc}"
+    assert mlflow_allows(option(mlflow, "--allowed-hosts"), "localhost:5000"), "the browser on the published port"
+    assert env["PREFECT_API_URL"] == f"http://prefect:{option(prefect, '--port') or 4200}/api"
+
+
+def test_readme_names_every_file_and_how_to_use_it():
+    readme = (INFRA / "README.md").read_text()
+    unnamed = [rel(p) for p in infra_files() if p.name != "README.md" and rel(p) not in readme]
+    assert not unnamed, f"infra/README.md does not say what these are: {unnamed}"
+    for command in ("kubectl apply", "ray up", "docker compose", "docker build"):
+        assert command in readme
