@@ -4,55 +4,85 @@ One parent MLflow run per flow run; each stage of each model opens its own neste
 summary compares the models side by side. Tasks wrap one genlib
 call each and pass paths, run ids and plain config data between them.
 
-Run it directly (``python -m flows.pipeline digits-quick``) or through ``genlib pipeline``.
+Retries and caching (``flows/policy.py``): every task retries transient failures with backoff, and
+a finished stage is a cache hit when the flow run is retried or run again — prepare within one
+flow run, train by dataset hash + config, evaluate and reweight by run id + config. A retried flow
+run also reopens its own parent MLflow run rather than starting a second one.
+
+Run it directly (``python -m flows.pipeline digits-quick``) or through ``genlib pipeline``; serve it
+with ``genlib deploy`` (see ``prefect.yaml``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
+from prefect.runtime import flow_run
 
-from genlib.config import Config, config_from_dict, load_config
-from genlib.data.prepare import prepare
-from genlib.report import evaluation_report
-from genlib.evaluate.suite import evaluate
+from flows.policy import backoff, cache_key, persisted
+from flows.policy import transient as _transient
 from flows.reweight import reweight_task
+from genlib.config import Config, config_from_dict, load_config
+from genlib.data.prepare import prepare, read_manifest
+from genlib.evaluate.suite import evaluate
+from genlib.report import evaluation_report
 from genlib.tracking import Tracker
 from genlib.train.launch import experiment_name, train
 
-
-def _transient(task, task_run, state) -> bool:
-    """Retry downloads and I/O hiccups, never bad input (ValueError/TypeError say what to fix)."""
-    try:
-        state.result()
-    except (ValueError, TypeError):
-        return False
-    except Exception:  # noqa: BLE001 - anything else may be transient
-        return True
-    return False
+LOCAL_UI = "http://127.0.0.1:5000"  # where `genlib ui` serves a local tracking store
 
 
-@task(name="prepare", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_transient)
+def _dataset_hash(dataset: str) -> str:
+    return read_manifest(Path(dataset))["content_hash"]
+
+
+def _prepare_key(context, p: dict[str, Any]) -> str:
+    # Scoped to the flow run: within it (retries) the data config decides; across flow runs genlib's
+    # own content hash does, because a folder or npz source can change under the same config and a
+    # nightly run must see the change. Preparing an unchanged source again is a cheap cache hit.
+    return cache_key("prepare", None, data=p["config"]["data"], flow_run=str(context.task_run.flow_run_id))
+
+
+def _train_key(context, p: dict[str, Any]) -> str:
+    # Dataset hash + the whole config (genlib's own job key, which resumes an unfinished run, is the
+    # same minus the tracking section): a miss on a half-finished job re-enters train() and resumes
+    # it. Not the parent run: a finished training is reused by a later flow run too.
+    return cache_key("train", p["tracking_uri"], dataset_hash=_dataset_hash(p["dataset"]), config=p["config"])
+
+
+def _evaluate_key(context, p: dict[str, Any]) -> str:
+    # The training run fixes the checkpoint; the config fixes the protocol (n generated, extractor, ...).
+    return cache_key("evaluate", p["tracking_uri"], train_run_id=p["train_run_id"], config=p["config"],
+                     dataset_hash=_dataset_hash(p["dataset"]))
+
+
+@task(name="prepare", retries=3, retry_delay_seconds=backoff(5), retry_condition_fn=_transient,
+      cache_policy=CacheKeyFnPolicy(cache_key_fn=_prepare_key), persist_result=True)
 def prepare_task(config: dict[str, Any]) -> dict[str, Any]:
     prepared = prepare(config_from_dict(config).data)
     return {"path": str(prepared.path), "content_hash": prepared.content_hash,
             "cache_hit": prepared.cache_hit, "splits": prepared.manifest["splits"]}
 
 
-# Ray Train already restarts failed workers from the last checkpoint (train.max_failures); a
-# Prefect retry here would start a second, fresh run, so none is declared.
-@task(name="train")
+# A retry re-enters train(), which resumes rather than restarts: the Ray run name is stable per
+# (dataset hash, config) and the unfinished MLflow run is reopened. Ray Train itself restarts lost
+# workers first (train.max_failures); this retry covers the driver side giving up.
+@task(name="train", retries=2, retry_delay_seconds=backoff(10), retry_condition_fn=_transient,
+      cache_policy=CacheKeyFnPolicy(cache_key_fn=_train_key), persist_result=True)
 def train_task(config: dict[str, Any], dataset: str, tracking_uri: str, parent_run_id: str) -> dict[str, Any]:
     result = train(config_from_dict(config), dataset, Tracker(tracking_uri), parent_run_id)
     return {"run_id": result.run_id, "checkpoint": str(result.checkpoint), "epoch": result.epoch,
             "val_loss": result.metrics.get("val_loss")}
 
 
-@task(name="evaluate")
+@task(name="evaluate", retries=2, retry_delay_seconds=backoff(5), retry_condition_fn=_transient,
+      cache_policy=CacheKeyFnPolicy(cache_key_fn=_evaluate_key), persist_result=True)
 def evaluate_task(config: dict[str, Any], checkpoint: str, dataset: str, tracking_uri: str,
                   parent_run_id: str, train_run_id: str) -> dict[str, Any]:
     result = evaluate(config_from_dict(config), checkpoint, dataset, Tracker(tracking_uri),
@@ -60,15 +90,20 @@ def evaluate_task(config: dict[str, Any], checkpoint: str, dataset: str, trackin
     return {"run_id": result.run_id, "metrics": result.metrics}
 
 
-@task(name="summary")
+# Never cached: it writes into this flow run's parent MLflow run, whichever stages were cache hits.
+@task(name="summary", retries=2, retry_delay_seconds=backoff(5), retry_condition_fn=_transient,
+      cache_policy=NO_CACHE)
 def summary_task(cfg_dict: dict[str, Any], dataset: dict[str, Any], rows: list[dict[str, Any]],
                  tracking_uri: str, parent_run_id: str, weights: dict[str, Any] | None = None) -> dict[str, Any]:
     cfg = config_from_dict(cfg_dict)
     name = f"{cfg.data.source}-{dataset['content_hash'][:12]}"
     rows = [{**row, "dataset": name} for row in rows]
-    summary = {"preset": cfg.name, "experiment": experiment_name(cfg), "parent_run_id": parent_run_id,
-               "tracking_uri": tracking_uri, "rows": rows, "reweight": weights}
     tracker = Tracker(tracking_uri)
+    experiment_id = tracker.get_run(parent_run_id).info.experiment_id
+    summary = {"preset": cfg.name, "experiment": experiment_name(cfg), "experiment_id": experiment_id,
+               "parent_run_id": parent_run_id, "tracking_uri": tracking_uri,
+               "mlflow_url": mlflow_run_url(tracking_uri, experiment_id, parent_run_id),
+               "rows": rows, "reweight": weights}
     headline = headline_columns(rows)
     tracker.log_metrics(parent_run_id, {f"{row['model']}.{k}": row[k] for row in rows for k in headline if k in row})
     tracker.log_dict(parent_run_id, summary, "summary.json")
@@ -80,20 +115,42 @@ def summary_task(cfg_dict: dict[str, Any], dataset: dict[str, Any], rows: list[d
                                reweight_run_ids=[weights["run_id"]] if weights else [])
     tracker.log_text(parent_run_id, report, "report.html")
     create_markdown_artifact(markdown, key="genlib-summary", description=f"genlib pipeline {cfg.name}")
+    if summary["mlflow_url"]:
+        create_link_artifact(summary["mlflow_url"], link_text=f"MLflow run {parent_run_id}",
+                             key="genlib-mlflow-run", description=f"genlib pipeline {cfg.name} in MLflow")
     return summary
+
+
+def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
+    """Where the MLflow UI shows a run: the tracking server itself for an http(s) URI, the address
+    `genlib ui` serves for a local store, None for anything else (e.g. ``databricks``)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        base = tracking_uri.rstrip("/")
+    elif Tracker(tracking_uri).is_local:
+        base = LOCAL_UI
+    else:
+        return None
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
     rows = summary["rows"]
     metric_keys = headline_columns(rows)
     head = ["model", "family", "dataset", "selected epoch", *metric_keys, "train run"]
+    url, parent = summary.get("mlflow_url"), summary["parent_run_id"]
     lines = [f"# genlib pipeline `{summary['preset']}`", "",
-             f"MLflow experiment `{summary['experiment']}`, parent run `{summary['parent_run_id']}` "
-             f"({summary['tracking_uri']})", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+             f"MLflow experiment `{summary['experiment']}`, parent run "
+             f"{f'[`{parent}`]({url})' if url else f'`{parent}`'} ({summary['tracking_uri']})", ""]
+    if url and url.startswith(LOCAL_UI):
+        lines += [f"[Open the run in MLflow]({url}) (local store: start `genlib ui` first).", ""]
+    elif url:
+        lines += [f"[Open the run in MLflow]({url}).", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
+        run_url = url and mlflow_run_url(summary["tracking_uri"], summary["experiment_id"], row["train_run_id"])
         cells = [row["model"], row["family"], row["dataset"], str(row["selected_epoch"]),
-                 *(f"{row[k]:.4f}" if k in row else "—" for k in metric_keys), row["train_run_id"]]
+                 *(f"{row[k]:.4f}" if k in row else "—" for k in metric_keys),
+                 f"[{row['train_run_id']}]({run_url})" if run_url else row["train_run_id"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -118,28 +175,41 @@ def run_stages(cfg: Config) -> dict[str, Any]:
     config = cfg.to_dict()
     name = cfg.tracking.run_name or f"pipeline-{cfg.name}"
     tags = {"genlib.stage": "pipeline", "genlib.preset": cfg.name}
-    with tracker.run(experiment_name(cfg), name, tags=tags) as parent:
-        tracker.log_params(parent, cfg.flat())
-        dataset = prepare_task(config)
+    if flow_run.id:
+        tags["genlib.prefect_flow_run_id"] = flow_run.id
+    earlier = _parent_of_this_flow_run(tracker, cfg)
+    with tracker.run(experiment_name(cfg), name, tags=tags, reopen=earlier) as parent:
+        if earlier is None:
+            tracker.log_params(parent, cfg.flat())
+        dataset = persisted(prepare_task)(config)
         tracker.set_tags(parent, {"genlib.dataset_hash": dataset["content_hash"]})
         rows = [_train_and_evaluate(cfg.replace(model=model, models=()), dataset, tracker, parent)
                 for model in cfg.pipeline_models()]
         weights = None
         if cfg.reweight.retrain:
             encoder = next(row for row in rows if row["model"] == cfg.reweight.encoder)
-            weights = reweight_task(encoder["train_run_id"], dataset["path"], tracker.uri, parent)
+            weights = persisted(reweight_task)(encoder["train_run_id"], dataset["path"], tracker.uri, parent)
             for model in cfg.pipeline_models():
                 if model.label in cfg.reweight.retrain:
                     again = cfg.replace(model=dataclasses.replace(model, name=f"{model.label}-reweighted"),
                                         models=(), train=dataclasses.replace(cfg.train, weights=weights["run_id"]))
                     rows.append(_train_and_evaluate(again, dataset, tracker, parent))
-        return summary_task(config, dataset, rows, tracker.uri, parent, weights)
+        return persisted(summary_task)(config, dataset, rows, tracker.uri, parent, weights)
+
+
+def _parent_of_this_flow_run(tracker: Tracker, cfg: Config) -> str | None:
+    """The parent MLflow run an earlier attempt of this Prefect flow run opened (a flow retry), if any:
+    the retry continues it, so one flow run keeps one parent run."""
+    if not flow_run.id:
+        return None
+    earlier = tracker.find_runs(experiment_name(cfg), {"genlib.prefect_flow_run_id": flow_run.id})
+    return earlier[0].info.run_id if earlier else None
 
 
 def _train_and_evaluate(one: Config, dataset: dict[str, Any], tracker: Tracker, parent: str) -> dict[str, Any]:
     label, config = one.model.label, one.to_dict()
-    trained = train_task.with_options(name=f"train-{label}")(config, dataset["path"], tracker.uri, parent)
-    scores = evaluate_task.with_options(name=f"evaluate-{label}")(
+    trained = persisted(train_task, name=f"train-{label}")(config, dataset["path"], tracker.uri, parent)
+    scores = persisted(evaluate_task, name=f"evaluate-{label}")(
         config, trained["checkpoint"], dataset["path"], tracker.uri, parent, trained["run_id"])
     return {"model": label, "family": one.model.family, "selected_epoch": trained["epoch"],
             "train_run_id": trained["run_id"], "eval_run_id": scores["run_id"], **scores["metrics"]}

@@ -8,6 +8,7 @@
     genlib evaluate PRESET --checkpoint DIR --dataset DIR [...]
     genlib presets                                      list the presets
     genlib ui [--port 5000]                             MLflow UI on genlib's tracking store
+    genlib server [--host 0.0.0.0] [--port 5000]        MLflow tracking server that other nodes log to
 
 Overrides are dotted config keys: ``--train.epochs=3`` or ``--train.epochs 3``.
 """
@@ -67,9 +68,23 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", help="checkpoint directory (with PRESET and --dataset, instead of --run)")
     ev.add_argument("--dataset", help="prepared dataset directory")
     command("presets", _presets, "list the presets", preset=False)
+    dp = command("deploy", _deploy, "serve genlib's Prefect deployments (prefect.yaml) from this process, "
+                 "no work pool needed", preset=False)
+    dp.add_argument("--schedule", action=argparse.BooleanOptionalAction, default=None,
+                    help="turn the nightly schedule on (--no-schedule: off); default: as in prefect.yaml (off)")
+    dp.add_argument("--file", help="the prefect.yaml to serve (default: the repository's)")
+    dp.add_argument("--limit", type=int, help="most flow runs at once, over all deployments")
+    dp.add_argument("--ray-address", help="Ray cluster the flow runs join (default $RAY_ADDRESS, else a local Ray)")
     ui = command("ui", _ui, "open the MLflow UI on genlib's tracking store", preset=False)
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--host", default="127.0.0.1")
+    server = command("server", _server, "MLflow tracking server over genlib's store (SQLite + proxied artifacts): "
+                     "point MLFLOW_TRACKING_URI on every node at it", preset=False)
+    server.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for other machines)")
+    server.add_argument("--port", type=int, default=5000)
+    server.add_argument("--workers", type=int, default=2, help="server processes")
+    server.add_argument("--allowed-hosts", help="Host headers to accept when serving other machines "
+                                                "(e.g. 'mlflow.internal:5000,10.0.0.5:5000')")
     return parser
 
 
@@ -98,6 +113,9 @@ def _pipeline(args, overrides) -> int:
     # Prefect's ephemeral server otherwise starts a telemetry service whose first write races the
     # server's own on SQLite ("database is locked" tracebacks); a user's setting wins.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The ephemeral API gets 20 s to start by default; pipelines started together on a small
+    # machine take longer, and a slow start should not fail a training job.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.pipeline import pipeline
 
     _config(args, overrides)  # fail fast on a bad preset or override, before Prefect starts
@@ -169,6 +187,17 @@ def _presets(args, overrides) -> int:
     return 0
 
 
+def _deploy(args, overrides) -> int:
+    if overrides:
+        raise ValueError(f"genlib deploy takes no config overrides ({overrides}); give them per run: "
+                         "prefect deployment run ... --param 'overrides=[\"train.epochs=3\"]'")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # as in _pipeline
+    from flows.deploy import PREFECT_YAML, serve_deployments
+
+    serve_deployments(args.file or PREFECT_YAML, active=args.schedule, limit=args.limit)
+    return 0
+
+
 def _ui(args, overrides) -> int:
     from genlib.tracking import default_tracking_uri
 
@@ -177,6 +206,24 @@ def _ui(args, overrides) -> int:
     os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                                "--default-artifact-root", paths.mlflow_artifacts().as_uri(),
                                "--host", args.host, "--port", str(args.port)])
+    return 0  # not reached
+
+
+def server_command(host: str, port: int, workers: int, allowed_hosts: str | None = None) -> list[str]:
+    """``mlflow server`` on genlib's SQLite store, serving (proxying) artifacts itself, so clients on
+    any node need only its URL: no shared artifact filesystem, no direct database access."""
+    paths.home().mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{paths.mlflow_db()}",
+           "--artifacts-destination", paths.mlflow_artifacts().as_uri(), "--serve-artifacts",
+           "--host", host, "--port", str(port), "--workers", str(workers)]
+    return cmd + (["--allowed-hosts", allowed_hosts] if allowed_hosts else [])
+
+
+def _server(args, overrides) -> int:
+    cmd = server_command(args.host, args.port, args.workers, args.allowed_hosts)
+    print(f"MLflow tracking server on http://{args.host}:{args.port} (store {paths.mlflow_db()}); "
+          f"on every node: export MLFLOW_TRACKING_URI=http://<this host>:{args.port}", flush=True)
+    os.execvp(cmd[0], cmd)
     return 0  # not reached
 
 
