@@ -55,7 +55,8 @@ def main() -> None:
             f"train.batch_size={args.batch_size}", "train.cpus_per_worker=1", f"train.sample_every={args.epochs}",
             "eval.n_samples=16"]
     dataset = prepare(load_config("digits", base).data).path
-    ray.init(num_cpus=os.cpu_count(), num_gpus=1 if args.gpu else 0, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), num_gpus=1 if args.gpu else 0, logging_level="ERROR",
+             log_to_driver=False)
     rows = []
     for workers in (1, 2):
         cfg = load_config("digits", [*base, f"train.num_workers={workers}"])

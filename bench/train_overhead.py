@@ -101,7 +101,7 @@ def ray_loop(cfg, dataset) -> tuple[float, float, float]:
     from genlib.tracking import Tracker
     from genlib.train.launch import train
 
-    ray.init(num_cpus=1, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=1, logging_level="ERROR", log_to_driver=False)
     started = time.perf_counter()
     tracker = Tracker()
     result = train(cfg, dataset, tracker)

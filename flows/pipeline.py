@@ -32,6 +32,7 @@ from genlib.config import Config, config_from_dict, load_config
 from genlib.data.prepare import prepare, read_manifest
 from genlib.evaluate.suite import evaluate
 from genlib.report import evaluation_report
+from genlib.runs import register_best
 from genlib.tracking import Tracker
 from genlib.train.launch import experiment_name, train
 
@@ -104,6 +105,7 @@ def summary_task(cfg_dict: dict[str, Any], dataset: dict[str, Any], rows: list[d
                "parent_run_id": parent_run_id, "tracking_uri": tracking_uri,
                "mlflow_url": mlflow_run_url(tracking_uri, experiment_id, parent_run_id),
                "rows": rows, "reweight": weights}
+    summary["registered"] = register_best(tracker, rows, cfg.data.source, dataset["content_hash"], cfg_dict)
     headline = headline_columns(rows)
     tracker.log_metrics(parent_run_id, {f"{row['model']}.{k}": row[k] for row in rows for k in headline if k in row})
     tracker.log_dict(parent_run_id, summary, "summary.json")

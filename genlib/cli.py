@@ -6,6 +6,8 @@
     genlib reweight --vae-run RUN_ID [--dataset DIR] [--reweight.method=max ...]   DB-VAE sampling weights
     genlib evaluate --run RUN_ID [...]                  score a training run's checkpoint, with an HTML report
     genlib evaluate PRESET --checkpoint DIR --dataset DIR [...]
+    genlib runs [--dataset digits] [--sort fid]         leaderboard of every evaluation in MLflow
+    genlib sample --run RUN_ID | --model models:/NAME@ALIAS [-n 64] -o grid.png|samples.npz
     genlib presets                                      list the presets
     genlib ui [--port 5000]                             MLflow UI on genlib's tracking store
     genlib server [--host 0.0.0.0] [--port 5000]        MLflow tracking server that other nodes log to
@@ -67,6 +69,21 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--run", help="MLflow run id of a training run: its checkpoint, config and dataset")
     ev.add_argument("--checkpoint", help="checkpoint directory (with PRESET and --dataset, instead of --run)")
     ev.add_argument("--dataset", help="prepared dataset directory")
+    runs = command("runs", _runs, "leaderboard of every finished evaluation in the tracking store "
+                   "(bits/dim, FID, KID, precision/recall, copy rate)", preset=False)
+    runs.add_argument("--dataset", help="keep rows whose dataset (<source>-<hash12>) contains this, e.g. digits")
+    runs.add_argument("--sort", help="column to sort by (default bpd, else fid; precision/recall descending)")
+    runs.add_argument("--experiment", help="one MLflow experiment (default: every genlib-* experiment)")
+    runs.add_argument("--limit", type=int, default=30, help="rows to print")
+    sample = command("sample", _sample, "draw samples from a trained model (no training data needed) into a "
+                     "grid PNG or an .npz", preset=False)
+    which = sample.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="MLflow run id of a training (or evaluation) run")
+    which.add_argument("--model", help="registered model, models:/NAME@ALIAS (see the pipeline summary)")
+    sample.add_argument("-n", type=int, default=64, help="number of samples")
+    sample.add_argument("-o", "--output", required=True, help="grid.png (a picture) or samples.npz (uint8 arrays)")
+    sample.add_argument("--label", type=int, help="class to draw, for class-conditional models (default: all, evenly)")
+    sample.add_argument("--seed", type=int, default=0)
     command("presets", _presets, "list the presets", preset=False)
     dp = command("deploy", _deploy, "serve genlib's Prefect deployments (prefect.yaml) from this process, "
                  "no work pool needed", preset=False)
@@ -177,6 +194,62 @@ def _reweight(args, overrides) -> int:
     return 0
 
 
+def _runs(args, overrides) -> int:
+    from genlib.runs import leaderboard
+    from genlib.tracking import Tracker
+
+    tracker = Tracker()
+    rows = leaderboard(tracker, args.dataset, args.sort, args.experiment)[:args.limit]
+    if not rows:
+        print(f"no finished evaluations in {tracker.uri}" + (f" for dataset {args.dataset!r}" if args.dataset else "")
+              + "; run `genlib pipeline digits-quick` first")
+        return 0
+    columns = ["model", "family", "dataset", *(c for c in ("bpd", "fid", "kid", "precision", "recall",
+                                                           "copy_rate_pixel") if any(c in r for r in rows)),
+               "eval_run_id"]
+    table = [columns] + [[f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r.get(c, "-")) for c in columns]
+                         for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    for i, line in enumerate(table):
+        print("  ".join(cell.ljust(w) if j < 3 else cell.rjust(w) for j, (cell, w) in enumerate(zip(line, widths))))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print(f"\n{tracker.uri}; bits/dim: exact where the model has it, else its tightest bound; lower is better "
+          f"for bpd, FID, KID and copy rate")
+    return 0
+
+
+def _sample(args, overrides) -> int:
+    import numpy as np
+    import torch
+
+    from genlib.figures import image_grid
+    from genlib.models.io import load_model
+    from genlib.runs import model_checkpoint, run_checkpoint
+    from genlib.tracking import Tracker
+
+    if not args.output.endswith((".png", ".npz")):
+        raise ValueError(f"--output must end in .png (a grid picture) or .npz (arrays), got {args.output!r}")
+    tracker = Tracker()
+    model = load_model(model_checkpoint(tracker, args.model) if args.model else run_checkpoint(tracker, args.run))
+    model.eval()
+    labels = None
+    if args.label is not None:
+        if not model.num_classes:
+            raise ValueError("--label needs a class-conditional model; this one is unconditional")
+        if not 0 <= args.label < model.num_classes:
+            raise ValueError(f"--label must be in [0, {model.num_classes}), got {args.label}")
+        labels = torch.full((args.n,), args.label, dtype=torch.long)
+    images = model.sample(args.n, labels=labels, generator=torch.Generator().manual_seed(args.seed))
+    if args.output.endswith(".npz"):
+        np.savez(args.output, images=images.cpu().numpy(), levels=model.levels,
+                 labels=(labels if labels is not None else torch.full((args.n,), -1)).numpy())
+    else:
+        image_grid(images, model.levels).save(args.output)
+    print(f"{args.n} samples of {type(model).__name__} → {args.output}")
+    return 0
+
+
 def _presets(args, overrides) -> int:
     from genlib.config import load_config, preset_names
 
@@ -247,7 +320,9 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"(test split; bits/dim and FID: lower is better)", "", *lines, "",
         f"MLflow experiment {summary['experiment']!r}, parent run {summary['parent_run_id']}",
         f"  tracking store: {summary['tracking_uri']}",
-        "Open the results:  .venv/bin/genlib ui   then browse http://127.0.0.1:5000",
+        "Open the results:  .venv/bin/genlib ui   then browse http://127.0.0.1:5000 (the parent run's report.html)",
+        "Best model per family: " + ", ".join(summary.get("registered", {}).values()),
+        "Draw samples:      .venv/bin/genlib sample --model <one of those> -n 64 -o grid.png",
     ])
 
 

@@ -201,6 +201,28 @@ class Tracker:
             files.extend(self.list_artifacts(run_id, info.path) if info.is_dir else [info.path])
         return files
 
+    # -- model registry -----------------------------------------------------------------------
+
+    def register_version(self, name: str, run_id: str, artifact_path: str, tags: Mapping[str, str]) -> str:
+        """A new version of registered model ``name`` (created if new) for a run's artifact."""
+        try:
+            self.client.get_registered_model(name)
+        except Exception:  # noqa: BLE001 - MLflow raises RestException for a missing model
+            self.client.create_registered_model(name, description="genlib: best model of this family per pipeline")
+        run = self.client.get_run(run_id)
+        version = self.client.create_model_version(name, f"{run.info.artifact_uri}/{artifact_path}", run_id,
+                                                   tags=dict(tags))
+        return version.version
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, alias, version)
+
+    def version_by_alias(self, name: str, alias: str):
+        try:
+            return self.client.get_model_version_by_alias(name, alias)
+        except Exception:  # noqa: BLE001 - no such alias yet
+            return None
+
     def download_artifacts(self, run_id: str, path: str, dst: str | Path) -> Path:
         return Path(self.client.download_artifacts(run_id, path, str(dst)))
 

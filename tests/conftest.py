@@ -21,7 +21,9 @@ def ray_local():
     """A real local Ray with two CPUs, started once (Ray Train workers run as real processes)."""
     import ray
 
-    ray.init(num_cpus=2, logging_level="WARNING")
+    # address="local": a new instance even if another cluster on this machine (a `ray start`, the
+    # two-node test's) is what a bare ray.init() would join.
+    ray.init(address="local", num_cpus=2, logging_level="WARNING")
     yield ray
     ray.shutdown()
 

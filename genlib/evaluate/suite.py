@@ -164,7 +164,8 @@ def evaluate(cfg: Config, checkpoint: str | Path, dataset: str | Path, tracker: 
     model = load_model(checkpoint)
     model.eval()
     tags = {"genlib.stage": "evaluate", "genlib.family": cfg.model.family, "genlib.model": cfg.model.label,
-            "genlib.dataset_hash": version.content_hash, "genlib.preset": cfg.name}
+            "genlib.dataset_hash": version.content_hash, "genlib.preset": cfg.name,
+            "genlib.dataset": f"{version.manifest['source']}-{version.content_hash[:12]}"}
     if train_run_id:
         tags["genlib.train_run_id"] = train_run_id
     with tracker.run(experiment_name(cfg), f"evaluate-{cfg.model.label}", parent_run_id, tags) as run_id:

@@ -17,7 +17,7 @@ def prefect_server():
         yield
 
 
-def test_pipeline_flow_records_parent_and_nested_runs(ray_local, prefect_server, tmp_path):
+def test_pipeline_flow_records_parent_and_nested_runs(ray_local, prefect_server, tmp_path, capsys):
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter
 
@@ -79,6 +79,34 @@ def test_pipeline_flow_records_parent_and_nested_runs(ray_local, prefect_server,
     assert parent.data.metrics["vae.test_elbo_bpd"] == pytest.approx(scores["test_elbo_bpd"])
     assert parent.data.metrics["categorical.test_bpd"] == pytest.approx(exact["test_bpd"])
 
+    # The best model of each family is registered, and can be sampled without the training data.
+    assert summary["registered"] == {"vae": "models:/genlib-digits-vae/1",
+                                     "categorical": "models:/genlib-digits-categorical/1"}
+    version = tracker.client.get_model_version_by_alias("genlib-digits-vae", "best")
+    assert version.tags["genlib.dataset_hash"] == train_run.data.tags["genlib.dataset_hash"]
+    assert version.run_id in {children["train-vae"].info.run_id, children["train-vae-reweighted"].info.run_id}
+    from genlib.cli import main
+
+    assert main(["sample", "--model", "models:/genlib-digits-vae@best", "-n", "16", "-o", str(tmp_path / "g.png")]) == 0
+    assert main(["sample", "--run", train_run.info.run_id, "-n", "5", "-o", str(tmp_path / "s.npz")]) == 0
+    import numpy as np
+    from PIL import Image
+
+    assert Image.open(tmp_path / "g.png").size[0] > 100
+    arrays = np.load(tmp_path / "s.npz")
+    assert arrays["images"].shape == (5, 1, 8, 8) and arrays["images"].max() < 17
+    assert main(["sample", "--model", "models:/nope@best", "-o", str(tmp_path / "x.png")]) == 2
+    assert main(["runs", "--dataset", "digits", "--sort", "fid"]) == 0
+
+    out = capsys.readouterr()
+    assert "no model version models:/nope@best" in out.err
+    assert all(row["eval_run_id"] in out.out for row in summary["rows"])
+    from genlib.runs import leaderboard
+
+    board = leaderboard(tracker, dataset="digits", sort="fid")
+    assert {r["eval_run_id"] for r in board} == {row["eval_run_id"] for row in summary["rows"]}
+    assert [r["fid"] for r in board] == sorted(r["fid"] for r in board)
+    assert leaderboard(tracker, dataset="mnist") == []
     report = tracker.download_artifacts(parent.info.run_id, "report.html", tmp_path).read_text()
     for needle in ("vae-reweighted", "categorical", "fid_domain", "test_bpd", "data:image/png;base64,",
                    "quality.extractor", "Reweighting (DB-VAE)", "ess_fraction", "most weighted"):
