@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # pip warns once per package about index folders named in this machine's pip config that do not exist.
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: install demo test bench ui lock clean
+.PHONY: install browser demo test bench ui lock clean
 
 install: $(STAMP)
 
@@ -24,7 +24,14 @@ $(STAMP): requirements.lock pyproject.toml
 demo: install
 	$(VENV)/bin/genlib pipeline digits-quick
 
-test: install
+# The browser test drives Debian's Chromium through its chromedriver (root, or sudo, installs them once).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null || $$SUDO sh -c \
+	  'apt-get update -qq && apt-get install -y -qq chromium chromium-driver' >/dev/null; }
+
+test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from genlib import paths
@@ -133,6 +134,8 @@ def _pipeline(args, overrides) -> int:
     # The ephemeral API gets 20 s to start by default; pipelines started together on a small
     # machine take longer, and a slow start should not fail a training job.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    if os.environ.get("PREFECT_HOME"):  # Prefect's SQLite cannot open a file whose folders are missing,
+        Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)  # and says only "timed out"
     from flows.pipeline import pipeline
 
     _config(args, overrides)  # fail fast on a bad preset or override, before Prefect starts

@@ -117,11 +117,12 @@ def _leaderboard(runs: list[RunView]) -> str:
             text = "—" if value is None else f"{value:.4f}"
             if value is not None and f"{key}_std" in run.metrics:
                 text += f" ± {run.metrics[f'{key}_std']:.4f}"
-            cells.append(f"<td><b>{text}</b></td>" if best.get(key) == value else f"<td>{text}</td>")
+            cells.append(f"<td><b>{text}</b></td>" if value is not None and best.get(key) == value
+                         else f"<td>{text}</td>")
         model = run.tags.get("genlib.model", run.name)
         rows.append(f"<tr><td><a href='#{_e(run.run_id)}'>{_e(model)}</a></td>"
                     f"<td>{_e(run.tags.get('genlib.family', ''))}</td>{''.join(cells)}</tr>")
-    return f"<table><tr><th>model</th><th>family</th>{head}</tr>{''.join(rows)}</table>"
+    return f"<div class=wide><table><tr><th>model</th><th>family</th>{head}</tr>{''.join(rows)}</table></div>"
 
 
 def _run_section(run: RunView) -> str:
@@ -170,7 +171,7 @@ th {{ background: #f3f3f3; }} td:first-child, th:first-child {{ text-align: left
 .figures {{ display: flex; flex-wrap: wrap; gap: 1.5em; }}
 figure {{ margin: 0; }} figcaption {{ font-size: .85em; color: #555; max-width: 28em; }}
 img {{ image-rendering: pixelated; max-width: 30em; }}
-.note {{ font-size: .85em; color: #555; }} small {{ color: #777; font-weight: normal; }}
+.wide {{ overflow-x: auto; }} .note {{ font-size: .85em; color: #555; }} small {{ color: #777; font-weight: normal; }}
 </style></head>
 <body>
 {body}

@@ -78,7 +78,10 @@ class Tracker:
             return found.experiment_id
         location = (paths.mlflow_artifacts() / name).as_uri() if self.is_local else None
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            # "custom_model_development": the MLflow UI opens the experiment on its runs table
+            # (model training), not on the GenAI traces dashboard.
+            return self.client.create_experiment(name, artifact_location=location,
+                                                 tags={"mlflow.experimentKind": "custom_model_development"})
         except Exception:  # noqa: BLE001 - another process may have created it meanwhile
             found = self.client.get_experiment_by_name(name)
             if found is None:
