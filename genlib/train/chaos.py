@@ -63,5 +63,9 @@ def maybe_kill(chaos: dict | None, epoch: int, rank: int) -> None:
         import signal
 
         os.kill(chaos["driver_pid"], signal.SIGKILL)
-        return
+        # Ray ends a job's workers once it sees its driver gone; until then, do nothing more, as a
+        # worker on the lost machine would (no further epochs, no further logging).
+        import time
+
+        time.sleep(600)
     os._exit(1)  # a hard death, as when a node is lost: no cleanup, no exception to catch
