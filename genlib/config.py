@@ -74,6 +74,8 @@ class EvalConfig:
     n_generated: int = 1000  # samples scored for quality and memorization; 0 skips those metrics
     extractor: str = "domain"  # registered feature extractor (genlib.evaluate.features.EXTRACTORS)
     copying_cells: int = 5  # k-means cells of the data-copying test (each needs 20 test samples)
+    knn: str = "exact"  # generated → train neighbour search: "exact", or "ivf" (approximate) for very large train sets
+    knn_probes: int = 8  # "ivf": k-means cells searched per query (of about √N); recall is logged
 
 
 # DB-VAE reweighting (genlib.evaluate.reweight): per-dimension histograms combined as in the MIT 6.S191

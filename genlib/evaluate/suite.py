@@ -29,8 +29,8 @@ from genlib.evaluate.cache import cached_arrays
 from genlib.evaluate.features import EXTRACTORS, Extractor, cached_features
 from genlib.evaluate.fid import frechet_distance, gaussian_stats, kid, precision_recall
 from genlib.evaluate.likelihood import likelihood_metrics
-from genlib.evaluate.memorization import (Neighbours, authenticity, copy_rate, data_copying_zscore,
-                                          nearest_neighbours)
+from genlib.evaluate.memorization import (Neighbours, approximate_neighbours, authenticity, copy_rate,
+                                          data_copying_zscore, nearest_neighbours, recall_at_k)
 from genlib.report import evaluation_report
 from genlib.runs import trained_run
 from genlib.figures import image_grid
@@ -98,19 +98,37 @@ def train_neighbours(version: DatasetVersion, train_px: np.ndarray) -> Neighbour
     return Neighbours(found["distances"], found["indices"])
 
 
+def train_search(queries: np.ndarray, train: np.ndarray, method: str, probes: int) -> tuple[Neighbours, dict]:
+    """Nearest two training neighbours of each query: exact, or from the IVF index with its recall
+    against exact search measured on a sample of the queries (logged with the metrics)."""
+    if method == "exact":
+        return nearest_neighbours(queries, train, k=2), {}
+    if method != "ivf":
+        raise ValueError(f"eval.knn must be 'exact' or 'ivf', got {method!r}")
+    found = approximate_neighbours(queries, train, k=2, probes=probes)
+    check = np.random.default_rng(0).choice(len(queries), min(200, len(queries)), replace=False)
+    exact = nearest_neighbours(queries[check], train, k=2)
+    recall = recall_at_k(Neighbours(found.distances[check], found.indices[check]), exact)
+    return found, {"recall": recall}
+
+
 def memorization(generated: torch.Tensor, f_gen: np.ndarray, extractor: Extractor, version: DatasetVersion,
-                 cells: int) -> Scores:
+                 cells: int, knn: str = "exact", probes: int = 8) -> Scores:
     """Copy rate, authenticity and data-copying z of samples against the train split."""
     train_images = torch.from_numpy(np.array(version.images("train"))).permute(0, 3, 1, 2)  # (N, C, H, W)
     train_px, gen_px = train_images.flatten(1).float().numpy(), generated.flatten(1).float().numpy()
     f_train, f_test = cached_features(extractor, version, "train"), cached_features(extractor, version, "test")
     name = extractor.name
-    nn_px, nn_feat = nearest_neighbours(gen_px, train_px, k=2), nearest_neighbours(f_gen, f_train, k=2)
+    (nn_px, px_check), (nn_feat, feat_check) = (train_search(gen_px, train_px, knn, probes),
+                                                train_search(f_gen, f_train, knn, probes))
     copy_px, copied = copy_rate(nn_px)
     auth_px, authentic = authenticity(nn_px, train_neighbours(version, train_px))
-    metrics = {"copy_rate_pixel": copy_px, f"copy_rate_{name}": copy_rate(nn_feat)[0], "authenticity_pixel": auth_px}
+    metrics = {"copy_rate_pixel": copy_px, f"copy_rate_{name}": copy_rate(nn_feat)[0], "authenticity_pixel": auth_px,
+               **{f"knn_{k}_pixel": v for k, v in px_check.items()},
+               **{f"knn_{k}_{name}": v for k, v in feat_check.items()}}
     params = {"memorization.reference_split": "train", "memorization.n_reference": len(train_px),
-              "memorization.copy_threshold": "d1/d2 < 1/3"}
+              "memorization.copy_threshold": "d1/d2 < 1/3",
+              "memorization.knn": knn if knn == "exact" else f"ivf, {probes} probes of ~sqrt(N) cells"}
     try:
         metrics[f"data_copying_z_{name}"], _ = data_copying_zscore(f_train, f_test, f_gen, cells)
         params["data_copying.cells"] = cells
@@ -181,7 +199,8 @@ def evaluate(cfg: Config, checkpoint: str | Path, dataset: str | Path, tracker: 
             generated = generate(model, cfg.eval.n_generated, cfg.train.seed + 1)
             f_gen = extractor(generated)
             parts += [sample_quality(f_gen, extractor, version),
-                      memorization(generated, f_gen, extractor, version, cfg.eval.copying_cells)]
+                      memorization(generated, f_gen, extractor, version, cfg.eval.copying_cells,
+                                   cfg.eval.knn, cfg.eval.knn_probes)]
         for part in parts:
             _log(tracker, run_id, part)
             metrics.update(part.metrics)

@@ -144,13 +144,15 @@ def test_evaluate_a_training_run_by_id(ray_local, tmp_path, capsys):
     cfg = load_config("digits-quick", ["train.epochs=1", "train.num_workers=1", "models=[]",
                                        "model={family: categorical}"])
     trained = train(cfg, prepare(cfg.data).path)
-    assert main(["evaluate", "--run", trained.run_id, "--eval.n_generated=60", "--eval.copying_cells=1"]) == 0
+    assert main(["evaluate", "--run", trained.run_id, "--eval.n_generated=60", "--eval.copying_cells=1",
+                 "--eval.knn=ivf"]) == 0
     out = capsys.readouterr().out
     assert "test_bpd" in out and "report.html" in out
     tracker = Tracker()
     runs = tracker.client.search_runs([tracker.get_run(trained.run_id).info.experiment_id],
                                       filter_string=f"tags.`genlib.train_run_id` = '{trained.run_id}'")
     assert len(runs) == 1 and runs[0].data.params["quality.n_generated"] == "60"
+    assert 0.5 <= runs[0].data.metrics["knn_recall_pixel"] <= 1.0  # the approximate index, its recall logged
     assert runs[0].info.status == "FINISHED" and "report.html" in tracker.list_artifacts(runs[0].info.run_id)
 
     assert main(["evaluate", "--run", runs[0].info.run_id]) == 2  # an evaluate run is not a training run

@@ -72,3 +72,18 @@ def test_cached_arrays_computes_once_and_rejects_paths():
     assert [p.name for p in (paths.home() / "features").iterdir()] == ["k-1.npz"]  # no temp file left
     with pytest.raises(ValueError, match="plain file names"):
         cached_arrays("../escape", compute)
+
+
+def test_train_search_exact_or_approximate_with_its_recall():
+    from genlib.evaluate.suite import train_search
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=10, size=(20, 8))
+    train = (centres[rng.integers(0, 20, 2000)] + rng.normal(size=(2000, 8))).astype(np.float32)
+    queries = (centres[rng.integers(0, 20, 300)] + rng.normal(size=(300, 8))).astype(np.float32)
+    exact, none = train_search(queries, train, "exact", 8)
+    approx, check = train_search(queries, train, "ivf", 8)
+    assert none == {} and 0.95 <= check["recall"] <= 1.0
+    assert (approx.indices[:, 0] == exact.indices[:, 0]).mean() >= 0.95
+    with pytest.raises(ValueError, match="eval.knn must be 'exact' or 'ivf'"):
+        train_search(queries, train, "faiss", 8)
