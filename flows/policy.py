@@ -8,7 +8,8 @@ Caching: a finished stage is not recomputed when its flow run is retried or run 
 task persists its small result (ids, paths, metrics) under ``$GENLIB_HOME/prefect-results`` and
 finds it by a key made of what determines the stage's output plus where that output was recorded:
 ``GENLIB_HOME`` and the MLflow tracking URI, because a run id from one store means nothing in
-another. ``PREFECT_TASKS_REFRESH_CACHE=true`` recomputes everything once.
+another; and the code (genlib's version and git commit), because changed code may change the
+result. ``PREFECT_TASKS_REFRESH_CACHE=true`` recomputes everything once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from prefect import Task
 from prefect.tasks import exponential_backoff
 
 from genlib import __version__, paths
-from genlib.tracking import default_tracking_uri
+from genlib.tracking import default_tracking_uri, git_sha
 
 RESULTS_DIR = "prefect-results"
 # Failures a retry cannot fix: they say what to change.
@@ -60,6 +61,7 @@ def persisted(task: Task, **options: Any) -> Task:
 def cache_key(stage: str, tracking_uri: str | None, **inputs: Any) -> str:
     """The cache key of ``stage`` for ``inputs``, scoped to this GENLIB_HOME and tracking store."""
     payload = {"stage": stage, "inputs": inputs, "genlib_home": str(paths.home()),
-               "tracking_uri": tracking_uri or default_tracking_uri(), "genlib_version": __version__}
+               "tracking_uri": tracking_uri or default_tracking_uri(), "genlib_version": __version__,
+               "git_sha": git_sha()}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
     return f"genlib-{stage}-{digest[:32]}"
