@@ -69,8 +69,10 @@ def main() -> None:
     ray.shutdown()
 
     gpu = torch.cuda.get_device_name(0) if args.gpu and torch.cuda.is_available() else "none"
-    print(f"\nmachine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, GPU {gpu}; torch {torch.__version__}")
-    print(f"workload: VAE on digits ×{args.tile}, global batch {args.batch_size}, {args.epochs} epochs (first excluded)")
+    print(f"\nmachine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, GPU {gpu}; "
+          f"torch {torch.__version__}")
+    print(f"workload: VAE on digits ×{args.tile}, global batch {args.batch_size}, "
+          f"{args.epochs} epochs (first excluded)")
     print(f"{'setting':22}{'images/s':>12}{'ratio to first':>16}")
     for name, rate in rows:
         print(f"{name:22}{rate:12.0f}{rate / rows[0][1]:16.2f}")

@@ -140,6 +140,10 @@ def cached_features(extractor: Extractor, version: DatasetVersion, split: str) -
     """Features of a dataset split, cached by (dataset hash, split, extractor preprocessing, n)."""
     images = np.array(version.images(split))
     key = f"{version.content_hash[:16]}-{split}-{extractor.preprocessing}-{len(images)}"
-    return cached_arrays(key, lambda: {"features": extractor(torch.from_numpy(images).permute(0, 3, 1, 2))})["features"]
+
+    def compute() -> dict[str, np.ndarray]:
+        return {"features": extractor(torch.from_numpy(images).permute(0, 3, 1, 2))}
+
+    return cached_arrays(key, compute)["features"]
 
 from genlib.evaluate import inception as _inception  # noqa: F401  registers "inception-v3-fid"
