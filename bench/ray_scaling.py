@@ -16,7 +16,8 @@ import os
 import platform
 import statistics
 import tempfile
-from pathlib import Path
+
+from tiled_digits import tiled_digits_overrides
 
 
 def throughput(cfg, dataset) -> float:
@@ -39,19 +40,14 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["GENLIB_HOME"] = tempfile.mkdtemp(prefix="genlib-bench-")
 
-    import numpy as np
     import ray
     import torch
-    from sklearn.datasets import load_digits
 
     from genlib.config import load_config
     from genlib.data.prepare import prepare
 
-    digits = load_digits()
-    npz = Path(os.environ["GENLIB_HOME"]) / "digits-tiled.npz"
-    np.savez(npz, images=np.tile(digits.images.astype(np.uint8), (args.tile, 1, 1)),
-             labels=np.tile(digits.target, args.tile))
-    base = ["data.source=npz", f"data.path={npz}", "data.levels=17", "models=[]", f"train.epochs={args.epochs}",
+    data = tiled_digits_overrides(os.environ["GENLIB_HOME"], args.tile)
+    base = [*data, "models=[]", f"train.epochs={args.epochs}",
             f"train.batch_size={args.batch_size}", "train.cpus_per_worker=1", f"train.sample_every={args.epochs}",
             "eval.n_samples=16"]
     dataset = prepare(load_config("digits", base).data).path

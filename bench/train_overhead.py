@@ -22,7 +22,8 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
+
+from tiled_digits import tiled_digits_overrides
 
 
 def main() -> None:
@@ -33,18 +34,13 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["GENLIB_HOME"] = tempfile.mkdtemp(prefix="genlib-bench-")
 
-    import numpy as np
     import torch
-    from sklearn.datasets import load_digits
 
     from genlib.config import load_config
     from genlib.data.prepare import prepare
 
-    digits = load_digits()
-    npz = Path(os.environ["GENLIB_HOME"]) / "digits-tiled.npz"
-    np.savez(npz, images=np.tile(digits.images.astype(np.uint8), (args.tile, 1, 1)),
-             labels=np.tile(digits.target, args.tile))
-    cfg = load_config("digits", ["data.source=npz", f"data.path={npz}", "data.levels=17",
+    data = tiled_digits_overrides(os.environ["GENLIB_HOME"], args.tile)
+    cfg = load_config("digits", [*data,
                                  f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}",
                                  "train.num_workers=1", "train.cpus_per_worker=1", "train.checkpoint_every=1",
                                  f"train.sample_every={args.epochs}"])
