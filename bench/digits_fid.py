@@ -30,15 +30,16 @@ def main() -> None:
 
     import torch
 
-    from genlib.config import load_config
+    from genlib.presets import load_config
     from genlib.data.dataset import DatasetVersion
     from genlib.data.prepare import prepare
     from genlib.evaluate.features import EXTRACTORS, cached_features
     from genlib.evaluate.fid import frechet_distance, gaussian_stats, kid, precision_recall
-    from genlib.evaluate.memorization import copy_rate, nearest_neighbours
+    from genlib.evaluate.knn import nearest_neighbours
+    from genlib.evaluate.memorization import copy_rate
     from genlib.evaluate.suite import evaluate, reference_stats
     from genlib.models import MODELS
-    from genlib.train.launch import train
+    from genlib.stages.train import train
 
     cfg = load_config(args.preset, ["reweight.retrain=[]", *args.override])
     version = DatasetVersion(prepare(cfg.data).path)

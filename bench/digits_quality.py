@@ -37,11 +37,11 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("GENLIB_HOME", tempfile.mkdtemp(prefix="genlib-bench-"))
 
-    from genlib.config import load_config
+    from genlib.presets import load_config
     from genlib.data.dataset import DatasetVersion
     from genlib.data.prepare import prepare
-    from genlib.evaluate.suite import evaluate
-    from genlib.train.launch import train
+    from genlib.stages.evaluate import evaluate
+    from genlib.stages.train import train
 
     cfg = load_config("digits", args.override)
     version = DatasetVersion(prepare(cfg.data).path)

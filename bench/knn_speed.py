@@ -26,7 +26,7 @@ import sklearn
 import torch
 from sklearn.neighbors import NearestNeighbors
 
-from genlib.evaluate.memorization import IVFIndex, Neighbours, nearest_neighbours, recall_at_k
+from genlib.evaluate.knn import IVFIndex, Neighbours, nearest_neighbours, recall_at_k
 
 
 def timed(*runs: Callable[[], object], repeats: int) -> list[tuple[float, object]]:

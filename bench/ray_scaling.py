@@ -22,7 +22,7 @@ from tiled_digits import tiled_digits_overrides
 
 def throughput(cfg, dataset) -> float:
     from genlib.tracking import Tracker
-    from genlib.train.launch import train
+    from genlib.stages.train import train
 
     tracker = Tracker()
     result = train(cfg, dataset, tracker)
@@ -43,7 +43,7 @@ def main() -> None:
     import ray
     import torch
 
-    from genlib.config import load_config
+    from genlib.presets import load_config
     from genlib.data.prepare import prepare
 
     data = tiled_digits_overrides(os.environ["GENLIB_HOME"], args.tile)

@@ -66,12 +66,12 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("GENLIB_HOME", tempfile.mkdtemp(prefix="genlib-bench-"))
 
-    from genlib.config import load_config
+    from genlib.presets import load_config
     from genlib.data.dataset import DatasetVersion
     from genlib.data.prepare import prepare
     from genlib.data.sampling import WeightedDistributedSampler
     from genlib.evaluate.reweight import METHODS, read_weights, reweight
-    from genlib.train.launch import train
+    from genlib.stages.train import train
 
     cfg = load_config("digits-imbalanced", [f"data.rare_class={args.rare_class}", f"data.rare_keep={args.keep}",
                                             f"train.epochs={args.vae_epochs}", "models=[]"])

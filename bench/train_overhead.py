@@ -36,7 +36,7 @@ def main() -> None:
 
     import torch
 
-    from genlib.config import load_config
+    from genlib.presets import load_config
     from genlib.data.prepare import prepare
 
     data = tiled_digits_overrides(os.environ["GENLIB_HOME"], args.tile)
@@ -95,7 +95,7 @@ def ray_loop(cfg, dataset) -> tuple[float, float, float]:
 
     from genlib.data.dataset import DatasetVersion
     from genlib.tracking import Tracker
-    from genlib.train.launch import train
+    from genlib.stages.train import train
 
     ray.init(address="local", num_cpus=1, logging_level="ERROR", log_to_driver=False)
     started = time.perf_counter()

@@ -13,7 +13,7 @@ from prefect import flow, task
 from prefect.cache_policies import CacheKeyFnPolicy
 
 from flows.policy import backoff, cache_key, persisted, transient
-from genlib.evaluate.suite import evaluate_run
+from genlib.stages.evaluate import evaluate_run
 from genlib.tracking import Tracker
 
 

@@ -1,8 +1,8 @@
 """The genlib pipeline as a Prefect flow: prepare → (train → evaluate) per model → summary.
 
 One parent MLflow run per flow run; each stage of each model opens its own nested run, and the
-summary compares the models side by side. Tasks wrap one genlib
-call each and pass paths, run ids and plain config data between them.
+summary compares the models side by side. Tasks wrap one stage call each (``genlib/stages``) and
+pass paths, run ids and plain config data between them.
 
 Retries and caching (``flows/policy.py``): every task retries transient failures with backoff, and
 a finished stage is a cache hit when the flow run is retried or run again — prepare within one
@@ -28,15 +28,14 @@ from prefect.runtime import flow_run
 from flows.policy import backoff, cache_key, persisted
 from flows.policy import transient as _transient
 from flows.reweight import reweight_task
-from genlib.config import Config, config_from_dict, load_config
+from genlib.config import Config
 from genlib.data.prepare import prepare, read_manifest
-from genlib.evaluate.suite import evaluate
-from genlib.report import evaluation_report
-from genlib.runs import register_best
+from genlib.presets import config_from_dict, load_config
+from genlib.stages.evaluate import evaluate
+from genlib.stages.pipeline import parent_run, record_dataset
+from genlib.stages.summary import format_summary, summarise, summary_markdown
+from genlib.stages.train import train
 from genlib.tracking import Tracker
-from genlib.train.launch import experiment_name, train
-
-LOCAL_UI = "http://127.0.0.1:5000"  # where `genlib ui` serves a local tracking store
 
 
 def _dataset_hash(dataset: str) -> str:
@@ -92,69 +91,18 @@ def evaluate_task(config: dict[str, Any], checkpoint: str, dataset: str, trackin
 
 
 # Never cached: it writes into this flow run's parent MLflow run, whichever stages were cache hits.
+# Never cached: it writes into this flow run's parent MLflow run, whichever stages were cache hits.
 @task(name="summary", retries=2, retry_delay_seconds=backoff(5), retry_condition_fn=_transient,
       cache_policy=NO_CACHE)
 def summary_task(cfg_dict: dict[str, Any], dataset: dict[str, Any], rows: list[dict[str, Any]],
                  tracking_uri: str, parent_run_id: str, weights: dict[str, Any] | None = None) -> dict[str, Any]:
     cfg = config_from_dict(cfg_dict)
-    name = f"{cfg.data.source}-{dataset['content_hash'][:12]}"
-    rows = [{**row, "dataset": name} for row in rows]
-    tracker = Tracker(tracking_uri)
-    experiment_id = tracker.get_run(parent_run_id).info.experiment_id
-    summary = {"preset": cfg.name, "experiment": experiment_name(cfg), "experiment_id": experiment_id,
-               "parent_run_id": parent_run_id, "tracking_uri": tracking_uri,
-               "mlflow_url": mlflow_run_url(tracking_uri, experiment_id, parent_run_id),
-               "rows": rows, "reweight": weights}
-    summary["registered"] = register_best(tracker, rows, cfg.data.source, dataset["content_hash"], cfg_dict)
-    headline = headline_columns(rows)
-    tracker.log_metrics(parent_run_id, {f"{row['model']}.{k}": row[k] for row in rows for k in headline if k in row})
-    tracker.log_dict(parent_run_id, summary, "summary.json")
-    markdown = summary_markdown(summary)
-    tracker.log_text(parent_run_id, markdown, "summary.md")
-    report = evaluation_report(tracker, [row["eval_run_id"] for row in rows], title=f"genlib pipeline {cfg.name}",
-                               intro=[f"Dataset {name} (splits {dataset['splits']}); MLflow experiment "
-                                      f"{summary['experiment']}, parent run {parent_run_id}."],
-                               reweight_run_ids=[weights["run_id"]] if weights else [])
-    tracker.log_text(parent_run_id, report, "report.html")
-    create_markdown_artifact(markdown, key="genlib-summary", description=f"genlib pipeline {cfg.name}")
+    summary = summarise(cfg, dataset, rows, Tracker(tracking_uri), parent_run_id, weights)
+    create_markdown_artifact(summary_markdown(summary), key="genlib-summary", description=f"genlib pipeline {cfg.name}")
     if summary["mlflow_url"]:
         create_link_artifact(summary["mlflow_url"], link_text=f"MLflow run {parent_run_id}",
                              key="genlib-mlflow-run", description=f"genlib pipeline {cfg.name} in MLflow")
     return summary
-
-
-def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
-    """Where the MLflow UI shows a run: the tracking server itself for an http(s) URI, the address
-    `genlib ui` serves for a local store, None for anything else (e.g. ``databricks``)."""
-    if tracking_uri.startswith(("http://", "https://")):
-        base = tracking_uri.rstrip("/")
-    elif Tracker(tracking_uri).is_local:
-        base = LOCAL_UI
-    else:
-        return None
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
-
-
-def summary_markdown(summary: dict[str, Any]) -> str:
-    rows = summary["rows"]
-    metric_keys = headline_columns(rows)
-    head = ["model", "family", "dataset", "selected epoch", *metric_keys, "train run"]
-    url, parent = summary.get("mlflow_url"), summary["parent_run_id"]
-    lines = [f"# genlib pipeline `{summary['preset']}`", "",
-             f"MLflow experiment `{summary['experiment']}`, parent run "
-             f"{f'[`{parent}`]({url})' if url else f'`{parent}`'} ({summary['tracking_uri']})", ""]
-    if url and url.startswith(LOCAL_UI):
-        lines += [f"[Open the run in MLflow]({url}) (local store: start `genlib ui` first).", ""]
-    elif url:
-        lines += [f"[Open the run in MLflow]({url}).", ""]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        run_url = url and mlflow_run_url(summary["tracking_uri"], summary["experiment_id"], row["train_run_id"])
-        cells = [row["model"], row["family"], row["dataset"], str(row["selected_epoch"]),
-                 *(f"{row[k]:.4f}" if k in row else "—" for k in metric_keys),
-                 f"[{row['train_run_id']}]({run_url})" if run_url else row["train_run_id"]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 @flow(name="genlib-pipeline")
@@ -164,27 +112,13 @@ def pipeline(preset: str = "digits-quick", overrides: list[str] | None = None) -
     return run_stages(cfg)
 
 
-def headline_columns(rows: list[dict[str, Any]]) -> list[str]:
-    """Headline columns present in any row: exact ``test_bpd`` first, then the bounds, then FID
-    and the pixel-space copy rate."""
-    keys = {k for row in rows for k in row if k.endswith("_bpd") or k.startswith("fid_") or k == "copy_rate_pixel"}
-    return sorted(keys, key=lambda k: (not k.endswith("_bpd"), k != "test_bpd", k))
-
-
 def run_stages(cfg: Config) -> dict[str, Any]:
     _check_reweight_stage(cfg)
     tracker = Tracker(cfg.tracking.tracking_uri)
     config = cfg.to_dict()
-    name = cfg.tracking.run_name or f"pipeline-{cfg.name}"
-    tags = {"genlib.stage": "pipeline", "genlib.preset": cfg.name}
-    if flow_run.id:
-        tags["genlib.prefect_flow_run_id"] = flow_run.id
-    earlier = _parent_of_this_flow_run(tracker, cfg)
-    with tracker.run(experiment_name(cfg), name, tags=tags, reopen=earlier) as parent:
-        if earlier is None:
-            tracker.log_params(parent, cfg.flat())
+    with parent_run(cfg, tracker, flow_run.id) as parent:
         dataset = persisted(prepare_task)(config)
-        tracker.set_tags(parent, {"genlib.dataset_hash": dataset["content_hash"]})
+        record_dataset(tracker, parent, dataset["content_hash"])
         rows = [_train_and_evaluate(cfg.replace(model=model, models=()), dataset, tracker, parent)
                 for model in cfg.pipeline_models()]
         weights = None
@@ -197,15 +131,6 @@ def run_stages(cfg: Config) -> dict[str, Any]:
                                         models=(), train=dataclasses.replace(cfg.train, weights=weights["run_id"]))
                     rows.append(_train_and_evaluate(again, dataset, tracker, parent))
         return persisted(summary_task)(config, dataset, rows, tracker.uri, parent, weights)
-
-
-def _parent_of_this_flow_run(tracker: Tracker, cfg: Config) -> str | None:
-    """The parent MLflow run an earlier attempt of this Prefect flow run opened (a flow retry), if any:
-    the retry continues it, so one flow run keeps one parent run."""
-    if not flow_run.id:
-        return None
-    earlier = tracker.find_runs(experiment_name(cfg), {"genlib.prefect_flow_run_id": flow_run.id})
-    return earlier[0].info.run_id if earlier else None
 
 
 def _train_and_evaluate(one: Config, dataset: dict[str, Any], tracker: Tracker, parent: str) -> dict[str, Any]:
@@ -229,7 +154,6 @@ def _check_reweight_stage(cfg: Config) -> None:
 
 
 if __name__ == "__main__":
-    # Same entry as `genlib pipeline PRESET [overrides]`: same checks, same summary table.
-    from genlib.cli import main
-
-    sys.exit(main(["pipeline", *(sys.argv[1:] or ["digits-quick"])]))
+    # `python -m flows.pipeline PRESET [section.key=value ...]`: the flow, and the summary table.
+    args = sys.argv[1:] or ["digits-quick"]
+    print(format_summary(pipeline(args[0], [a.removeprefix("--") for a in args[1:]])))

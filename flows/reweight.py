@@ -16,7 +16,7 @@ from prefect.cache_policies import CacheKeyFnPolicy
 
 from flows.policy import backoff, cache_key, persisted, transient
 from genlib.data.prepare import read_manifest
-from genlib.evaluate.reweight import reweight
+from genlib.stages.reweight import reweight
 from genlib.tracking import Tracker
 
 

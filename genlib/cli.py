@@ -21,7 +21,6 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from genlib import paths
 
@@ -122,7 +121,7 @@ def _overrides(rest: list[str]) -> list[str]:
 
 
 def _config(args, overrides):
-    from genlib.config import load_config
+    from genlib.presets import load_config
 
     return load_config(args.preset, overrides)
 
@@ -139,6 +138,8 @@ def _pipeline(args, overrides) -> int:
     from flows.pipeline import pipeline
 
     _config(args, overrides)  # fail fast on a bad preset or override, before Prefect starts
+    from genlib.stages.summary import format_summary
+
     summary = pipeline(args.preset, overrides)
     print(format_summary(summary))
     return 0
@@ -155,7 +156,7 @@ def _prepare(args, overrides) -> int:
 
 def _train(args, overrides) -> int:
     from genlib.data.prepare import prepare
-    from genlib.train.launch import train
+    from genlib.stages.train import train
 
     if args.weights:
         overrides = [*overrides, f"train.weights={args.weights}"]
@@ -168,7 +169,7 @@ def _train(args, overrides) -> int:
 
 
 def _evaluate(args, overrides) -> int:
-    from genlib.evaluate.suite import evaluate, evaluate_run
+    from genlib.stages.evaluate import evaluate, evaluate_run
 
     if args.run:
         if args.preset or args.checkpoint or args.dataset:
@@ -186,7 +187,7 @@ def _evaluate(args, overrides) -> int:
 
 
 def _reweight(args, overrides) -> int:
-    from genlib.evaluate.reweight import reweight
+    from genlib.stages.reweight import reweight
 
     result = reweight(args.vae_run, args.dataset, overrides)
     stats = result.diagnostics
@@ -199,7 +200,7 @@ def _reweight(args, overrides) -> int:
 
 def _runs(args, overrides) -> int:
     from genlib.runs import leaderboard
-    from genlib.tracking import Tracker
+    from genlib.tracking import HEADLINES, Tracker
 
     tracker = Tracker()
     rows = leaderboard(tracker, args.dataset, args.sort, args.experiment)[:args.limit]
@@ -207,9 +208,8 @@ def _runs(args, overrides) -> int:
         print(f"no finished evaluations in {tracker.uri}" + (f" for dataset {args.dataset!r}" if args.dataset else "")
               + "; run `genlib pipeline digits-quick` first")
         return 0
-    columns = ["model", "family", "dataset", *(c for c in ("bpd", "fid", "kid", "precision", "recall",
-                                                           "copy_rate_pixel") if any(c in r for r in rows)),
-               "eval_run_id"]
+    columns = ["model", "family", "dataset",
+               *(h.column for h in HEADLINES if h.leaderboard and any(h.column in r for r in rows)), "eval_run_id"]
     table = [columns] + [[f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r.get(c, "-")) for c in columns]
                          for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
@@ -217,8 +217,9 @@ def _runs(args, overrides) -> int:
         print("  ".join(cell.ljust(w) if j < 3 else cell.rjust(w) for j, (cell, w) in enumerate(zip(line, widths))))
         if i == 0:
             print("  ".join("-" * w for w in widths))
+    lower = [h.label for h in HEADLINES if h.leaderboard and h.direction == "min" and h.column != "bpd"]
     print(f"\n{tracker.uri}; bits/dim: exact where the model has it, else its tightest bound; lower is better "
-          f"for bpd, FID, KID and copy rate")
+          f"for bpd, {', '.join(lower[:-1])} and {lower[-1]}")
     return 0
 
 
@@ -254,7 +255,8 @@ def _sample(args, overrides) -> int:
 
 
 def _presets(args, overrides) -> int:
-    from genlib.config import load_config, preset_names
+    from genlib.config import preset_names
+    from genlib.presets import load_config
 
     for name in preset_names():
         cfg = load_config(name)
@@ -301,32 +303,6 @@ def _server(args, overrides) -> int:
           f"on every node: export MLFLOW_TRACKING_URI=http://<this host>:{args.port}", flush=True)
     os.execvp(cmd[0], cmd)
     return 0  # not reached
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """The pipeline's results as a plain-text table plus where to look next."""
-    from flows.pipeline import headline_columns
-
-    rows = summary["rows"]
-    metric_keys = headline_columns(rows)
-    head = ["model", "family", "epoch", *metric_keys]
-    table = [head] + [[r["model"], r["family"], str(r["selected_epoch"]),
-                       *(f"{r[k]:.4f}" if k in r else "-" for k in metric_keys)] for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(head))]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    unscored = [r["model"] for r in rows if not any(k in r for k in metric_keys if k.endswith("_bpd"))]
-    if unscored:
-        lines.append(f"(no likelihood: {', '.join(unscored)}; see their samples and sample-quality scores in MLflow)")
-    return "\n".join([
-        "", f"genlib pipeline {summary['preset']}: done, dataset {rows[0]['dataset']} "
-            f"(test split; bits/dim and FID: lower is better)", "", *lines, "",
-        f"MLflow experiment {summary['experiment']!r}, parent run {summary['parent_run_id']}",
-        f"  tracking store: {summary['tracking_uri']}",
-        "Open the results:  .venv/bin/genlib ui   then browse http://127.0.0.1:5000 (the parent run's report.html)",
-        "Best model per family: " + ", ".join(summary.get("registered", {}).values()),
-        "Draw samples:      .venv/bin/genlib sample --model <one of those> -n 64 -o grid.png",
-    ])
 
 
 if __name__ == "__main__":

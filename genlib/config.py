@@ -2,20 +2,22 @@
 
 A run's config has six sections — data, model, train, eval, reweight, tracking. Each is a frozen
 dataclass with one comment per field. The model section is the chosen family's own config class
-(``VAEConfig`` lives next to the VAE), looked up through the model registry by ``family``.
-Unknown keys and wrong types are errors that list what would be right.
+(``VAEConfig`` lives next to the VAE): this module knows no family, so ``parse_config`` takes the
+lookup from the layer that builds models (``genlib.presets.load_config`` and
+``genlib.presets.config_from_dict`` pass the model registry's). Unknown keys and wrong types are
+errors that list what would be right.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -154,34 +156,34 @@ class Config:
 # --------------------------------------------------------------------------- parsing
 
 
-def config_from_dict(raw: dict[str, Any]) -> Config:
-    """Build a validated Config from plain data (a parsed YAML preset, say)."""
+ModelSections = Callable[[str], type[ModelConfig]]  # family name → its config class
+
+
+def parse_config(raw: dict[str, Any], model_class: ModelSections) -> Config:
+    """Build a validated Config from plain data (a parsed YAML preset, say); ``model_class`` gives
+    the config class of a family named in a model section."""
     raw = dict(raw)
-    model = _model(raw.pop("model", None) or {}, "model")
+    model = parse_model(raw.pop("model", None) or {}, model_class, "model")
     models_raw = raw.pop("models", None) or []
     if not isinstance(models_raw, (list, tuple)):
         raise TypeError(f"models: expected a list of model sections, got {models_raw!r}")
-    models = tuple(_model(m, f"models[{i}]") for i, m in enumerate(models_raw))
+    models = tuple(parse_model(m, model_class, f"models[{i}]") for i, m in enumerate(models_raw))
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels):
         raise ValueError(f"models: labels must be unique (set `name` to tell variants apart), got {labels}")
     return dataclasses.replace(_build(Config, raw, ""), model=model, models=models)
 
 
-def _model(raw: Any, where: str) -> ModelConfig:
+def parse_model(raw: Any, model_class: ModelSections, where: str = "model") -> ModelConfig:
+    """One model section, as the config class of the family it names."""
     if not isinstance(raw, dict):
         raise TypeError(f"{where}: expected a mapping with a `family`, got {raw!r}")
-    return _build(model_config_class(raw.get("family", ModelConfig.family)), raw, where)
+    return _build(model_class(raw.get("family", ModelConfig.family)), raw, where)
 
 
-def model_config_class(family: str) -> type[ModelConfig]:
-    # Families register themselves on import; importing the package makes the lookup complete.
-    models = importlib.import_module("genlib.models")
-    return models.MODELS.get(family).config_class
-
-
-def load_config(preset: str | os.PathLike, overrides: list[str] | None = None) -> Config:
-    """Load a preset by name (``configs/<name>.yaml``) or path and apply ``key.sub=value`` overrides."""
+def read_preset(preset: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The raw data of a preset, by name (``configs/<name>.yaml``) or path, with ``key.sub=value``
+    overrides applied; ``parse_config`` validates it."""
     path = preset_path(preset)
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
@@ -189,7 +191,7 @@ def load_config(preset: str | os.PathLike, overrides: list[str] | None = None) -
     raw.setdefault("name", path.stem)
     for item in overrides or []:
         apply_override(raw, item)
-    return config_from_dict(raw)
+    return raw
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -30,3 +31,10 @@ def image_grid(images: torch.Tensor | np.ndarray, levels: int, nrow: int | None 
         y, x = pad + r * (th + pad), pad + col * (tw + pad)
         canvas[y:y + th, x:x + tw] = pixels[i].transpose(1, 2, 0)
     return Image.fromarray(canvas[..., 0] if c == 1 else canvas)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """A PIL image encoded as PNG, as it is logged."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

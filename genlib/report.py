@@ -1,8 +1,10 @@
 """One HTML page per evaluation or pipeline run: the numbers, their protocol, and the pictures.
 
-The page is built from what the runs recorded in MLflow (metrics, params, image and table
-artifacts), so it can be rebuilt later from any tracking store. Images are embedded as base64,
-so the file renders on its own: in MLflow's artifact view, or opened from disk.
+``render`` turns ``RunView``s into the page. An evaluation builds its view from the scores it
+holds in memory; a pipeline's comparison reads its runs back from MLflow (``collect``), so it can
+be rebuilt later from any tracking store. Columns, directions, artifact paths and captions are
+the record schema's (``genlib.tracking``). Images are embedded as base64, so the file renders on
+its own: in MLflow's artifact view, or opened from disk.
 """
 
 from __future__ import annotations
@@ -15,34 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genlib.tracking import Tracker
+from genlib.tracking import FIGURES, TABLES, Tag, Tracker, headline_metrics
 
-# Headline metric groups, in table order: (key test, direction: "min" / "max" / None).
-COLUMNS = (
-    (lambda k: k.endswith("_bpd"), "min"),
-    (lambda k: k.startswith("fid_"), "min"),
-    (lambda k: k.startswith("kid_") and not k.endswith("_std"), "min"),
-    (lambda k: k.startswith("precision_"), "max"),
-    (lambda k: k.startswith("recall_"), "max"),
-    (lambda k: k.startswith("copy_rate_"), "min"),
-    (lambda k: k.startswith("authenticity_"), "max"),
-    (lambda k: k.startswith("data_copying_z_"), None),  # ≪ 0 flags copying; > 0 is not "better"
-)
 PROTOCOL_PREFIXES = ("eval.", "quality.", "fid.", "memorization.", "data_copying.", "reweight.")
-FIGURES = ("samples/final.png", "samples/interpolation.png", "samples/traversals.png",
-           "memorization/closest_pairs.png", "reweight/weight_histogram.png", "reweight/most_weighted.png",
-           "reweight/least_weighted.png")
-CAPTIONS = {
-    "samples/final.png": "samples",
-    "samples/interpolation.png": "latent interpolations (rows)",
-    "samples/traversals.png": "latent traversals (one dimension per row)",
-    "memorization/closest_pairs.png": "closest generated → train pairs in pixel space (generated left, train right)",
-    "reweight/weight_histogram.png": "sampling weights × N (1 = uniform)",
-    "reweight/most_weighted.png": "the most weighted training images (rarest latent regions)",
-    "reweight/least_weighted.png": "the least weighted training images",
-}
-TABLES = {"memorization/per_class.json": "per class (a sample's class: its nearest training image's, in feature space)",
-          "reweight/per_label.json": "weights per label (labels are reported here only; the weights never see them)"}
 
 
 @dataclass
@@ -73,18 +50,9 @@ def collect(tracker: Tracker, run_id: str) -> RunView:
     return view
 
 
-def evaluation_report(tracker: Tracker, run_ids: list[str], title: str, intro: list[str] = (),
-                      reweight_run_ids: list[str] = ()) -> str:
-    """The HTML report over evaluation runs (one run: its own report; several: a comparison),
-    with the diagnostics of reweight runs after them."""
-    return render(title, [collect(tracker, run_id) for run_id in run_ids], intro,
-                  [collect(tracker, run_id) for run_id in reweight_run_ids])
-
-
 def headline_keys(runs: list[RunView]) -> list[tuple[str, str | None]]:
     """(metric, direction) of every headline metric any run has, in column order."""
-    keys = sorted({k for run in runs for k in run.metrics})
-    return [(k, direction) for test, direction in COLUMNS for k in keys if test(k)]
+    return headline_metrics({k for run in runs for k in run.metrics})
 
 
 def render(title: str, runs: list[RunView], intro: list[str] = (), reweights: list[RunView] = ()) -> str:
@@ -119,22 +87,22 @@ def _leaderboard(runs: list[RunView]) -> str:
                 text += f" ± {run.metrics[f'{key}_std']:.4f}"
             cells.append(f"<td><b>{text}</b></td>" if value is not None and best.get(key) == value
                          else f"<td>{text}</td>")
-        model = run.tags.get("genlib.model", run.name)
+        model = run.tags.get(Tag.MODEL, run.name)
         rows.append(f"<tr><td><a href='#{_e(run.run_id)}'>{_e(model)}</a></td>"
-                    f"<td>{_e(run.tags.get('genlib.family', ''))}</td>{''.join(cells)}</tr>")
+                    f"<td>{_e(run.tags.get(Tag.FAMILY, ''))}</td>{''.join(cells)}</tr>")
     return f"<div class=wide><table><tr><th>model</th><th>family</th>{head}</tr>{''.join(rows)}</table></div>"
 
 
 def _run_section(run: RunView) -> str:
-    model = run.tags.get("genlib.model", run.name)
-    parts = [f"<h2 id='{_e(run.run_id)}'>{_e(model)} <small>({_e(run.tags.get('genlib.family', ''))}, "
+    model = run.tags.get(Tag.MODEL, run.name)
+    parts = [f"<h2 id='{_e(run.run_id)}'>{_e(model)} <small>({_e(run.tags.get(Tag.FAMILY, ''))}, "
              f"MLflow run {_e(run.run_id)})</small></h2>"]
     protocol = {k: v for k, v in sorted(run.params.items()) if k.startswith(PROTOCOL_PREFIXES)}
     if protocol:
         parts.append("<details><summary>evaluation protocol</summary>" + _table(
             [{"param": k, "value": v} for k, v in protocol.items()]) + "</details>")
     figures = [f"<figure><img alt='{_e(path)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-               f"<figcaption>{_e(CAPTIONS.get(path, path))}</figcaption></figure>"
+               f"<figcaption>{_e(FIGURES.get(path, path))}</figcaption></figure>"
                for path, png in run.images.items()]
     if figures:
         parts.append(f"<div class=figures>{''.join(figures)}</div>")

@@ -3,22 +3,22 @@
 * a training run's checkpoint, config and dataset version (``trained_run``), or just the
   checkpoint (``run_checkpoint``), or a registered model's (``model_checkpoint``);
 * a reweight run's weights file (``weights_file``);
-* the leaderboard of every evaluation in the store (``leaderboard``);
-* registering the best model of each family (``register_best``)."""
+* the leaderboard of every evaluation in the store (``leaderboard``).
+
+It only reads: runs are opened and registered by the stages (``genlib/stages``)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from genlib import paths
-from genlib.config import Config, apply_override, config_from_dict
+from genlib.config import Config, apply_override
+from genlib.data.weights import WEIGHTS_FILE
 from genlib.models.io import read_state
-from genlib.tracking import Tracker
-
-WEIGHTS_FILE = "weights.parquet"
+from genlib.presets import config_from_dict
+from genlib.tracking import CHECKPOINT, HEADLINES, Stage, Tag, Tracker, headline, headline_row
 
 
 @dataclass(frozen=True)
@@ -38,15 +38,14 @@ def trained_run(tracker: Tracker, run_id: str, overrides: list[str] | None = Non
     for item in overrides or []:
         apply_override(raw, item)
     cfg = config_from_dict(raw)
-    return TrainedRun(run_id, cfg, checkpoint, dataset_version(cfg, tags["genlib.dataset_hash"]),
-                      tags.get("mlflow.parentRunId"))
+    return TrainedRun(run_id, cfg, checkpoint, dataset_version(cfg, tags[Tag.DATASET_HASH]), tags.get(Tag.PARENT))
 
 
 def run_checkpoint(tracker: Tracker, run_id: str) -> Path:
     """The selected checkpoint of a training run, or of the training run an evaluation scored."""
     tags = _run(tracker, run_id).data.tags
-    if tags.get("genlib.stage") == "evaluate" and "genlib.train_run_id" in tags:
-        run_id = tags["genlib.train_run_id"]
+    if tags.get(Tag.STAGE) == Stage.EVALUATE and Tag.TRAIN_RUN in tags:
+        run_id = tags[Tag.TRAIN_RUN]
     return _checkpoint(tracker, run_id, _train_tags(tracker, run_id))
 
 
@@ -58,10 +57,9 @@ def model_checkpoint(tracker: Tracker, uri: str) -> Path:
     if not alias:
         name, _, version = name.partition("/")
     try:
-        found = (tracker.client.get_model_version_by_alias(name, alias) if alias
-                 else tracker.client.get_model_version(name, version))
+        found = tracker.model_version(name, alias=alias or None, version=None if alias else version)
     except Exception as err:  # noqa: BLE001 - MLflow raises its own types
-        known = [m.name for m in tracker.client.search_registered_models()]
+        known = tracker.registered_model_names()
         raise ValueError(f"no model version {uri} in {tracker.uri} ({err}); registered models: {known}") from err
     return run_checkpoint(tracker, found.run_id)
 
@@ -73,8 +71,8 @@ def weights_file(tracker: Tracker, spec: str) -> Path:
     if "/" in spec or spec.endswith(".parquet"):
         raise FileNotFoundError(f"no weights file at {spec}; pass a .parquet path or a reweight run id")
     tags = _run(tracker, spec).data.tags
-    if tags.get("genlib.stage") != "reweight":
-        raise ValueError(f"run {spec} is a {tags.get('genlib.stage', 'non-genlib')!r} run, not a reweight run")
+    if tags.get(Tag.STAGE) != Stage.REWEIGHT:
+        raise ValueError(f"run {spec} is a {tags.get(Tag.STAGE, 'non-genlib')!r} run, not a reweight run")
     local = paths.home() / "weights" / spec
     if not (local / WEIGHTS_FILE).is_file():
         tracker.download_artifacts(spec, WEIGHTS_FILE, local)
@@ -104,25 +102,23 @@ def _run(tracker: Tracker, run_id: str):
 
 def _train_tags(tracker: Tracker, run_id: str) -> dict[str, str]:
     tags = _run(tracker, run_id).data.tags
-    if tags.get("genlib.stage") != "train":
-        raise ValueError(f"run {run_id} is a {tags.get('genlib.stage', 'non-genlib')!r} run; "
+    if tags.get(Tag.STAGE) != Stage.TRAIN:
+        raise ValueError(f"run {run_id} is a {tags.get(Tag.STAGE, 'non-genlib')!r} run; "
                          f"pass the id of a genlib training run (the train-<model> runs of a pipeline)")
     return tags
 
 
 def _checkpoint(tracker: Tracker, run_id: str, tags: dict[str, str]) -> Path:
-    local = Path(tags.get("genlib.checkpoint", ""))
+    local = Path(tags.get(Tag.CHECKPOINT, ""))
     if (local / "state.json").is_file():
         return local
-    if "checkpoint" not in {p.split("/")[0] for p in tracker.list_artifacts(run_id)}:
+    if CHECKPOINT not in {p.split("/")[0] for p in tracker.list_artifacts(run_id)}:
         raise FileNotFoundError(f"training run {run_id} logged no checkpoint (its status: "
                                 f"{tracker.get_run(run_id).info.status}); was it finished?")
-    return tracker.download_artifacts(run_id, "checkpoint", paths.home() / "checkpoints" / f"{run_id}-download")
+    return tracker.download_artifacts(run_id, CHECKPOINT, paths.home() / "checkpoints" / f"{run_id}-download")
 
 
 # -- leaderboard --------------------------------------------------------------------------------
-
-HEADLINE = ("bpd", "fid", "kid", "precision", "recall", "copy_rate_pixel")
 
 
 def leaderboard(tracker: Tracker, dataset: str | None = None, sort: str | None = None,
@@ -130,73 +126,24 @@ def leaderboard(tracker: Tracker, dataset: str | None = None, sort: str | None =
     """One row per finished evaluation run: model, family, dataset, headline metrics, run ids.
 
     ``dataset`` keeps rows whose dataset (``<source>-<hash12>``) contains it; ``sort`` is a
-    column (ascending; precision and recall descending); default: bits/dim, then FID."""
-    experiments = [e for e in tracker.client.search_experiments()
-                   if (e.name == experiment if experiment else e.name.startswith("genlib-"))]
+    headline column (in its better-first direction); default: bits/dim, then FID."""
+    experiments = tracker.experiment_ids(experiment)
     if not experiments:
         return []
-    where = "tags.`genlib.stage` = 'evaluate' and attributes.status = 'FINISHED'"
-    runs = tracker.client.search_runs([e.experiment_id for e in experiments], filter_string=where)
-    rows = [_leaderboard_row(run) for run in runs]
+    where = f"tags.`{Tag.STAGE}` = '{Stage.EVALUATE}' and attributes.status = 'FINISHED'"
+    rows = [_leaderboard_row(run) for run in tracker.search_runs(experiments, where)]
     rows = [r for r in rows if not dataset or dataset in r["dataset"]]
     key = sort or ("bpd" if any("bpd" in r for r in rows) else "fid")
     if rows and not any(key in r for r in rows):
         raise ValueError(f"no run has a {key!r} column; columns: {sorted({k for r in rows for k in r})}")
-    descending = key.startswith(("precision", "recall", "authenticity"))
+    descending = key in {h.column for h in HEADLINES} and headline(key).direction == "max"
     missing = [r for r in rows if key not in r]
     return sorted((r for r in rows if key in r), key=lambda r: r[key], reverse=descending) + missing
 
 
 def _leaderboard_row(run) -> dict[str, Any]:
-    tags, metrics = run.data.tags, run.data.metrics
-    row = {"model": tags.get("genlib.model", run.info.run_name), "family": tags.get("genlib.family", ""),
-           "dataset": tags.get("genlib.dataset", tags.get("genlib.dataset_hash", "")[:12]),
-           "eval_run_id": run.info.run_id, "train_run_id": tags.get("genlib.train_run_id", "")}
-    bpd = [k for k in metrics if k.endswith("_bpd")]
-    if bpd:  # exact if there is one, else the tightest bound
-        row["bpd"] = metrics["test_bpd"] if "test_bpd" in metrics else min(metrics[k] for k in bpd)
-    for name in ("fid", "kid", "precision", "recall"):
-        found = [k for k in metrics if k.startswith(f"{name}_") and not k.endswith("_std")]
-        if found:
-            row[name] = metrics[sorted(found)[0]]
-    if "copy_rate_pixel" in metrics:
-        row["copy_rate_pixel"] = metrics["copy_rate_pixel"]
-    return row
-
-
-# -- model registry -----------------------------------------------------------------------------
-
-
-def register_best(tracker: Tracker, rows: list[dict[str, Any]], source: str, dataset_hash: str,
-                  config: dict[str, Any]) -> dict[str, str]:
-    """Register each family's best model of a pipeline (lowest bits/dim, else lowest FID) as a new
-    version of ``genlib-<source>-<family>``, aliased ``last``, and ``best`` when it beats the
-    version holding ``best`` on the same metric. Returns {family: models:/NAME/VERSION}."""
-    best: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        metric = _headline(row)
-        if metric and (row["family"] not in best or row[metric] < best[row["family"]][_headline(best[row["family"]])]):
-            best[row["family"]] = row
-    uris = {}
-    for family, row in best.items():
-        metric = _headline(row)
-        name = f"genlib-{source}-{family}"
-        tags = {"genlib.model": row["model"], "genlib.dataset_hash": dataset_hash, "genlib.metric": metric,
-                "genlib.metric_value": str(row[metric]), "genlib.config": json.dumps(config, default=str)[:5000]}
-        version = tracker.register_version(name, row["train_run_id"], "checkpoint", tags)
-        tracker.set_alias(name, "last", version)  # ("latest" is reserved by MLflow)
-        holder = tracker.version_by_alias(name, "best")
-        if holder is None or (holder.tags.get("genlib.metric") == metric
-                              and row[metric] < float(holder.tags.get("genlib.metric_value", "inf"))):
-            tracker.set_alias(name, "best", version)
-        uris[family] = f"models:/{name}/{version}"
-    return uris
-
-
-def _headline(row: dict[str, Any]) -> str | None:
-    if "test_bpd" in row:
-        return "test_bpd"
-    bounds = sorted(k for k in row if k.endswith("_bpd"))
-    if bounds:
-        return min(bounds, key=lambda k: row[k])
-    return next((k for k in sorted(row) if k.startswith("fid_")), None)
+    tags = run.data.tags
+    return {"model": tags.get(Tag.MODEL, run.info.run_name), "family": tags.get(Tag.FAMILY, ""),
+            "dataset": tags.get(Tag.DATASET, tags.get(Tag.DATASET_HASH, "")[:12]),
+            "eval_run_id": run.info.run_id, "train_run_id": tags.get(Tag.TRAIN_RUN, ""),
+            **headline_row(run.data.metrics)}

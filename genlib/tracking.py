@@ -1,10 +1,15 @@
-"""Everything genlib says to MLflow goes through here.
+"""Everything genlib says to MLflow goes through here, and the schema of what it records.
 
-Layout of what is recorded: one experiment per dataset source (``genlib-<source>`` unless
-configured), one parent run per pipeline, and a nested run per stage or family (train-vae,
-evaluate-vae, ...). Runs carry tags for the git sha, the genlib version and the dataset hash.
+Layout of what is recorded: one experiment per dataset source (``experiment_name``), one parent
+run per pipeline, and a nested run per stage or family (train-vae, evaluate-vae, ...). Runs
+carry the tags of ``Tag`` (git sha, genlib version, dataset hash, ...), and their artifacts sit
+at the paths named here (``CHECKPOINT``, ``REPORT``, ``FIGURES``, ``TABLES``). ``HEADLINES`` is the
+one table of headline metrics (name, direction, label, who has it) that the pipeline summary,
+the HTML report, ``genlib runs`` and the registry's "best model" rule all read.
+
 The default store is SQLite plus an artifact folder under ``GENLIB_HOME``; pointing
-``MLFLOW_TRACKING_URI`` (or ``tracking.tracking_uri``) at a server changes nothing else.
+``MLFLOW_TRACKING_URI`` (or ``tracking.tracking_uri``) at a server changes nothing else. Only the
+stages (``genlib/stages``) open, end or fail runs; everything else reads, or logs by run id.
 
 Clients are explicit (``MlflowClient``) rather than MLflow's global "active run", so that the
 driver, Prefect tasks and Ray workers can all log to a run by its id.
@@ -16,10 +21,12 @@ import contextlib
 import functools
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -28,6 +35,166 @@ from genlib import __version__, paths
 
 _PARAM_LIMIT = 6000  # MLflow rejects longer param values
 _BATCH = 100
+
+
+# -- the record schema ----------------------------------------------------------------------------
+
+
+def experiment_name(cfg) -> str:
+    """The experiment a config's runs go to: ``tracking.experiment``, else ``genlib-<source>``."""
+    return cfg.tracking.experiment or f"genlib-{cfg.data.source}"
+
+
+class Tag:
+    """Tag keys of genlib's runs and model versions."""
+    STAGE = "genlib.stage"  # one of Stage
+    FAMILY = "genlib.family"
+    MODEL = "genlib.model"  # the model's label (family, or its `name` in a pipeline)
+    PRESET = "genlib.preset"
+    DATASET = "genlib.dataset"  # <source>-<hash12>
+    DATASET_HASH = "genlib.dataset_hash"
+    VERSION = "genlib.version"
+    GIT_SHA = "genlib.git_sha"
+    PARENT = "mlflow.parentRunId"
+    # training
+    JOB_KEY = "genlib.job_key"  # dataset hash + config: one logical job
+    JOB_LANE = "genlib.job_lane"  # which of the identical jobs running at once
+    RAY_RUN_NAME = "genlib.ray_run_name"
+    DRIVER_RELAUNCHED = "genlib.driver_relaunched"
+    RESUMED_FROM_EPOCH = "genlib.resumed_from_epoch"
+    STOPPED_EARLY_AT_EPOCH = "genlib.stopped_early_at_epoch"
+    NONFINITE_STEP = "genlib.nonfinite_step"
+    SELECTED_EPOCH = "genlib.selected_epoch"
+    SELECTED_BY = "genlib.selected_by"
+    CHECKPOINT = "genlib.checkpoint"  # local path of the selected checkpoint
+    WEIGHTS_KEY = "genlib.weights_key"  # the sampling weights it trained with
+    VAE_RUN = "genlib.vae_run_id"  # the VAE run the weights came from
+    # evaluation
+    TRAIN_RUN = "genlib.train_run_id"  # the training run an evaluation scored
+    # pipeline
+    PREFECT_FLOW_RUN = "genlib.prefect_flow_run_id"
+    # registered model versions
+    METRIC = "genlib.metric"
+    METRIC_VALUE = "genlib.metric_value"
+    CONFIG = "genlib.config"
+
+
+class Stage:
+    """Values of ``Tag.STAGE``."""
+    PIPELINE = "pipeline"
+    TRAIN = "train"
+    EVALUATE = "evaluate"
+    REWEIGHT = "reweight"
+
+
+# Artifact paths. Writers and readers (the report, `genlib sample`, the registry) use these names.
+CHECKPOINT = "checkpoint"  # a training run's selected checkpoint directory
+REPORT = "report.html"
+SUMMARY_JSON, SUMMARY_MD = "summary.json", "summary.md"  # a pipeline run's summary
+SAMPLES = "samples/final.png"
+INTERPOLATION = "samples/interpolation.png"
+TRAVERSALS = "samples/traversals.png"
+CLOSEST_PAIRS = "memorization/closest_pairs.png"
+WEIGHT_HISTOGRAM = "reweight/weight_histogram.png"
+MOST_WEIGHTED = "reweight/most_weighted.png"
+LEAST_WEIGHTED = "reweight/least_weighted.png"
+PER_CLASS = "memorization/per_class.json"
+PER_LABEL = "reweight/per_label.json"
+# Figures and tables the report shows, in its order, with their captions.
+FIGURES = {
+    SAMPLES: "samples",
+    INTERPOLATION: "latent interpolations (rows)",
+    TRAVERSALS: "latent traversals (one dimension per row)",
+    CLOSEST_PAIRS: "closest generated → train pairs in pixel space (generated left, train right)",
+    WEIGHT_HISTOGRAM: "sampling weights × N (1 = uniform)",
+    MOST_WEIGHTED: "the most weighted training images (rarest latent regions)",
+    LEAST_WEIGHTED: "the least weighted training images",
+}
+TABLES = {PER_CLASS: "per class (a sample's class: its nearest training image's, in feature space)",
+          PER_LABEL: "weights per label (labels are reported here only; the weights never see them)"}
+
+
+def epoch_samples(epoch: int) -> str:
+    """Artifact path of the sample grid logged at ``epoch`` of a training run."""
+    return f"samples/epoch_{epoch:04d}.png"
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One headline metric: how runs are compared at a glance."""
+    column: str  # its column in `genlib runs` (and the name `--sort` takes)
+    label: str  # what a person reads
+    direction: str | None  # "min": lower is better; "max": higher is better; None: neither
+    metrics: str  # regex of the run metrics it groups (one report column each)
+    has: str  # which runs have it
+    lead: str | None = None  # regex of the metrics the leaderboard and summary show; None: all of `metrics`
+    bounds: bool = False  # the metrics bound one quantity: the leaderboard shows the tightest
+    summary: bool = False  # a column of the pipeline summary
+    ranks: bool = False  # the registry's best model: the first ranking headline a run has decides
+    leaderboard: bool = True  # a column of `genlib runs`
+
+    def matching(self, keys: Iterable[str], lead: bool = False) -> list[str]:
+        """The metric names among ``keys`` it groups (``lead``: those the leaderboard shows), sorted."""
+        pattern = re.compile((self.lead or self.metrics) if lead else self.metrics)
+        return sorted(k for k in keys if pattern.fullmatch(k))
+
+    def pick(self, metrics: Mapping[str, float]) -> tuple[str, float] | None:
+        """The one (metric, value) a leaderboard shows: the tightest bound, else the first by name."""
+        found = self.matching(metrics, lead=True)
+        if not found:
+            return None
+        key = min(found, key=metrics.__getitem__) if self.bounds else found[0]
+        return key, metrics[key]
+
+
+HEADLINES = (
+    Headline("bpd", "bits/dim", "min", r".+_bpd", "families with a likelihood: exact, or the ELBO/IWAE bounds",
+             bounds=True, summary=True, ranks=True),
+    Headline("fid", "FID", "min", r"fid_.+", "every family (its samples)", summary=True, ranks=True),
+    Headline("kid", "KID", "min", r"kid_(?!.*_std$).+", "every family"),
+    Headline("precision", "precision", "max", r"precision_.+", "every family"),
+    Headline("recall", "recall", "max", r"recall_.+", "every family"),
+    Headline("copy_rate_pixel", "copy rate", "min", r"copy_rate_.+", "every family", lead="copy_rate_pixel",
+             summary=True),
+    Headline("authenticity", "authenticity", "max", r"authenticity_.+", "every family", leaderboard=False),
+    # ≪ 0 flags copying; > 0 is not "better"
+    Headline("data_copying_z", "data-copying z", None, r"data_copying_z_.+", "every family", leaderboard=False),
+)
+
+
+def headline(column: str) -> Headline:
+    for entry in HEADLINES:
+        if entry.column == column:
+            return entry
+    raise ValueError(f"no headline metric {column!r}; known: {[h.column for h in HEADLINES]}")
+
+
+def headline_metrics(keys: Iterable[str], summary: bool = False) -> list[tuple[str, str | None]]:
+    """(metric, direction) of every headline metric among ``keys``, in column order; ``summary``:
+    only the pipeline summary's."""
+    keys = set(keys)
+    return [(key, entry.direction) for entry in HEADLINES if entry.summary or not summary
+            for key in entry.matching(keys, lead=summary)]
+
+
+def headline_row(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The leaderboard's value of each headline column a run has."""
+    picked = {entry.column: entry.pick(metrics) for entry in HEADLINES if entry.leaderboard}
+    return {column: found[1] for column, found in picked.items() if found}
+
+
+def ranking_metric(metrics: Mapping[str, float]) -> tuple[str, float] | None:
+    """(metric, value) that ranks a run against others of its family: lowest bits/dim, else lowest FID."""
+    return next((found for entry in HEADLINES if entry.ranks and (found := entry.pick(metrics))), None)
+
+
+def param_text(value: Any) -> str:
+    """A param value as MLflow stores it."""
+    text = json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+    return text[:_PARAM_LIMIT]
+
+
+# -- the store ------------------------------------------------------------------------------------
 
 
 def default_tracking_uri() -> str:
@@ -91,10 +258,9 @@ class Tracker:
     def start_run(self, experiment: str, name: str, parent_id: str | None = None,
                   tags: Mapping[str, str] | None = None) -> str:
         sha = git_sha()
-        all_tags = {"genlib.version": __version__, "genlib.git_sha": sha, "mlflow.source.git.commit": sha,
-                    **(tags or {})}
+        all_tags = {Tag.VERSION: __version__, Tag.GIT_SHA: sha, "mlflow.source.git.commit": sha, **(tags or {})}
         if parent_id:
-            all_tags["mlflow.parentRunId"] = parent_id
+            all_tags[Tag.PARENT] = parent_id
         run = self.client.create_run(self.experiment_id(experiment), run_name=name, tags=all_tags)
         return run.info.run_id
 
@@ -130,6 +296,14 @@ class Tracker:
         return self.client.search_runs([found.experiment_id], filter_string=where,
                                        order_by=["attributes.start_time DESC"])
 
+    def search_runs(self, experiment_ids: list[str], where: str = "", order_by: list[str] | None = None) -> list:
+        return self.client.search_runs(experiment_ids, filter_string=where, order_by=order_by)
+
+    def experiment_ids(self, name: str | None = None, prefix: str = "genlib-") -> list[str]:
+        """Ids of the experiment ``name``, or of every experiment whose name starts with ``prefix``."""
+        return [e.experiment_id for e in self.client.search_experiments()
+                if (e.name == name if name else e.name.startswith(prefix))]
+
     def last_step(self, run_id: str, key: str) -> int:
         """The highest step logged for metric ``key`` (-1 if none)."""
         return max((m.step for m in self.client.get_metric_history(run_id, key)), default=-1)
@@ -137,14 +311,14 @@ class Tracker:
     def child_runs(self, parent_id: str) -> list:
         parent = self.client.get_run(parent_id)
         return self.client.search_runs([parent.info.experiment_id],
-                                       filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+                                       filter_string=f"tags.`{Tag.PARENT}` = '{parent_id}'")
 
     # -- data -------------------------------------------------------------------------------
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        items = [Param(k, param_text(v)) for k, v in params.items()]
         for i in range(0, len(items), _BATCH):
             self.client.log_batch(run_id, params=items[i:i + _BATCH])
 
@@ -226,10 +400,12 @@ class Tracker:
         except Exception:  # noqa: BLE001 - no such alias yet
             return None
 
+    def model_version(self, name: str, alias: str | None = None, version: str | None = None):
+        """A registered model's version, by alias or number; MLflow's error if there is none."""
+        return self.client.get_model_version_by_alias(name, alias) if alias else self.client.get_model_version(name, version)
+
+    def registered_model_names(self) -> list[str]:
+        return [m.name for m in self.client.search_registered_models()]
+
     def download_artifacts(self, run_id: str, path: str, dst: str | Path) -> Path:
         return Path(self.client.download_artifacts(run_id, path, str(dst)))
-
-
-def _param_value(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
-    return text[:_PARAM_LIMIT]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from genlib.io import atomic_file
 
 OFFLINE_ENV = "GENLIB_OFFLINE"
 _CHUNK = 1 << 20
@@ -47,18 +48,13 @@ def fetch(url: str, checksum: str, dest: Path) -> Path:
         return dest
     if os.environ.get(OFFLINE_ENV):
         raise FileNotFoundError(_missing_message(url, checksum, dest, f"{OFFLINE_ENV} is set"))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out:
+        with atomic_file(dest) as tmp, open(tmp, "wb") as out:
             _download(url, out)
-        verify(Path(tmp), checksum)
-        os.replace(tmp, dest)
+            out.flush()
+            verify(tmp, checksum)
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         raise FileNotFoundError(_missing_message(url, checksum, dest, str(err))) from err
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest
 
 

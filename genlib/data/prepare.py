@@ -12,9 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ import numpy as np
 
 from genlib import paths
 from genlib.config import DataConfig
+from genlib.io import atomic_dir
 from genlib.data.sources import SourceData, load_source
 
 log = logging.getLogger(__name__)
@@ -167,9 +165,8 @@ def _manifest(cfg: DataConfig, source: SourceData, arrays, content_hash: str) ->
 
 
 def _write_atomically(target: Path, arrays, manifest: dict[str, Any]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
-    try:
+    # A version prepared meanwhile by another process is identical, and is kept.
+    with atomic_dir(target) as tmp:
         for name, (images, labels) in arrays.items():
             np.save(tmp / f"{name}_images.npy", np.ascontiguousarray(images))
             if labels is not None:
@@ -177,15 +174,6 @@ def _write_atomically(target: Path, arrays, manifest: dict[str, Any]) -> None:
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         for f in tmp.iterdir():
             f.chmod(0o444)  # a version is never modified
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / "manifest.json").is_file():
-                raise
-            # Another process prepared the same version first; theirs is identical.
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def _check_fractions(cfg: DataConfig) -> None:

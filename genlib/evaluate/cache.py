@@ -7,13 +7,12 @@ temporary file and renamed, so a crash never leaves a half-written entry behind.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 
 import numpy as np
 
 from genlib import paths
+from genlib.io import atomic_file
 
 
 def cached_arrays(key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -25,13 +24,6 @@ def cached_arrays(key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dic
         with np.load(path) as stored:
             return {name: stored[name] for name in stored.files}
     arrays = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            np.savez(out, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(path) as tmp, open(tmp, "wb") as out:
+        np.savez(out, **arrays)
     return arrays

@@ -32,7 +32,7 @@ from torch import nn
 from genlib import paths
 from genlib.data.dataset import DatasetVersion
 from genlib.data.download import fetch, verify
-from genlib.evaluate.features import EXTRACTORS, Extractor
+from genlib.evaluate.extractor import EXTRACTORS, Extractor
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_FILE}"

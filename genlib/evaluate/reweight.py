@@ -11,9 +11,11 @@ images are seen more often in training. The pieces, all pure functions over arra
 * ``log_weights`` combines them (method "product" [1], "max" [2], "gmm", "kde") and
   ``normalise`` turns log weights into weights that sum to 1; ``estimate_weights`` does both
   from a ``ReweightConfig``;
-* diagnostics (``effective_sample_size``, ``diagnostics``, ``per_label_table``), figures
-  (``weight_histogram``, ``extreme_samples``) and the weights file (``weights_table``,
-  ``write_weights``, ``read_weights``).
+* diagnostics (``effective_sample_size``, ``diagnostics``, ``per_label_table``) and figures
+  (``weight_histogram``, ``extreme_samples``).
+
+The weights file is ``genlib/data/weights.py``; the stage that writes it and records the run is
+``genlib/stages/reweight.py``.
 
 Labels only ever enter the per-label report: the weights never see them.
 
@@ -40,27 +42,17 @@ NOTE: "gmm" and "kde" are additions: a joint density instead of a product of mar
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import math
-import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from scipy.special import logsumexp
 
-from genlib import paths
 from genlib.config import DEFAULT_ALPHA, METHODS, ReweightConfig  # noqa: F401 - re-exported
 from genlib.figures import image_grid
 from genlib.models.base import ENCODE
 
-WEIGHT_COLUMNS = ("index", "weight", "log_density")  # required in a weights file; "label" optional
-META_KEY = b"genlib.weights"  # parquet schema-metadata key holding the JSON metadata
-SUM_TOLERANCE = 1e-6  # |Σ weights − 1| allowed in a weights file
 
 
 # --------------------------------------------------------------------------- latents
@@ -294,141 +286,3 @@ def extreme_samples(images: torch.Tensor | np.ndarray, weights: np.ndarray, leve
     most = np.argsort(-w, kind="stable")[:k]  # ties keep dataset order
     least = np.argsort(w, kind="stable")[:k]
     return {"most_weighted": image_grid(arr[most], levels), "least_weighted": image_grid(arr[least], levels)}
-
-
-# --------------------------------------------------------------------------- weights file
-
-
-def weights_table(weights: np.ndarray, log_density: np.ndarray, labels: np.ndarray | None = None):
-    """DataFrame with one row per sample of the split: index, weight, log_density[, label]."""
-    import pandas as pd
-
-    w, ld = np.asarray(weights, dtype=np.float64), np.asarray(log_density, dtype=np.float64)
-    if w.ndim != 1 or w.shape != ld.shape:
-        raise ValueError(f"weights {w.shape} and log_density {ld.shape} must be the same (N,) shape")
-    columns = {"index": np.arange(len(w), dtype=np.int64), "weight": w, "log_density": ld}
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.shape != w.shape:
-            raise ValueError(f"labels {labels.shape} must match weights {w.shape}")
-        columns["label"] = labels.astype(np.int64)
-    table = pd.DataFrame(columns)
-    _validate_table(table, "weights_table")
-    return table
-
-
-def write_weights(table, path: str | os.PathLike, meta: dict[str, Any]) -> Path:
-    """Write the table as parquet, ``meta`` (dataset hash, VAE run id, parameters; JSON-able) in
-    the schema metadata. Atomic: a temporary file in the same folder, then ``os.replace``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    _validate_table(table, str(path))
-    arrow = pa.Table.from_pandas(table, preserve_index=False)
-    schema_meta = {**(arrow.schema.metadata or {}), META_KEY: json.dumps(meta, sort_keys=True).encode()}
-    arrow = arrow.replace_schema_metadata(schema_meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(arrow, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def read_weights(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
-    """The weights table, in sample order, and its metadata, checked: columns present, indices
-    0..N−1, weights finite, ≥ 0 and summing to 1."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no weights file at {path}; create one with `genlib reweight`")
-    arrow = pq.read_table(path)
-    raw_meta = (arrow.schema.metadata or {}).get(META_KEY)
-    if raw_meta is None:
-        raise ValueError(f"{path} is a parquet file without genlib weights metadata; was it written by write_weights?")
-    table = arrow.to_pandas()
-    _validate_table(table, str(path))
-    return table.sort_values("index", ignore_index=True), json.loads(raw_meta)
-
-
-def _validate_table(table, where: str) -> None:
-    missing = [c for c in WEIGHT_COLUMNS if c not in table.columns]
-    if missing:
-        raise ValueError(f"{where}: weights table lacks column(s) {missing}; "
-                         f"needs {list(WEIGHT_COLUMNS)} (+ optional 'label'), has {list(table.columns)}")
-    index = table["index"].to_numpy()
-    if not np.issubdtype(index.dtype, np.integer) or not np.array_equal(np.sort(index), np.arange(len(index))):
-        raise ValueError(f"{where}: column 'index' must hold each sample position 0..{len(index) - 1} once")
-    w = table["weight"].to_numpy(dtype=np.float64)
-    if not np.isfinite(w).all() or (w < 0).any():
-        raise ValueError(f"{where}: weights must be finite and ≥ 0; found {int((~np.isfinite(w)).sum())} "
-                         f"non-finite and {int((w < 0).sum())} negative")
-    if abs(w.sum() - 1.0) > SUM_TOLERANCE:
-        raise ValueError(f"{where}: weights sum to {w.sum():.9g}, expected 1 (± {SUM_TOLERANCE}); "
-                         f"normalise them first")
-
-
-# --------------------------------------------------------------------------- entry point
-
-
-@dataclass(frozen=True)
-class ReweightResult:
-    run_id: str  # the MLflow run holding the weights file, diagnostics and figures
-    weights_path: Path  # local copy of the weights file
-    diagnostics: dict[str, float]
-
-
-def reweight(vae_run_id: str, dataset: str | os.PathLike | None = None, overrides: list[str] | None = None,
-             tracker=None, parent_run_id: str | None = None) -> ReweightResult:
-    """Weights for the train split of ``dataset`` (default: the one the VAE trained on) from the
-    latent means of the VAE trained in run ``vae_run_id``; one MLflow run with the weights file.
-
-    ``overrides`` change the ``reweight`` section of the VAE run's config (``reweight.method=gmm``)."""
-    from genlib.data.dataset import DatasetVersion
-    from genlib.models.io import load_model
-    from genlib.runs import WEIGHTS_FILE, trained_run
-    from genlib.tracking import Tracker
-    from genlib.train.launch import experiment_name
-
-    tracker = tracker or Tracker()
-    vae = trained_run(tracker, vae_run_id, overrides)
-    cfg = vae.config.reweight
-    version = DatasetVersion(dataset or vae.dataset)
-    model = load_model(vae.checkpoint)
-    if (tuple(version.shape), version.levels) != (tuple(model.shape), model.levels):
-        raise ValueError(f"the VAE models {model.shape} images with {model.levels} levels, the dataset has "
-                         f"{version.shape} with {version.levels}; reweight a dataset of the kind it was trained on")
-    images = torch.from_numpy(np.array(version.images("train"))).permute(0, 3, 1, 2)  # (N, C, H, W)
-    labels = version.labels("train") if version.num_classes else None
-    z = latent_means(model, images, labels=labels if model.num_classes else None)
-    weights, log_density = estimate_weights(z, cfg)
-    params = cfg.params()
-    key = f"{version.content_hash[:12]}-{vae_run_id[:12]}-{_digest(params)}"
-    path = write_weights(weights_table(weights, log_density, labels), paths.home() / "weights" / key / WEIGHTS_FILE,
-                         {"dataset_hash": version.content_hash, "vae_run_id": vae_run_id, "split": "train",
-                          "params": params, "key": key})
-    stats = diagnostics(weights)
-    tags = {"genlib.stage": "reweight", "genlib.dataset_hash": version.content_hash, "genlib.vae_run_id": vae_run_id,
-            "genlib.weights_key": key}
-    with tracker.run(experiment_name(vae.config), f"reweight-{cfg.method}", parent_run_id, tags) as run_id:
-        tracker.log_params(run_id, {**{f"reweight.{k}": v for k, v in params.items()},
-                                    "reweight.split": "train", "reweight.latent_dims": z.shape[1]})
-        tracker.log_metrics(run_id, stats)
-        tracker.log_artifact(run_id, path)
-        tracker.log_image(run_id, weight_histogram(weights), "reweight/weight_histogram.png")
-        for name, grid in extreme_samples(images, weights, version.levels).items():
-            tracker.log_image(run_id, grid, f"reweight/{name}.png")
-        if labels is not None:  # a report only: the weights never saw the labels
-            table = per_label_table(weights, labels)
-            tracker.log_dict(run_id, table.to_dict(orient="records"), "reweight/per_label.json")
-            tracker.log_metrics(run_id, {f"label_{int(r.label)}_weight_ratio": r.mean_weight_ratio
-                                         for r in table.itertuples()})
-    return ReweightResult(run_id, path, stats)
-
-
-def _digest(params: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]

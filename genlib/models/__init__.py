@@ -1,14 +1,19 @@
-"""Model families behind one contract (``base.GenerativeModel``), looked up by name."""
+"""Model families behind one contract (``base.GenerativeModel``), looked up by name.
+
+The registry lives in ``base.py``; importing this package imports every family, which
+registers itself there.
+"""
 
 from __future__ import annotations
 
-from genlib.models.base import GenerativeModel, check_family
-from genlib.registry import Registry
+from genlib.models import baselines, gan, pixelcnn, vae  # noqa: F401 - importing a family registers it
+from genlib.models.base import MODELS, GenerativeModel
+from genlib.config import ModelConfig
 
-MODELS: Registry[type[GenerativeModel]] = Registry("model family", check=check_family)
 
-# Importing a family registers it.
-from genlib.models import baselines, gan, pixelcnn, vae  # noqa: E402,F401
+def model_config_class(family: str) -> type[ModelConfig]:
+    """The config class of a registered family (its model section's type)."""
+    return MODELS.get(family).config_class
 
 
 def build_model(config, shape, levels, num_classes=None) -> GenerativeModel:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from genlib.config import ModelConfig, TrainConfig
+from genlib.registry import Registry
 
 # Names a family may declare in ``capabilities``.
 LOG_PROB = "log_prob"  # log_prob(x): nats per image, exact or a bound (see log_prob_exact)
@@ -92,6 +93,13 @@ class GenerativeModel(nn.Module):
         """Perform this family's update on one batch; return float metrics including ``loss``."""
         raise NotImplementedError
 
+    @staticmethod
+    def optimize(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """One gradient update of ``loss`` with ``optimizer`` (a GAN calls it once per player)."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
     def on_epoch_end(self) -> None:
         """Called by the trainer after each training epoch, on every worker (EM's M-step, say)."""
 
@@ -153,3 +161,7 @@ def check_family(cls: type) -> None:
 def to_unit(x: torch.Tensor, levels: int) -> torch.Tensor:
     """uint8 levels → floats in [-1, 1]."""
     return x.float() * (2.0 / (levels - 1)) - 1.0
+
+
+# Every family registers itself here on import (``@MODELS.register("vae")``).
+MODELS: Registry[type[GenerativeModel]] = Registry("model family", check=check_family)

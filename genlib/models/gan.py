@@ -30,8 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlib.config import ModelConfig, TrainConfig
-from genlib.models import MODELS
-from genlib.models.base import INTERPOLATE, Batch, GenerativeModel, to_unit
+from genlib.models.base import MODELS, INTERPOLATE, Batch, GenerativeModel, to_unit
 from genlib.models.layers import downsample_steps, latent_path
 
 
@@ -178,15 +177,11 @@ class GAN(GenerativeModel):
         labels = self.class_labels(batch.labels, len(batch.x))
         z = torch.randn(len(batch.x), self.config.latent_dim, device=batch.x.device)
         d_loss = self.run("d", batch.x, z, labels)
-        optimizers["discriminator"].zero_grad(set_to_none=True)
-        d_loss.backward()
-        optimizers["discriminator"].step()
+        self.optimize(optimizers["discriminator"], d_loss)
         metrics = {"d_loss": d_loss.item()}
         if step % self.config.n_critic == 0:
             g_loss = self.run("g", None, torch.randn_like(z), labels)
-            optimizers["generator"].zero_grad(set_to_none=True)
-            g_loss.backward()
-            optimizers["generator"].step()
+            self.optimize(optimizers["generator"], g_loss)
             self._update_ema()
             metrics["g_loss"] = g_loss.item()
         metrics["loss"] = d_loss.item() + metrics.get("g_loss", 0.0)

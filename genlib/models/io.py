@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from genlib.config import config_from_dict
-from genlib.models import GenerativeModel, build_model
+from genlib.config import parse_model
+from genlib.io import atomic_dir
+from genlib.models import GenerativeModel, build_model, model_config_class
 
 WEIGHTS = "model.safetensors"
 OPTIMIZERS = "optimizers.pt"
@@ -32,10 +30,7 @@ def save_checkpoint(path: str | Path, model: GenerativeModel,
                     optimizers: dict[str, torch.optim.Optimizer] | None = None,
                     **progress: Any) -> Path:
     """Write a checkpoint directory atomically (temp dir + rename). ``progress``: epoch, step, metrics..."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".tmp-{path.name}-"))
-    try:
+    with atomic_dir(path, overwrite=True) as tmp:
         weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(weights, tmp / WEIGHTS)
         if optimizers:
@@ -43,12 +38,6 @@ def save_checkpoint(path: str | Path, model: GenerativeModel,
         state = {"model_config": dataclasses.asdict(model.config), "shape": list(model.shape),
                  "levels": model.levels, "num_classes": model.num_classes, **progress}
         (tmp / STATE).write_text(json.dumps(state, indent=2, default=float))
-        if path.exists():
-            shutil.rmtree(path)
-        os.rename(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return path
 
 
@@ -62,7 +51,7 @@ def read_state(path: str | Path) -> dict[str, Any]:
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> GenerativeModel:
     """Rebuild the model a checkpoint describes and load its weights."""
     state = read_state(path)
-    model_cfg = config_from_dict({"model": state["model_config"]}).model
+    model_cfg = parse_model(state["model_config"], model_config_class)
     model = build_model(model_cfg, tuple(state["shape"]), state["levels"], state["num_classes"])
     model.load_state_dict(load_file(Path(path) / WEIGHTS, device=str(map_location)))
     return model.to(map_location)

@@ -32,8 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlib.config import ModelConfig
-from genlib.models import MODELS
-from genlib.models.base import COMPLETE, LOG_PROB, Batch, GenerativeModel, to_unit
+from genlib.models.base import MODELS, COMPLETE, LOG_PROB, Batch, GenerativeModel, to_unit
 from genlib.models.layers import MaskedConv2d, bits_per_dim, categorical_log_likelihood, channel_groups
 
 
@@ -68,9 +67,7 @@ class AutoregressiveModel(GenerativeModel):
     def training_step(self, batch: Batch, optimizers, step: int) -> dict[str, float]:
         opt = optimizers["model"]
         loss = self.run(batch.x, batch.labels).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        self.optimize(opt, loss)
         return {"loss": loss.item(), "bpd": bits_per_dim(loss.item(), self.dims)}
 
     @torch.no_grad()

@@ -26,10 +26,9 @@ from dataclasses import dataclass
 import torch
 
 from genlib.config import ModelConfig
-from genlib.models import MODELS
 import torch.nn.functional as F
 
-from genlib.models.base import ENCODE, INTERPOLATE, LOG_PROB, TRAVERSE, Batch, GenerativeModel, to_unit
+from genlib.models.base import MODELS, ENCODE, INTERPOLATE, LOG_PROB, TRAVERSE, Batch, GenerativeModel, to_unit
 from genlib.models.layers import (ConvDecoder, ConvEncoder, bits_per_dim, categorical_log_likelihood,
                                   latent_path)
 
@@ -99,9 +98,7 @@ class VAE(GenerativeModel):
         opt = optimizers["model"]
         terms = self.run(batch.x, batch.labels)
         loss = (terms["recon"] + self.config.beta * terms["kl"]).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        self.optimize(opt, loss)
         return self._metrics(terms, loss)
 
     @torch.no_grad()

@@ -35,6 +35,19 @@ def plan(marker_dir: Path) -> dict | None:
             "marker": str(Path(marker_dir) / ".chaos-fired")}
 
 
+class Faults:
+    """The faults a worker injects, from the driver's plan (``plan``); none when the plan is None."""
+
+    def __init__(self, chaos: dict | None, rank: int):
+        self.chaos, self.rank = chaos, rank
+
+    def before_step(self, model, step: int) -> None:
+        maybe_poison(self.chaos, model, step)
+
+    def after_epoch(self, epoch: int) -> None:
+        maybe_kill(self.chaos, epoch, self.rank)
+
+
 def maybe_poison(chaos: dict | None, model, step: int) -> None:
     """Fill the model's parameters with NaN at the planned step."""
     if not chaos or chaos.get("nan_at_step") != step:

@@ -1,8 +1,10 @@
-"""Driver side of training: start (or join) Ray, run the TorchTrainer, record the run in MLflow.
+"""Driver side of training: start (or join) Ray, run the TorchTrainer, pick the checkpoint.
 
 Scaling, failure handling and checkpoint retention are Ray Train's (``ScalingConfig``,
-``FailureConfig``, ``CheckpointConfig``); this module only translates genlib's config into them
-and picks the checkpoint to evaluate (best validation loss, or the last one).
+``FailureConfig``, ``CheckpointConfig``); this module only translates genlib's config into them,
+names the logical job (``job_key``, ``job_lane``) so a relaunched driver resumes it, and picks the
+checkpoint to evaluate (best validation loss, or the last one). The train stage
+(``genlib/stages/train.py``) calls it and records the run.
 """
 
 from __future__ import annotations
@@ -14,32 +16,18 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from genlib import paths
 from genlib.config import Config
 from genlib.data.dataset import DatasetVersion
-from genlib.tracking import Tracker
 from genlib.train import chaos
+from genlib.train.hooks import TrainHooks
 
 log = logging.getLogger(__name__)
 
 SELECT_BY = ("val_loss", "last")
 PRECISIONS = ("fp32", "bf16")
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    run_id: str  # the MLflow run of this training
-    checkpoint: Path  # local copy of the selected checkpoint
-    epoch: int  # epoch of the selected checkpoint
-    metrics: dict[str, Any]  # metrics reported with the selected checkpoint
-
-
-def experiment_name(cfg: Config) -> str:
-    return cfg.tracking.experiment or f"genlib-{cfg.data.source}"
 
 
 def ensure_ray(address: str | None = None) -> None:
@@ -55,75 +43,12 @@ def ensure_ray(address: str | None = None) -> None:
         ray.init(logging_level=logging.WARNING)
 
 
-def train(cfg: Config, dataset: str | Path, tracker: Tracker | None = None,
-          parent_run_id: str | None = None) -> TrainResult:
-    """Train ``cfg.model`` on a prepared dataset version in a new MLflow run (nested if a parent is given)."""
+def check_train_config(cfg: Config) -> None:
+    """Refuse train settings this module cannot honour, before any run opens."""
     if cfg.train.select_by not in SELECT_BY:
         raise ValueError(f"train.select_by must be one of {SELECT_BY}, got {cfg.train.select_by!r}")
     if cfg.train.precision not in PRECISIONS:
         raise ValueError(f"train.precision must be one of {PRECISIONS}, got {cfg.train.precision!r}")
-    tracker = tracker or Tracker(cfg.tracking.tracking_uri)
-    version = DatasetVersion(dataset)
-    tags = {"genlib.stage": "train", "genlib.family": cfg.model.family, "genlib.model": cfg.model.label,
-            "genlib.dataset_hash": version.content_hash, "genlib.preset": cfg.name}
-    weights, weights_meta = training_weights(cfg, version, tracker)
-    ensure_ray()
-    check_cluster_storage(cfg.train.storage_path, version.path)  # before any run is opened
-    if weights_meta:
-        tags.update({"genlib.weights_key": weights_meta["key"], "genlib.vae_run_id": weights_meta["vae_run_id"]})
-    job = job_key(cfg, version)
-    with job_lane(job) as lane:
-        tags.update({"genlib.job_key": job, "genlib.job_lane": str(lane)})
-        earlier = tracker.find_runs(experiment_name(cfg), {"genlib.job_key": job, "genlib.job_lane": str(lane)})
-        unfinished = next((r.info.run_id for r in earlier if r.info.status != "FINISHED"), None)
-        # The Ray run name is stable for a logical job: a relaunched driver (after a crash, or a
-        # Prefect retry) finds the same name in storage and Ray Train resumes from its last
-        # checkpoint; the unfinished MLflow run is reopened, so the job keeps one run and one metric
-        # history. Drivers running the same job at the same time hold different lanes: separate runs.
-        finished = sum(r.info.status == "FINISHED" for r in earlier)
-        ray_name = f"{cfg.name}-{cfg.model.label}-{job[:12]}-{lane}-{finished}"
-        return _train_in_run(cfg, version, tracker, parent_run_id, tags, weights, unfinished, ray_name)
-
-
-def _train_in_run(cfg: Config, version: DatasetVersion, tracker: Tracker, parent_run_id: str | None, tags: dict,
-                  weights, unfinished: str | None, ray_name: str) -> TrainResult:
-    with tracker.run(experiment_name(cfg), f"train-{cfg.model.label}", parent_run_id, tags,
-                     reopen=unfinished) as run_id:
-        if unfinished:
-            tracker.set_tags(run_id, {"genlib.driver_relaunched": "true"})
-        else:
-            tracker.log_params(run_id, cfg.flat())
-            tracker.log_dataset(run_id, version.manifest, version.path, context="train")
-        tracker.set_tags(run_id, {"genlib.ray_run_name": ray_name})
-        result = fit(cfg, version.path, tracker.uri, run_id, weights, ray_name)
-        _check_finite(result, cfg)
-        checkpoint, metrics = select_checkpoint(result, cfg.train.select_by)
-        local = paths.home() / "checkpoints" / run_id
-        _download(checkpoint, local)
-        tracker.log_artifacts(run_id, local, "checkpoint")
-        epoch = int(metrics["epoch"])
-        tracker.set_tags(run_id, {"genlib.selected_epoch": epoch, "genlib.selected_by": cfg.train.select_by,
-                                  "genlib.checkpoint": str(local)})
-        tracker.log_metrics(run_id, {"selected_epoch": epoch, "selected_val_loss": metrics["val_loss"]})
-    return TrainResult(run_id, local, epoch, dict(metrics))
-
-
-def training_weights(cfg: Config, version: DatasetVersion, tracker: Tracker):
-    """The per-sample weights ``train.weights`` names, checked against the dataset: (weights, meta),
-    or (None, None) for uniform sampling."""
-    if not cfg.train.weights:
-        return None, None
-    from genlib.evaluate.reweight import read_weights
-    from genlib.runs import weights_file
-
-    table, meta = read_weights(weights_file(tracker, cfg.train.weights))
-    if meta.get("dataset_hash") != version.content_hash or len(table) != version.manifest["splits"]["train"]:
-        theirs = str(meta.get("dataset_hash"))[:12]
-        raise ValueError(f"the weights {cfg.train.weights} are for dataset {theirs} "
-                         f"({len(table)} train images), not {version.content_hash[:12]} "
-                         f"({version.manifest['splits']['train']}); "
-                         f"compute weights for this dataset with genlib reweight")
-    return table["weight"].to_numpy(), meta
 
 
 @contextlib.contextmanager
@@ -158,10 +83,11 @@ def job_key(cfg: Config, version: DatasetVersion) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def fit(cfg: Config, dataset: Path, tracking_uri: str, run_id: str, weights=None, name: str | None = None):
-    """Run the Ray TorchTrainer; returns Ray's ``Result``. ``weights``: per-sample sampling weights of
-    the train split, or None for uniform sampling. ``name``: the Ray run name (a run of that name in
-    storage is resumed from its last checkpoint)."""
+def fit(cfg: Config, dataset: Path, hooks: TrainHooks, name: str, weights=None):
+    """Run the Ray TorchTrainer; returns Ray's ``Result``. ``hooks``: what rank 0 tells the outside
+    world (``loop.TrainHooks``); ``name``: the Ray run name (a run of that name in storage is
+    resumed from its last checkpoint); ``weights``: per-sample sampling weights of the train
+    split, or None for uniform sampling."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -173,7 +99,6 @@ def fit(cfg: Config, dataset: Path, tracking_uri: str, run_id: str, weights=None
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     ensure_ray()
     storage = cfg.train.storage_path or str(paths.ray_results())
-    name = name or f"{cfg.name}-{cfg.model.label}-{run_id[:12]}"
     use_gpu = cfg.train.gpus_per_worker > 0
     resources = {"CPU": cfg.train.cpus_per_worker}
     if use_gpu:
@@ -183,7 +108,7 @@ def fit(cfg: Config, dataset: Path, tracking_uri: str, run_id: str, weights=None
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "dataset": str(Path(dataset).resolve()),
-                           "tracking_uri": tracking_uri, "run_id": run_id,
+                           "hooks": hooks,
                            "weights": None if weights is None else [float(w) for w in weights],
                            "chaos": chaos.plan(Path(_local(storage)) / name)},
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=use_gpu,
@@ -195,7 +120,7 @@ def fit(cfg: Config, dataset: Path, tracking_uri: str, run_id: str, weights=None
     return trainer.fit()
 
 
-def _check_finite(result, cfg: Config) -> None:
+def check_finite(result, cfg: Config) -> None:
     """Raise if training stopped on a non-finite loss, naming the step and the last good checkpoint."""
     stopped = result.return_value or {}
     if "nonfinite_step" not in stopped:
@@ -249,7 +174,8 @@ def select_checkpoint(result, select_by: str):
     return min(result.best_checkpoints, key=lambda pair: pair[1]["val_loss"])
 
 
-def _download(checkpoint, dst: Path) -> None:
+def download(checkpoint, dst: Path) -> None:
+    """A local copy of a Ray checkpoint at ``dst`` (replacing what is there)."""
     if dst.exists():
         shutil.rmtree(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)

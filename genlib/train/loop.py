@@ -3,18 +3,18 @@
 Each Ray Train worker builds the model from the config, restores the latest checkpoint if Ray
 hands one back (after a failure or a relaunch), wraps the model for DDP, and for every epoch:
 trains on its shard of the train split, scores its shard of the validation split, combines both
-across workers, reports to Ray Train (with a checkpoint every ``checkpoint_every`` epochs), and —
-on rank 0 only — logs the epoch's metrics and, every ``sample_every`` epochs, a sample grid to
-the MLflow run the driver created.
+across workers, tells its hooks (rank 0: the train stage's, which record to MLflow; ``hooks.py``)
+and reports to Ray Train, with a checkpoint every ``checkpoint_every`` epochs. Fault injection
+for recovery tests (``chaos.py``) sits behind ``Faults``.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,34 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from genlib.config import Config, config_from_dict
+from genlib.config import Config
 from genlib.data.dataset import DatasetVersion
 from genlib.data.sampling import WeightedDistributedSampler
-from genlib.figures import image_grid
 from genlib.models import GenerativeModel, build_model
 from genlib.models.base import Batch
 from genlib.models.io import load_optimizer_states, read_checkpoint, save_checkpoint
-from genlib.tracking import Tracker
-from genlib.train import chaos
+from genlib.presets import config_from_dict
+from genlib.train.chaos import Faults
+from genlib.train.hooks import TrainHooks
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint, so a resumed run continues exactly."""
+    epoch: int = -1  # the last finished epoch (−1: none)
+    step: int = 0  # optimizer steps taken
+    best_val_loss: float = float("inf")
+    stale_epochs: int = 0  # epochs since val_loss last improved
+
+    def end_epoch(self, epoch: int, val_loss: float, patience: int | None) -> bool:
+        """Record a finished epoch; True when early stopping says stop (the same on every rank:
+        val_loss is all-reduced)."""
+        self.epoch = epoch
+        if val_loss < self.best_val_loss:
+            self.best_val_loss, self.stale_epochs = val_loss, 0
+        else:
+            self.stale_epochs += 1
+        return patience is not None and self.stale_epochs >= patience
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
@@ -42,17 +61,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     version = DatasetVersion(loop_config["dataset"])
-    tracker = Tracker(loop_config["tracking_uri"]) if rank == 0 else None
-    run_id = loop_config["run_id"]
+    hooks: TrainHooks = loop_config["hooks"] if rank == 0 else TrainHooks()
+    faults = Faults(loop_config.get("chaos"), rank)
 
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     model = build_model(cfg.model, version.shape, version.levels, version.num_classes)
-    state, optimizer_states = _restore(model)
-    logged = -1  # epochs up to this one are in the MLflow history already (from an attempt that died)
-    if state["epoch"] >= 0 and tracker:
-        tracker.set_tags(run_id, {"genlib.resumed_from_epoch": state["epoch"]})
-        logged = tracker.last_step(run_id, "val_loss")
-    torch.manual_seed(cfg.train.seed + 1000 * rank + state["epoch"] + 1)  # own noise per rank and epoch
+    progress, optimizer_states = _restore(model)
+    hooks.resumed(progress.epoch)
+    torch.manual_seed(cfg.train.seed + 1000 * rank + progress.epoch + 1)  # own noise per rank and epoch
     # Moves to the device; DDP when world > 1 and there are gradients to synchronise.
     strategy = "ddp" if model.trainable else None
     model.bind_runner(ray.train.torch.prepare_model(model, parallel_strategy=strategy,
@@ -60,28 +76,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     optimizers = model.configure_optimizers(cfg.train)
     if optimizer_states is not None:
         load_optimizer_states(optimizers, optimizer_states)
+    train_loader, val_loader = _loaders(cfg, version, rank, world, loop_config.get("weights"))
 
-    train_set = version.dataset("train")
-    if loop_config.get("weights") is not None:  # one weighted draw per epoch, split across the ranks
-        sampler = WeightedDistributedSampler(loop_config["weights"], world, rank, seed=cfg.train.seed,
-                                             dataset_size=len(train_set))
-    else:
-        sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.train.seed)
-    per_worker = max(1, cfg.train.batch_size // world)
-    train_loader = DataLoader(train_set, batch_size=per_worker, sampler=sampler)
-    val_set = version.dataset("val")
-    val_loader = DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=per_worker)
-
-    step, best_val, stale = state["step"], state["best_val_loss"], state["stale_epochs"]
-    for epoch in range(state["epoch"] + 1, cfg.train.epochs):
-        sampler.set_epoch(epoch)
+    for epoch in range(progress.epoch + 1, cfg.train.epochs):
+        train_loader.sampler.set_epoch(epoch)
         started = time.perf_counter()
         model.train()
-        train_metrics, step, bad_step = _train_epoch(model, train_loader, optimizers, step, device,
-                                                     loop_config.get("chaos"), cfg.train.precision)
+        train_metrics, progress.step, bad_step = _train_epoch(model, train_loader, optimizers, progress.step, device,
+                                                              faults, cfg.train.precision)
         if bad_step is not None:  # every rank knows (all-reduced): stop together, no checkpoint of NaNs
-            if tracker:
-                tracker.set_tags(run_id, {"genlib.nonfinite_step": bad_step})
+            hooks.nonfinite(bad_step)
             return {"nonfinite_step": bad_step, "epoch": epoch, "train_metrics": train_metrics}  # to the driver
         model.on_epoch_end()
         seconds = time.perf_counter() - started
@@ -89,46 +93,41 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         val_metrics = _validate(model, val_loader, device, seed=cfg.train.seed)
         metrics = {**_prefix(train_metrics, "train_"), **_prefix(val_metrics, "val_"),
                    "epoch": epoch, "epoch_seconds": seconds,
-                   "images_per_second": len(train_set) / seconds}
-        # Every rank sees the same all-reduced val_loss, so every rank takes the same decision.
-        best_val, stale = (metrics["val_loss"], 0) if metrics["val_loss"] < best_val else (best_val, stale + 1)
-        stop = cfg.train.patience is not None and stale >= cfg.train.patience
+                   "images_per_second": len(train_loader.dataset) / seconds}
+        stop = progress.end_epoch(epoch, metrics["val_loss"], cfg.train.patience)
         last = stop or epoch == cfg.train.epochs - 1
-        # NOTE: an epoch re-run after a restart keeps the metrics its lost attempt logged: MLflow
-        # cannot replace a point, and a second point at the same step would duplicate the epoch.
-        if tracker and epoch > logged:
-            _log_epoch(tracker, run_id, model, cfg, metrics, samples=_due(epoch, cfg.train.sample_every, last))
-            if stop:
-                tracker.set_tags(run_id, {"genlib.stopped_early_at_epoch": epoch})
-        progress = {"epoch": epoch, "step": step, "best_val_loss": best_val, "stale_epochs": stale}
+        hooks.epoch_end(model, cfg, metrics, samples=_due(epoch, cfg.train.sample_every, last), stopped_early=stop)
         _report(model, optimizers, metrics, progress, _due(epoch, cfg.train.checkpoint_every, last), cfg, rank)
-        chaos.maybe_kill(loop_config.get("chaos"), epoch, rank)
+        faults.after_epoch(epoch)
         if stop:
             break
 
 
-def _restore(model: GenerativeModel) -> tuple[dict[str, Any], dict | None]:
+def _loaders(cfg: Config, version: DatasetVersion, rank: int, world: int, weights) -> tuple[DataLoader, DataLoader]:
+    """This rank's shard of the train split (weighted or shuffled, reseeded per epoch) and of the val split."""
+    train_set = version.dataset("train")
+    if weights is not None:  # one weighted draw per epoch, split across the ranks
+        sampler = WeightedDistributedSampler(weights, world, rank, seed=cfg.train.seed, dataset_size=len(train_set))
+    else:
+        sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.train.seed)
+    per_worker = max(1, cfg.train.batch_size // world)
+    val_set = version.dataset("val")
+    return (DataLoader(train_set, batch_size=per_worker, sampler=sampler),
+            DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=per_worker))
+
+
+def _restore(model: GenerativeModel) -> tuple[Progress, dict | None]:
     """Load the checkpoint Ray hands back after a failure or a relaunch, if any.
 
     Returns the progress to continue from (epoch −1 for a fresh start) and optimizer states."""
-    fresh = {"epoch": -1, "step": 0, "best_val_loss": float("inf"), "stale_epochs": 0}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return fresh, None
+        return Progress(), None
     with checkpoint.as_directory() as ckpt_dir:
         state, weights, optimizer_states = read_checkpoint(ckpt_dir)
     model.load_state_dict(weights)
-    return {key: state.get(key, default) for key, default in fresh.items()}, optimizer_states
-
-
-def _log_epoch(tracker: Tracker, run_id: str, model: GenerativeModel, cfg: Config,
-               metrics: dict[str, float], samples: bool) -> None:
-    # The real stdout: Ray Train patches print() into its logger, which echoes it twice.
-    sys.__stdout__.write(_progress_line(cfg, metrics) + "\n")
-    sys.__stdout__.flush()
-    tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=int(metrics["epoch"]))
-    if samples:
-        _log_samples(tracker, run_id, model, cfg, int(metrics["epoch"]))
+    fresh = asdict(Progress())
+    return Progress(**{key: state.get(key, default) for key, default in fresh.items()}), optimizer_states
 
 
 def _quiet_report_logs() -> None:
@@ -143,7 +142,7 @@ def _quiet_report_logs() -> None:
         pass
 
 
-def _train_epoch(model: GenerativeModel, loader, optimizers, step: int, device, chaos_plan: dict | None = None,
+def _train_epoch(model: GenerativeModel, loader, optimizers, step: int, device, faults: Faults | None = None,
                  precision: str = "fp32"):
     """One pass over this rank's shard: (metrics averaged over all ranks, next step, first step
     with a non-finite training metric on any rank or None).
@@ -156,7 +155,8 @@ def _train_epoch(model: GenerativeModel, loader, optimizers, step: int, device, 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     for item in loader:
         batch = Batch.from_loader(item).to(device)
-        chaos.maybe_poison(chaos_plan, model, step)
+        if faults:
+            faults.before_step(model, step)
         with autocast:
             out = model.training_step(batch, optimizers, step)
         if bad_step is None and not all(map(_finite, out.values())):
@@ -205,8 +205,8 @@ def _global_mean(sums: dict[str, float], count: int, device) -> dict[str, float]
     return {k: v / max(count, 1) for k, v in zip(keys, values)}
 
 
-def _report(model, optimizers, metrics, progress: dict[str, Any], with_checkpoint: bool, cfg: Config,
-            rank: int) -> None:
+def _report(model, optimizers, metrics, progress: Progress, with_checkpoint: bool, cfg: Config, rank: int) -> None:
+    """Report the epoch to Ray Train, with a checkpoint (written by rank 0) when one is due."""
     if not with_checkpoint:
         ray.train.report(metrics)
         return
@@ -214,22 +214,9 @@ def _report(model, optimizers, metrics, progress: dict[str, Any], with_checkpoin
         checkpoint = None
         if rank == 0:
             path = save_checkpoint(Path(tmp) / "checkpoint", model, optimizers, metrics=metrics,
-                                   config=cfg.to_dict(), **progress)
+                                   config=cfg.to_dict(), **asdict(progress))
             checkpoint = ray.train.Checkpoint.from_directory(str(path))
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{progress['epoch']:05d}")
-
-
-def _log_samples(tracker: Tracker, run_id: str, model: GenerativeModel, cfg: Config, epoch: int) -> None:
-    generator = torch.Generator().manual_seed(cfg.train.seed)
-    images = model.sample(cfg.eval.n_samples, generator=generator)
-    tracker.log_image(run_id, image_grid(images, model.levels), f"samples/epoch_{epoch:04d}.png")
-
-
-def _progress_line(cfg: Config, metrics: dict[str, float]) -> str:
-    keys = ["train_loss", "val_loss", *(k for k in metrics if k.startswith("val_") and k.endswith("bpd"))]
-    shown = " ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics)
-    return (f"[{cfg.model.label}] epoch {int(metrics['epoch']) + 1}/{cfg.train.epochs}  {shown}  "
-            f"({metrics['images_per_second']:.0f} img/s)")
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{progress.epoch:05d}")
 
 
 def _due(epoch: int, every: int, last: bool) -> bool:

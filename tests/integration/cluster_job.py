@@ -8,9 +8,9 @@ import sys
 import ray
 from ray.cluster_utils import Cluster
 
-from genlib.config import load_config
+from genlib.presets import load_config
 from genlib.data.prepare import prepare
-from genlib.train.launch import train
+from genlib.stages.train import train
 
 
 def main(out: str, storage: str) -> None:

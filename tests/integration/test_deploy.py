@@ -88,7 +88,7 @@ def test_prefect_yaml_parses_and_every_entrypoint_is_a_flow():
 
 def test_cache_keys_are_scoped_to_the_inputs_and_the_state_directory(tmp_path, monkeypatch):
     from flows import pipeline, reweight
-    from genlib.config import load_config
+    from genlib.presets import load_config
     from genlib.data.prepare import prepare
 
     cfg = load_config("digits-quick", CHEAP)
@@ -209,8 +209,8 @@ def test_task_retry_and_flow_retry_reuse_finished_stages(prefect_server, ray_loc
     monkeypatch.setattr(pipeline_module, "train", counted("train", pipeline_module.train))
     monkeypatch.setattr(pipeline_module, "evaluate", counted(
         "evaluate", pipeline_module.evaluate, {1: ConnectionResetError("injected: peer reset")}))
-    monkeypatch.setattr(pipeline_module, "evaluation_report", counted(
-        "report", pipeline_module.evaluation_report, {1: ValueError("injected: the summary fails for good")}))
+    monkeypatch.setattr(pipeline_module, "summarise", counted(
+        "report", pipeline_module.summarise, {1: ValueError("injected: the summary fails for good")}))
 
     state = pipeline.with_options(retries=1, retry_delay_seconds=0)("digits-quick", CHEAP, return_state=True)
     assert state.is_completed(), state

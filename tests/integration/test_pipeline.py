@@ -137,9 +137,9 @@ def test_pipeline_bad_override_fails_before_anything_runs(prefect_server):
 def test_evaluate_a_training_run_by_id(ray_local, tmp_path, capsys):
     """`genlib evaluate --run ID` finds the run's checkpoint, config and dataset by itself."""
     from genlib.cli import main
-    from genlib.config import load_config
+    from genlib.presets import load_config
     from genlib.data.prepare import prepare
-    from genlib.train.launch import train
+    from genlib.stages.train import train
 
     cfg = load_config("digits-quick", ["train.epochs=1", "train.num_workers=1", "models=[]",
                                        "model={family: categorical}"])

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 from genlib.cli import main
-from genlib.config import DataConfig, load_config
+from genlib.config import DataConfig
+from genlib.presets import load_config
 from genlib.data.prepare import prepare
-from genlib.evaluate.reweight import read_weights
+from genlib.data.weights import read_weights
 from genlib.tracking import Tracker
-from genlib.train.launch import train
+from genlib.stages.train import train
 
 pytestmark = pytest.mark.integration
 

@@ -3,11 +3,11 @@
 import pytest
 
 from genlib import paths
-from genlib.config import load_config
+from genlib.presets import load_config
 from genlib.data.prepare import prepare
 from genlib.models.io import load_model, read_state
 from genlib.tracking import Tracker
-from genlib.train.launch import train
+from genlib.stages.train import train
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,6 @@
 import pytest
 
+from genlib.stages.summary import format_summary
 from genlib import cli
 
 
@@ -38,7 +39,7 @@ def test_summary_table_lists_metrics():
                         {"model": "pixelcnn", "family": "pixelcnn", "dataset": "digits-abc",
                          "selected_epoch": 5, "test_bpd": 1.8},
                         {"model": "gan", "family": "gan", "dataset": "digits-abc", "selected_epoch": 7}]}
-    text = cli.format_summary(summary)
+    text = format_summary(summary)
     lines = text.splitlines()
     header = next(line for line in lines if "test_bpd" in line)
     assert header.split() == ["model", "family", "epoch", "test_bpd", "test_elbo_bpd", "test_iwae5_bpd"]

@@ -4,7 +4,8 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from genlib.config import TrainConfig, config_from_dict
+from genlib.config import TrainConfig
+from genlib.presets import config_from_dict
 from genlib.models import MODELS, build_model
 from genlib.models.base import INTERPOLATE, KNOWN_CAPABILITIES, LOG_PROB, TRAVERSE, Batch
 from genlib.models.io import load_model, save_checkpoint

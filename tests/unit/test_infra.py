@@ -32,7 +32,8 @@ import pytest
 import yaml
 
 from genlib import cli, config
-from genlib.config import load_config, preset_names
+from genlib.config import preset_names
+from genlib.presets import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"

@@ -6,11 +6,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from genlib.config import DataConfig, load_config
+from genlib.config import DataConfig
+from genlib.presets import load_config
 from genlib.data.dataset import DatasetVersion
 from genlib.data.prepare import prepare
 from genlib.models import build_model
-from genlib.train.launch import train
+from genlib.stages.train import train
+from genlib.train.chaos import Faults
 from genlib.train.loop import _train_epoch
 
 
@@ -37,7 +39,7 @@ def test_an_epoch_trains_in_either_precision(precision):
 def test_a_non_finite_step_is_reported_with_its_number():
     cfg, model, loader = _setup()
     optimizers = model.configure_optimizers(cfg.train)
-    _, _, bad = _train_epoch(model, loader, optimizers, 0, torch.device("cpu"), {"nan_at_step": 3})
+    _, _, bad = _train_epoch(model, loader, optimizers, 0, torch.device("cpu"), Faults({"nan_at_step": 3}, rank=0))
     assert bad == 3
 
 

@@ -7,16 +7,8 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.neighbors import NearestNeighbors
 
-from genlib.evaluate.memorization import (
-    IVFIndex,
-    Neighbours,
-    approximate_neighbours,
-    authenticity,
-    copy_rate,
-    data_copying_zscore,
-    nearest_neighbours,
-    recall_at_k,
-)
+from genlib.evaluate.knn import IVFIndex, Neighbours, approximate_neighbours, nearest_neighbours, recall_at_k
+from genlib.evaluate.memorization import authenticity, copy_rate, data_copying_zscore
 
 
 @pytest.fixture(scope="module")

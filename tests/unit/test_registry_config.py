@@ -1,6 +1,7 @@
 import pytest
 
-from genlib.config import Config, apply_override, config_from_dict, load_config, preset_names
+from genlib.config import Config, apply_override, preset_names
+from genlib.presets import config_from_dict, load_config
 from genlib.models.vae import VAEConfig
 from genlib.registry import Registry
 

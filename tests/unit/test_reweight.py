@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from genlib.data import weights as wf
 from genlib.evaluate import reweight as rw
 from genlib.evaluate.reweight import ReweightConfig
 from genlib.models import build_model
@@ -72,9 +73,9 @@ def test_weights_do_not_depend_on_labels():
     z = _two_clusters()
     labels = np.r_[np.zeros(950, int), np.ones(50, int)]
     w, log_density = rw.estimate_weights(z)
-    table = rw.weights_table(w, log_density, labels)
-    np.testing.assert_array_equal(table["weight"], rw.weights_table(w, log_density)["weight"])
-    assert "label" not in rw.weights_table(w, log_density).columns
+    table = wf.weights_table(w, log_density, labels)
+    np.testing.assert_array_equal(table["weight"], wf.weights_table(w, log_density)["weight"])
+    assert "label" not in wf.weights_table(w, log_density).columns
 
 
 def test_product_in_log_space_equals_direct_product():
@@ -200,17 +201,17 @@ def test_parquet_round_trip(tmp_path):
     z = _two_clusters()
     labels = np.r_[np.zeros(950, int), np.ones(50, int)]
     w, log_density = rw.estimate_weights(z)
-    table = rw.weights_table(w, log_density, labels)
+    table = wf.weights_table(w, log_density, labels)
     meta = {"dataset_hash": "abc123", "vae_run_id": "r1", "split": "train", "params": ReweightConfig().params()}
-    path = rw.write_weights(table, tmp_path / "sub" / "weights.parquet", meta)
+    path = wf.write_weights(table, tmp_path / "sub" / "weights.parquet", meta)
     assert [p.name for p in path.parent.iterdir()] == ["weights.parquet"]  # no temporary file left
-    back, meta_back = rw.read_weights(path)
+    back, meta_back = wf.read_weights(path)
     assert meta_back == meta
     assert list(back.columns) == ["index", "weight", "log_density", "label"]
     np.testing.assert_array_equal(back["weight"], w)
     np.testing.assert_array_equal(back["label"], labels)
-    rw.write_weights(table.iloc[::-1], path, meta)  # rows in any order come back in sample order
-    np.testing.assert_array_equal(rw.read_weights(path)[0]["weight"], w)
+    wf.write_weights(table.iloc[::-1], path, meta)  # rows in any order come back in sample order
+    np.testing.assert_array_equal(wf.read_weights(path)[0]["weight"], w)
 
 
 def _write_raw(path, frame, meta=True):
@@ -219,7 +220,7 @@ def _write_raw(path, frame, meta=True):
 
     arrow = pa.Table.from_pandas(frame, preserve_index=False)
     if meta:
-        arrow = arrow.replace_schema_metadata({rw.META_KEY: b"{}"})
+        arrow = arrow.replace_schema_metadata({wf.META_KEY: b"{}"})
     pq.write_table(arrow, path)
     return path
 
@@ -227,7 +228,7 @@ def _write_raw(path, frame, meta=True):
 def test_bad_weight_tables_are_rejected(tmp_path):
     import pandas as pd
 
-    good = rw.weights_table(np.full(4, 0.25), np.zeros(4))
+    good = wf.weights_table(np.full(4, 0.25), np.zeros(4))
     cases = {
         "lacks column": good.drop(columns="log_density"),
         "non-finite": good.assign(weight=[0.5, np.nan, 0.25, 0.25]),
@@ -237,16 +238,16 @@ def test_bad_weight_tables_are_rejected(tmp_path):
     }
     for message, frame in cases.items():
         with pytest.raises(ValueError, match=message):
-            rw.read_weights(_write_raw(tmp_path / "bad.parquet", frame))
+            wf.read_weights(_write_raw(tmp_path / "bad.parquet", frame))
         with pytest.raises(ValueError, match=message):
-            rw.write_weights(frame, tmp_path / "never.parquet", {})
+            wf.write_weights(frame, tmp_path / "never.parquet", {})
     assert not (tmp_path / "never.parquet").exists()
     with pytest.raises(ValueError, match="without genlib weights metadata"):
-        rw.read_weights(_write_raw(tmp_path / "plain.parquet", pd.DataFrame(good), meta=False))
+        wf.read_weights(_write_raw(tmp_path / "plain.parquet", pd.DataFrame(good), meta=False))
     with pytest.raises(FileNotFoundError, match="no weights file"):
-        rw.read_weights(tmp_path / "missing.parquet")
+        wf.read_weights(tmp_path / "missing.parquet")
     with pytest.raises(ValueError, match="same"):
-        rw.weights_table(np.full(4, 0.25), np.zeros(3))
+        wf.weights_table(np.full(4, 0.25), np.zeros(3))
 
 
 # --------------------------------------------------------------------------- latents of a real model

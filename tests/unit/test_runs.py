@@ -2,7 +2,8 @@
 
 import pytest
 
-from genlib.runs import model_checkpoint, register_best, run_checkpoint
+from genlib.runs import model_checkpoint, run_checkpoint
+from genlib.stages.summary import register_best
 from genlib.tracking import Tracker
 
 

@@ -1,0 +1,50 @@
+"""The feature-extractor contract: uint8 images (N, C, H, W) in a dataset's levels → features (N, D).
+
+Extractors register themselves in ``EXTRACTORS`` by name (``domain.py``, ``inception.py``);
+``features.py`` imports every one of them. Each names its preprocessing, which is part of every
+cache key and logged name, so features from different networks are never mixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from genlib.data.dataset import DatasetVersion
+from genlib.evaluate.cache import cached_arrays
+from genlib.registry import Registry
+
+
+@dataclass
+class Extractor:
+    name: str  # registry name
+    preprocessing: str  # everything that changes the numbers, for cache keys and logged names
+    dims: int
+    encode: Callable[[torch.Tensor], torch.Tensor]  # uint8 (N, C, H, W) → float (N, D)
+    info: dict  # e.g. the domain network's held-out accuracy
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor | np.ndarray, batch_size: int = 512) -> np.ndarray:
+        images = torch.as_tensor(images)
+        starts = range(0, len(images), batch_size)
+        return np.concatenate([self.encode(images[i:i + batch_size]).numpy()
+                               for i in tqdm(starts, desc=f"{self.name} features", leave=False,
+                                             disable=len(starts) < 4)])
+
+
+EXTRACTORS: Registry[Callable[[DatasetVersion], Extractor]] = Registry("feature extractor")
+
+
+def cached_features(extractor: Extractor, version: DatasetVersion, split: str) -> np.ndarray:
+    """Features of a dataset split, cached by (dataset hash, split, extractor preprocessing, n)."""
+    images = np.array(version.images(split))
+    key = f"{version.content_hash[:16]}-{split}-{extractor.preprocessing}-{len(images)}"
+
+    def compute() -> dict[str, np.ndarray]:
+        return {"features": extractor(torch.from_numpy(images).permute(0, 3, 1, 2))}
+
+    return cached_arrays(key, compute)["features"]

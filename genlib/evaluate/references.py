@@ -1,0 +1,69 @@
+"""What an evaluation compares samples with, loaded once per (dataset version, extractor).
+
+An evaluation needs the train split's pixels and features (memorization), the test split's
+features and their Gaussian statistics (sample quality, the data-copying test), and each training
+image's nearest other training image (authenticity). ``References`` computes each piece on first
+use — or reads it from the per-dataset cache (``cache.py``), where it is kept by everything that
+changes it — and holds it for the rest of the evaluation, so nothing is read or computed twice.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from genlib.data.dataset import DatasetVersion
+from genlib.evaluate.cache import cached_arrays
+from genlib.evaluate.extractor import Extractor, cached_features
+from genlib.evaluate.features import load_extractor
+from genlib.evaluate.fid import gaussian_stats
+from genlib.evaluate.knn import Neighbours, nearest_neighbours
+
+
+class References:
+    """The reference side of every metric, for one dataset version in one extractor's feature space."""
+
+    def __init__(self, version: DatasetVersion, extractor: Extractor):
+        self.version = version
+        self.extractor = extractor
+
+    @classmethod
+    def load(cls, version: DatasetVersion, extractor: str) -> References:
+        """References in the registered extractor ``extractor``'s space (its network loaded once)."""
+        return cls(version, load_extractor(extractor, version))
+
+    @cached_property
+    def train_images(self) -> torch.Tensor:
+        """uint8 (N, C, H, W)."""
+        return torch.from_numpy(np.array(self.version.images("train"))).permute(0, 3, 1, 2)
+
+    @cached_property
+    def train_pixels(self) -> np.ndarray:
+        """float32 (N, C·H·W): the pixel space of the memorization checks."""
+        return self.train_images.flatten(1).float().numpy()
+
+    @cached_property
+    def train_features(self) -> np.ndarray:
+        return cached_features(self.extractor, self.version, "train")
+
+    @cached_property
+    def test_features(self) -> np.ndarray:
+        return cached_features(self.extractor, self.version, "test")
+
+    @cached_property
+    def test_stats(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """Mean, covariance and n of the test split's features, cached by (hash, split, extractor, n)."""
+        feats = self.test_features
+        key = f"{self.version.content_hash[:16]}-test-{self.extractor.preprocessing}-{len(feats)}-gaussian"
+        stats = cached_arrays(key, lambda: dict(zip(("mu", "sigma"), gaussian_stats(feats))))
+        return stats["mu"], stats["sigma"], len(feats)
+
+    @cached_property
+    def train_self_neighbours(self) -> Neighbours:
+        """Each training image's nearest other training image in pixel space, cached per dataset."""
+        px = self.train_pixels
+        key = f"{self.version.content_hash[:16]}-train-{len(px)}-pixel-self-nn"
+        found = cached_arrays(key, lambda: nearest_neighbours(px, px, k=1, exclude_self=True)._asdict())
+        return Neighbours(found["distances"], found["indices"])

@@ -1,0 +1,77 @@
+"""The evaluate stage: score a checkpoint (``genlib.evaluate.suite``) and record it in one MLflow run,
+with an HTML report rendered from the scores in memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from genlib.config import Config
+from genlib.data.dataset import DatasetVersion
+from genlib.evaluate.suite import Scores, score
+from genlib.figures import png_bytes
+from genlib.models.io import load_model
+from genlib.report import RunView, render
+from genlib.runs import trained_run
+from genlib.tracking import REPORT, Stage, Tag, Tracker, experiment_name, param_text
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    run_id: str  # the MLflow run holding the metrics, figures and report
+    metrics: dict[str, float]
+
+
+def evaluate(cfg: Config, checkpoint: str | Path, dataset: str | Path, tracker: Tracker | None = None,
+             parent_run_id: str | None = None, train_run_id: str | None = None) -> EvalResult:
+    """Score ``checkpoint`` on ``dataset`` in a new (nested) MLflow run, with an HTML report."""
+    tracker = tracker or Tracker(cfg.tracking.tracking_uri)
+    version = DatasetVersion(dataset)
+    model = load_model(checkpoint)
+    model.eval()
+    tags = {Tag.STAGE: Stage.EVALUATE, Tag.FAMILY: cfg.model.family, Tag.MODEL: cfg.model.label,
+            Tag.DATASET_HASH: version.content_hash, Tag.PRESET: cfg.name,
+            Tag.DATASET: f"{version.manifest['source']}-{version.content_hash[:12]}"}
+    if train_run_id:
+        tags[Tag.TRAIN_RUN] = train_run_id
+    name = f"evaluate-{cfg.model.label}"
+    with tracker.run(experiment_name(cfg), name, parent_run_id, tags) as run_id:
+        tracker.log_params(run_id, {"checkpoint": str(checkpoint)})
+        tracker.log_dataset(run_id, version.manifest, version.path, context="test")
+        parts = score(model, cfg, version)
+        for part in parts:
+            _log(tracker, run_id, part)
+        view = run_view(name, run_id, tags, parts)
+        tracker.log_text(run_id, render(f"genlib evaluation: {cfg.model.label}", [view]), REPORT)
+    return EvalResult(run_id, view.metrics)
+
+
+def evaluate_run(train_run_id: str, overrides: list[str] | None = None,
+                 tracker: Tracker | None = None) -> EvalResult:
+    """Evaluate the checkpoint a training run selected, on the dataset version it was trained on.
+
+    The config is the one stored in the checkpoint, with ``overrides`` (e.g. ``eval.n_generated=5000``)
+    applied; the new run is nested where the training run is (under its pipeline run, if any)."""
+    tracker = tracker or Tracker()
+    run = trained_run(tracker, train_run_id, overrides)
+    return evaluate(run.config, run.checkpoint, run.dataset, tracker, run.parent_run_id, train_run_id)
+
+
+def run_view(name: str, run_id: str, tags: dict[str, str], parts: list[Scores]) -> RunView:
+    """What the report shows of a run, from the scores in memory (params as MLflow stores them)."""
+    view = RunView(name, run_id, dict(tags), {}, {})
+    for part in parts:
+        view.metrics.update(part.metrics)
+        view.params.update({k: param_text(v) for k, v in part.params.items()})
+        view.images.update({path: png_bytes(figure) for path, figure in part.figures.items()})
+        view.tables.update(part.tables)
+    return view
+
+
+def _log(tracker: Tracker, run_id: str, scores: Scores) -> None:
+    tracker.log_metrics(run_id, scores.metrics)
+    tracker.log_params(run_id, scores.params)
+    for path, figure in scores.figures.items():
+        tracker.log_image(run_id, figure, path)
+    for path, rows in scores.tables.items():
+        tracker.log_dict(run_id, rows, path)

@@ -1,0 +1,134 @@
+"""The train stage: one family on one dataset version, on Ray Train, recorded in one MLflow run.
+
+The driver opens the run (or reopens the unfinished run of the same logical job after a crash),
+logs the config and the dataset, runs ``genlib.train.launch.fit`` with hooks through which rank 0
+records each epoch, then logs the selected checkpoint. A failure marks the run FAILED.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genlib import paths
+from genlib.config import Config
+from genlib.data.dataset import DatasetVersion
+from genlib.data.weights import check_weights, read_weights
+from genlib.figures import image_grid
+from genlib.runs import weights_file
+from genlib.tracking import CHECKPOINT, Stage, Tag, Tracker, epoch_samples, experiment_name
+from genlib.train.hooks import TrainHooks
+from genlib.train.launch import (check_cluster_storage, check_finite, check_train_config, download, ensure_ray, fit,
+                                 job_key, job_lane, select_checkpoint)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str  # the MLflow run of this training
+    checkpoint: Path  # local copy of the selected checkpoint
+    epoch: int  # epoch of the selected checkpoint
+    metrics: dict[str, Any]  # metrics reported with the selected checkpoint
+
+
+def train(cfg: Config, dataset: str | Path, tracker: Tracker | None = None,
+          parent_run_id: str | None = None) -> TrainResult:
+    """Train ``cfg.model`` on a prepared dataset version in a new MLflow run (nested if a parent is given)."""
+    check_train_config(cfg)
+    tracker = tracker or Tracker(cfg.tracking.tracking_uri)
+    version = DatasetVersion(dataset)
+    tags = {Tag.STAGE: Stage.TRAIN, Tag.FAMILY: cfg.model.family, Tag.MODEL: cfg.model.label,
+            Tag.DATASET_HASH: version.content_hash, Tag.PRESET: cfg.name}
+    weights, weights_meta = training_weights(cfg, version, tracker)
+    ensure_ray()
+    check_cluster_storage(cfg.train.storage_path, version.path)  # before any run is opened
+    if weights_meta:
+        tags.update({Tag.WEIGHTS_KEY: weights_meta["key"], Tag.VAE_RUN: weights_meta["vae_run_id"]})
+    job = job_key(cfg, version)
+    with job_lane(job) as lane:
+        tags.update({Tag.JOB_KEY: job, Tag.JOB_LANE: str(lane)})
+        earlier = tracker.find_runs(experiment_name(cfg), {Tag.JOB_KEY: job, Tag.JOB_LANE: str(lane)})
+        unfinished = next((r.info.run_id for r in earlier if r.info.status != "FINISHED"), None)
+        # The Ray run name is stable for a logical job: a relaunched driver (after a crash, or a
+        # Prefect retry) finds the same name in storage and Ray Train resumes from its last
+        # checkpoint; the unfinished MLflow run is reopened, so the job keeps one run and one metric
+        # history. Drivers running the same job at the same time hold different lanes: separate runs.
+        finished = sum(r.info.status == "FINISHED" for r in earlier)
+        ray_name = f"{cfg.name}-{cfg.model.label}-{job[:12]}-{lane}-{finished}"
+        return _train_in_run(cfg, version, tracker, parent_run_id, tags, weights, unfinished, ray_name)
+
+
+def _train_in_run(cfg: Config, version: DatasetVersion, tracker: Tracker, parent_run_id: str | None, tags: dict,
+                  weights, unfinished: str | None, ray_name: str) -> TrainResult:
+    with tracker.run(experiment_name(cfg), f"train-{cfg.model.label}", parent_run_id, tags,
+                     reopen=unfinished) as run_id:
+        if unfinished:
+            tracker.set_tags(run_id, {Tag.DRIVER_RELAUNCHED: "true"})
+        else:
+            tracker.log_params(run_id, cfg.flat())
+            tracker.log_dataset(run_id, version.manifest, version.path, context="train")
+        tracker.set_tags(run_id, {Tag.RAY_RUN_NAME: ray_name})
+        result = fit(cfg, version.path, MLflowEpochs(tracker, run_id), ray_name, weights)
+        check_finite(result, cfg)
+        checkpoint, metrics = select_checkpoint(result, cfg.train.select_by)
+        local = paths.home() / "checkpoints" / run_id
+        download(checkpoint, local)
+        tracker.log_artifacts(run_id, local, CHECKPOINT)
+        epoch = int(metrics["epoch"])
+        tracker.set_tags(run_id, {Tag.SELECTED_EPOCH: epoch, Tag.SELECTED_BY: cfg.train.select_by,
+                                  Tag.CHECKPOINT: str(local)})
+        tracker.log_metrics(run_id, {"selected_epoch": epoch, "selected_val_loss": metrics["val_loss"]})
+    return TrainResult(run_id, local, epoch, dict(metrics))
+
+
+def training_weights(cfg: Config, version: DatasetVersion, tracker: Tracker):
+    """The per-sample weights ``train.weights`` names, checked against the dataset: (weights, meta),
+    or (None, None) for uniform sampling."""
+    if not cfg.train.weights:
+        return None, None
+    table, meta = read_weights(weights_file(tracker, cfg.train.weights))
+    check_weights(table, meta, version.content_hash, version.manifest["splits"]["train"], cfg.train.weights)
+    return table["weight"].to_numpy(), meta
+
+
+class MLflowEpochs(TrainHooks):
+    """Rank 0's records in the run the driver opened: per-epoch metrics, sample grids, a progress
+    line on the console, and tags for a resume, an early stop or a non-finite loss."""
+
+    def __init__(self, tracker: Tracker, run_id: str):
+        self.tracker, self.run_id = tracker, run_id
+        self.logged = -1  # epochs up to this one are in the MLflow history already
+
+    def resumed(self, epoch: int) -> None:
+        if epoch >= 0:
+            self.tracker.set_tags(self.run_id, {Tag.RESUMED_FROM_EPOCH: epoch})
+            self.logged = self.tracker.last_step(self.run_id, "val_loss")
+
+    def epoch_end(self, model, cfg, metrics: dict[str, float], samples: bool, stopped_early: bool) -> None:
+        epoch = int(metrics["epoch"])
+        # NOTE: an epoch re-run after a restart keeps the metrics its lost attempt logged: MLflow
+        # cannot replace a point, and a second point at the same step would duplicate the epoch.
+        if epoch <= self.logged:
+            return
+        # The real stdout: Ray Train patches print() into its logger, which echoes it twice.
+        sys.__stdout__.write(progress_line(cfg, metrics) + "\n")
+        sys.__stdout__.flush()
+        self.tracker.log_metrics(self.run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+        if samples:
+            images = model.sample(cfg.eval.n_samples, generator=torch.Generator().manual_seed(cfg.train.seed))
+            self.tracker.log_image(self.run_id, image_grid(images, model.levels), epoch_samples(epoch))
+        if stopped_early:
+            self.tracker.set_tags(self.run_id, {Tag.STOPPED_EARLY_AT_EPOCH: epoch})
+
+    def nonfinite(self, step: int) -> None:
+        self.tracker.set_tags(self.run_id, {Tag.NONFINITE_STEP: step})
+
+
+def progress_line(cfg: Config, metrics: dict[str, float]) -> str:
+    keys = ["train_loss", "val_loss", *(k for k in metrics if k.startswith("val_") and k.endswith("bpd"))]
+    shown = " ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics)
+    return (f"[{cfg.model.label}] epoch {int(metrics['epoch']) + 1}/{cfg.train.epochs}  {shown}  "
+            f"({metrics['images_per_second']:.0f} img/s)")
