@@ -30,27 +30,28 @@ def main() -> None:
 
     import torch
 
-    from genlib.presets import load_config
     from genlib.data.dataset import DatasetVersion
     from genlib.data.prepare import prepare
-    from genlib.evaluate.features import EXTRACTORS, cached_features
     from genlib.evaluate.fid import frechet_distance, gaussian_stats, kid, precision_recall
     from genlib.evaluate.knn import nearest_neighbours
     from genlib.evaluate.memorization import copy_rate
-    from genlib.evaluate.suite import evaluate, reference_stats
+    from genlib.evaluate.references import References
     from genlib.models import MODELS
+    from genlib.presets import load_config
+    from genlib.stages.evaluate import evaluate
     from genlib.stages.train import train
 
     cfg = load_config(args.preset, ["reweight.retrain=[]", *args.override])
     version = DatasetVersion(prepare(cfg.data).path)
-    extractor = EXTRACTORS.get(cfg.eval.extractor)(version)
+    refs = References.load(version, cfg.eval.extractor)
+    extractor = refs.extractor
     n = cfg.eval.n_generated
     name = extractor.name
 
     # The floor: n real training images in place of samples.
-    f_train, f_test = cached_features(extractor, version, "train"), cached_features(extractor, version, "test")
+    f_train, f_test = refs.train_features, refs.test_features
     pick = np.random.default_rng(0).choice(len(f_train), min(n, len(f_train)), replace=False)
-    mu, sigma, _ = reference_stats(extractor, version, "test")
+    mu, sigma, _ = refs.test_stats
     train_px = np.asarray(version.images("train"), np.float32).reshape(len(f_train), -1)
     test_px = np.asarray(version.images("test"), np.float32).reshape(len(f_test), -1)
     rows = [("floor: train images", {

@@ -5,6 +5,8 @@ test split: uniform over the 17 levels, and an independent per-pixel categorical
 train split (add-α smoothing) — genlib's own `categorical` model must reproduce the latter.
 Every model of the preset is trained with Ray Train (checkpoint chosen on validation loss) and
 scored exactly (autoregressive, EM baselines) or with the IWAE bound (VAE, k from the preset).
+It ends with the project's quality bar (issue 2): the VAE's IWAE bound (k ≥ 500) at most 2.15
+bits/dim, with the checkpoint chosen on validation well inside the run; it exits 1 if missed.
 
     .venv/bin/python bench/digits_quality.py [--override train.seed=1 ...] [--only vae,pixelcnn]
 """
@@ -37,9 +39,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("GENLIB_HOME", tempfile.mkdtemp(prefix="genlib-bench-"))
 
-    from genlib.presets import load_config
     from genlib.data.dataset import DatasetVersion
     from genlib.data.prepare import prepare
+    from genlib.presets import load_config
     from genlib.stages.evaluate import evaluate
     from genlib.stages.train import train
 
@@ -49,6 +51,7 @@ def main() -> None:
     rows = [("numpy: uniform", math.log2(version.levels), "", 0.0),
             ("numpy: per-pixel categorical (α=1)", per_pixel_categorical_bpd(train_x, test_x, version.levels), "", 0.0)]
     only = set(filter(None, args.only.split(",")))
+    bar = None
     for model in cfg.pipeline_models():
         if only and model.label not in only:
             continue
@@ -57,6 +60,8 @@ def main() -> None:
         trained = train(one, version.path)
         scores = evaluate(one, trained.checkpoint, version.path).metrics
         seconds = time.perf_counter() - started
+        if model.label == "vae" and f"test_iwae{cfg.eval.iwae_k}_bpd" in scores:
+            bar = (scores[f"test_iwae{cfg.eval.iwae_k}_bpd"], trained.epoch)
         for key, bpd in sorted(scores.items()):
             rows.append((f"{model.label} {key.removeprefix('test_').removesuffix('bpd').rstrip('_') or 'exact'}",
                          bpd, str(trained.epoch), seconds))
@@ -68,6 +73,13 @@ def main() -> None:
     print(f"{'model, score':40}{'test bits/dim':>15}{'ours/per-pixel':>16}{'epoch':>7}{'train+eval s':>14}")
     for name, bpd, epoch, seconds in rows:
         print(f"{name:40}{bpd:15.4f}{bpd / baseline:16.3f}{epoch:>7}{seconds:14.0f}")
+    if bar is not None:
+        iwae, epoch = bar
+        met = iwae <= 2.15 and cfg.eval.iwae_k >= 500 and epoch < cfg.train.epochs - 5
+        print(f"\nquality bar: VAE IWAE-{cfg.eval.iwae_k} {iwae:.4f} bits/dim ≤ 2.15, selected epoch {epoch} "
+              f"< {cfg.train.epochs - 5}: {'met' if met else 'MISSED'}")
+        if not met:
+            raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from tiled_digits import tiled_digits_overrides
 
 
 def throughput(cfg, dataset) -> float:
-    from genlib.tracking import Tracker
     from genlib.stages.train import train
+    from genlib.tracking import Tracker
 
     tracker = Tracker()
     result = train(cfg, dataset, tracker)
@@ -43,8 +43,8 @@ def main() -> None:
     import ray
     import torch
 
-    from genlib.presets import load_config
     from genlib.data.prepare import prepare
+    from genlib.presets import load_config
 
     data = tiled_digits_overrides(os.environ["GENLIB_HOME"], args.tile)
     base = [*data, "models=[]", f"train.epochs={args.epochs}",

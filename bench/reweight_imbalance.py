@@ -66,11 +66,13 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("GENLIB_HOME", tempfile.mkdtemp(prefix="genlib-bench-"))
 
-    from genlib.presets import load_config
+    from genlib.config import METHODS
     from genlib.data.dataset import DatasetVersion
     from genlib.data.prepare import prepare
     from genlib.data.sampling import WeightedDistributedSampler
-    from genlib.evaluate.reweight import METHODS, read_weights, reweight
+    from genlib.data.weights import read_weights
+    from genlib.presets import load_config
+    from genlib.stages.reweight import reweight
     from genlib.stages.train import train
 
     cfg = load_config("digits-imbalanced", [f"data.rare_class={args.rare_class}", f"data.rare_keep={args.keep}",

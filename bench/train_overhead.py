@@ -36,8 +36,8 @@ def main() -> None:
 
     import torch
 
-    from genlib.presets import load_config
     from genlib.data.prepare import prepare
+    from genlib.presets import load_config
 
     data = tiled_digits_overrides(os.environ["GENLIB_HOME"], args.tile)
     cfg = load_config("digits", [*data,
@@ -94,8 +94,8 @@ def ray_loop(cfg, dataset) -> tuple[float, float, float]:
     import ray
 
     from genlib.data.dataset import DatasetVersion
-    from genlib.tracking import Tracker
     from genlib.stages.train import train
+    from genlib.tracking import Tracker
 
     ray.init(address="local", num_cpus=1, logging_level="ERROR", log_to_driver=False)
     started = time.perf_counter()

@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated GENLIB_HOME per test, one real local Ray for the session."""
+"""Shared fixtures: an isolated GENLIB_HOME per test, one real local Ray for the session, and the
+expensive artefacts made once per session: the digits domain network and one real pipeline store."""
 
 from __future__ import annotations
 
@@ -26,6 +27,34 @@ def ray_local():
     ray.init(address="local", num_cpus=2, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def _digits_domain_cache(tmp_path_factory):
+    """The digits dataset's domain feature network, trained once per session: its cache folder."""
+    from genlib.config import DataConfig
+    from genlib.data.dataset import DatasetVersion
+    from genlib.data.prepare import prepare
+    from genlib.evaluate.features import load_extractor
+
+    home = tmp_path_factory.mktemp("domain") / "genlib-home"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GENLIB_HOME", str(home))
+        load_extractor("domain", DatasetVersion(prepare(DataConfig(source="digits")).path))
+    (network,) = (home / "features").glob("domain-*")
+    return network
+
+
+def _install_domain_network(network, home) -> None:
+    import shutil
+
+    shutil.copytree(network, home / "features" / network.name)
+
+
+@pytest.fixture
+def digits_domain_network(_digits_domain_cache, genlib_home):
+    """This test's GENLIB_HOME holds the digits domain network already (trained once per session)."""
+    _install_domain_network(_digits_domain_cache, genlib_home)
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +91,52 @@ def inception_weights(inception_weights_file, monkeypatch):
     monkeypatch.setenv(inception.WEIGHTS_ENV, str(path))
     monkeypatch.setattr(inception, "WEIGHTS_SHA256", sha256)
     return path
+
+
+# One real pipeline, run once per session through the `genlib pipeline` command against a Prefect
+# test server: two families (DDP on two workers), sample quality and memorization, reweight →
+# retrain. The pipeline, registry and browser tests all read it.
+PIPELINE_OVERRIDES = ["--train.epochs=2", "--train.num_workers=2", "--eval.iwae_k=8", "--eval.n_samples=16",
+                      "--eval.n_generated=100", "--eval.copying_cells=2", "--train.sample_every=1",
+                      "--models=[{family: vae, hidden: 8}, {family: categorical}]", "--reweight.retrain=[vae]"]
+
+
+@pytest.fixture(scope="session")
+def pipeline_store(tmp_path_factory, ray_local, _digits_domain_cache):
+    """(home, stdout of the command, its summary, the names of its Prefect task runs)."""
+    import asyncio
+    import json
+    import os
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    from genlib.tracking import Tag, Tracker
+
+    home = tmp_path_factory.mktemp("pipeline") / "genlib-home"
+    _install_domain_network(_digits_domain_cache, home)
+    with prefect_test_harness(server_startup_timeout=120):
+        env = {**os.environ, "GENLIB_HOME": str(home), "GENLIB_OFFLINE": "1", "PREFECT_API_URL": PREFECT_API_URL.value(),
+               "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        done = subprocess.run([sys.executable, "-m", "genlib.cli", "pipeline", "digits-quick", *PIPELINE_OVERRIDES],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        tracker = Tracker(f"sqlite:///{home / 'mlflow.db'}")
+        (parent,) = tracker.find_runs("genlib-digits", {Tag.STAGE: "pipeline"})
+        summary = json.loads(tracker.download_artifacts(parent.info.run_id, "summary.json",
+                                                        tmp_path_factory.mktemp("summary")).read_text())
+        flow_run_id = parent.data.tags[Tag.PREFECT_FLOW_RUN]
+
+        async def task_names():
+            async with get_client() as client:
+                runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
+                return sorted(r.name.rsplit("-", 1)[0] for r in runs)
+
+        names = asyncio.run(task_names())
+    return SimpleNamespace(home=home, stdout=done.stdout, summary=summary, task_names=names, tracker=tracker)

@@ -20,8 +20,8 @@ import numpy as np
 
 from genlib import paths
 from genlib.config import DataConfig
-from genlib.io import atomic_dir
 from genlib.data.sources import SourceData, load_source
+from genlib.io import atomic_dir
 
 log = logging.getLogger(__name__)
 

@@ -53,8 +53,6 @@ from genlib.config import DEFAULT_ALPHA, METHODS, ReweightConfig  # noqa: F401 -
 from genlib.figures import image_grid
 from genlib.models.base import ENCODE
 
-
-
 # --------------------------------------------------------------------------- latents
 
 

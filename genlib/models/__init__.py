@@ -6,9 +6,9 @@ registers itself there.
 
 from __future__ import annotations
 
+from genlib.config import ModelConfig
 from genlib.models import baselines, gan, pixelcnn, vae  # noqa: F401 - importing a family registers it
 from genlib.models.base import MODELS, GenerativeModel
-from genlib.config import ModelConfig
 
 
 def model_config_class(family: str) -> type[ModelConfig]:

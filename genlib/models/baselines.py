@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from genlib.config import ModelConfig
-from genlib.models.base import MODELS, LOG_PROB, Batch, GenerativeModel
+from genlib.models.base import LOG_PROB, MODELS, Batch, GenerativeModel
 from genlib.models.layers import bits_per_dim
 
 

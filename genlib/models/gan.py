@@ -30,9 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlib.config import ModelConfig, TrainConfig
-from genlib.models.base import MODELS, INTERPOLATE, Batch, GenerativeModel, to_unit
+from genlib.models.base import INTERPOLATE, MODELS, Batch, GenerativeModel, to_unit
 from genlib.models.layers import downsample_steps, latent_path
-
 
 # --------------------------------------------------------------------------- losses
 # Each entry: (discriminator loss from real and fake logits, generator loss from fake logits).

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlib.config import ModelConfig
-from genlib.models.base import MODELS, COMPLETE, LOG_PROB, Batch, GenerativeModel, to_unit
+from genlib.models.base import COMPLETE, LOG_PROB, MODELS, Batch, GenerativeModel, to_unit
 from genlib.models.layers import MaskedConv2d, bits_per_dim, categorical_log_likelihood, channel_groups
 
 

@@ -24,13 +24,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-
-from genlib.config import ModelConfig
 import torch.nn.functional as F
 
-from genlib.models.base import MODELS, ENCODE, INTERPOLATE, LOG_PROB, TRAVERSE, Batch, GenerativeModel, to_unit
-from genlib.models.layers import (ConvDecoder, ConvEncoder, bits_per_dim, categorical_log_likelihood,
-                                  latent_path)
+from genlib.config import ModelConfig
+from genlib.models.base import ENCODE, INTERPOLATE, LOG_PROB, MODELS, TRAVERSE, Batch, GenerativeModel, to_unit
+from genlib.models.layers import ConvDecoder, ConvEncoder, bits_per_dim, categorical_log_likelihood, latent_path
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,26 @@ import torch
 from genlib import paths
 from genlib.data.dataset import DatasetVersion
 from genlib.data.weights import WEIGHTS_FILE, weights_table, write_weights
-from genlib.evaluate.reweight import (diagnostics, estimate_weights, extreme_samples, latent_means,
-                                      per_label_table, weight_histogram)
+from genlib.evaluate.reweight import (
+    diagnostics,
+    estimate_weights,
+    extreme_samples,
+    latent_means,
+    per_label_table,
+    weight_histogram,
+)
 from genlib.models.io import load_model
 from genlib.runs import trained_run
-from genlib.tracking import (LEAST_WEIGHTED, MOST_WEIGHTED, PER_LABEL, WEIGHT_HISTOGRAM, Stage, Tag, Tracker,
-                             experiment_name)
+from genlib.tracking import (
+    LEAST_WEIGHTED,
+    MOST_WEIGHTED,
+    PER_LABEL,
+    WEIGHT_HISTOGRAM,
+    Stage,
+    Tag,
+    Tracker,
+    experiment_name,
+)
 
 
 @dataclass(frozen=True)

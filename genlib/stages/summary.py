@@ -12,8 +12,17 @@ from typing import Any
 
 from genlib.config import Config
 from genlib.report import collect, render
-from genlib.tracking import (CHECKPOINT, REPORT, SUMMARY_JSON, SUMMARY_MD, Tag, Tracker, experiment_name,
-                             headline_metrics, ranking_metric)
+from genlib.tracking import (
+    CHECKPOINT,
+    REPORT,
+    SUMMARY_JSON,
+    SUMMARY_MD,
+    Tag,
+    Tracker,
+    experiment_name,
+    headline_metrics,
+    ranking_metric,
+)
 
 LOCAL_UI = "http://127.0.0.1:5000"  # where `genlib ui` serves a local tracking store
 

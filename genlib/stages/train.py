@@ -22,8 +22,17 @@ from genlib.figures import image_grid
 from genlib.runs import weights_file
 from genlib.tracking import CHECKPOINT, Stage, Tag, Tracker, epoch_samples, experiment_name
 from genlib.train.hooks import TrainHooks
-from genlib.train.launch import (check_cluster_storage, check_finite, check_train_config, download, ensure_ray, fit,
-                                 job_key, job_lane, select_checkpoint)
+from genlib.train.launch import (
+    check_cluster_storage,
+    check_finite,
+    check_train_config,
+    download,
+    ensure_ray,
+    fit,
+    job_key,
+    job_lane,
+    select_checkpoint,
+)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ independent per-pixel categorical 2.435, mixture of 30 categoricals 2.22.
 
 import pytest
 
-from genlib.presets import load_config
 from genlib.data.prepare import prepare
+from genlib.presets import load_config
 from genlib.stages.evaluate import evaluate
-from genlib.tracking import Tracker
 from genlib.stages.train import train
+from genlib.tracking import Tracker
 
 pytestmark = pytest.mark.integration
 

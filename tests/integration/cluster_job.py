@@ -8,8 +8,8 @@ import sys
 import ray
 from ray.cluster_utils import Cluster
 
-from genlib.presets import load_config
 from genlib.data.prepare import prepare
+from genlib.presets import load_config
 from genlib.stages.train import train
 
 

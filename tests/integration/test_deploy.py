@@ -88,8 +88,8 @@ def test_prefect_yaml_parses_and_every_entrypoint_is_a_flow():
 
 def test_cache_keys_are_scoped_to_the_inputs_and_the_state_directory(tmp_path, monkeypatch):
     from flows import pipeline, reweight
-    from genlib.presets import load_config
     from genlib.data.prepare import prepare
+    from genlib.presets import load_config
 
     cfg = load_config("digits-quick", CHEAP)
     dataset = str(prepare(cfg.data).path)

@@ -5,14 +5,13 @@ import math
 
 import pytest
 
-from genlib.presets import config_from_dict, load_config
 from genlib.data.prepare import prepare
-from genlib.stages.evaluate import evaluate
 from genlib.models.base import LOG_PROB
 from genlib.models.io import load_model
-from genlib.tracking import Tracker
+from genlib.presets import config_from_dict, load_config
+from genlib.stages.evaluate import evaluate
 from genlib.stages.train import train
-
+from genlib.tracking import Tracker
 from tests.families import ALL
 
 pytestmark = pytest.mark.integration

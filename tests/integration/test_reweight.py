@@ -6,24 +6,31 @@ import pytest
 
 from genlib.cli import main
 from genlib.config import DataConfig
-from genlib.presets import load_config
 from genlib.data.prepare import prepare
 from genlib.data.weights import read_weights
-from genlib.tracking import Tracker
+from genlib.presets import load_config
 from genlib.stages.train import train
+from genlib.tracking import Tracker
 
 pytestmark = pytest.mark.integration
 
 
-def _vae_run(rare_class=None):
-    data = ["data.rare_class=3", "data.rare_keep=0.1"] if rare_class is not None else []
-    cfg = load_config("digits-quick", ["train.epochs=2", "train.num_workers=1", "models=[]",
-                                       "model={family: vae, hidden: 8, latent_dim: 4}", *data])
-    return cfg, train(cfg, prepare(cfg.data).path)
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory, ray_local):
+    """One VAE trained on digits with class 3 thinned to 10 % in train, in its own GENLIB_HOME, shared by
+    this module's tests: (home, config, training result)."""
+    home = tmp_path_factory.mktemp("reweight") / "genlib-home"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GENLIB_HOME", str(home))
+        cfg = load_config("digits-quick", ["train.epochs=2", "train.num_workers=1", "models=[]",
+                                           "model={family: vae, hidden: 8, latent_dim: 4}", "data.rare_class=3",
+                                           "data.rare_keep=0.1"])
+        return home, cfg, train(cfg, prepare(cfg.data).path)
 
 
-def test_reweight_command_logs_weights_and_retraining_uses_them(ray_local, tmp_path, capsys):
-    cfg, vae = _vae_run(rare_class=3)
+def test_reweight_command_logs_weights_and_retraining_uses_them(vae_run, monkeypatch, tmp_path, capsys):
+    home, cfg, vae = vae_run
+    monkeypatch.setenv("GENLIB_HOME", str(home))
     assert main(["reweight", "--vae-run", vae.run_id, "--reweight.bins=8"]) == 0
     out = capsys.readouterr().out
     run_id = out.split("MLflow run ")[1].split(":")[0]
@@ -50,10 +57,11 @@ def test_reweight_command_logs_weights_and_retraining_uses_them(ray_local, tmp_p
         assert tags["genlib.weights_key"] == meta["key"] and np.isfinite(retrained.metrics["val_loss"])
 
 
-def test_weights_for_another_dataset_are_refused_before_training(ray_local, genlib_home):
-    cfg, vae = _vae_run()
-    assert main(["reweight", "--vae-run", vae.run_id]) == 0
-    weights = next((genlib_home / "weights").rglob("weights.parquet"))
+def test_weights_for_another_dataset_are_refused_before_training(vae_run, monkeypatch, capsys):
+    home, cfg, vae = vae_run
+    monkeypatch.setenv("GENLIB_HOME", str(home))
+    assert main(["reweight", "--vae-run", vae.run_id, "--reweight.method=kde"]) == 0
+    weights = capsys.readouterr().out.split("weights file ")[1].split()[0]
     other = load_config("digits-quick", ["models=[]", "model={family: vae}", "data.seed=7", f"train.weights={weights}"])
     with pytest.raises(ValueError, match="compute weights for this dataset with genlib reweight"):
         train(other, prepare(DataConfig(source="digits", seed=7)).path)

@@ -1,7 +1,7 @@
 import pytest
 
-from genlib.stages.summary import format_summary
 from genlib import cli
+from genlib.stages.summary import format_summary
 
 
 def test_overrides_accept_both_forms():

@@ -5,11 +5,10 @@ import torch
 from sklearn.datasets import load_digits
 
 from genlib.config import TrainConfig
-from genlib.presets import config_from_dict
 from genlib.models import MODELS, build_model
 from genlib.models.base import INTERPOLATE, KNOWN_CAPABILITIES, LOG_PROB, TRAVERSE, Batch
 from genlib.models.io import load_model, save_checkpoint
-
+from genlib.presets import config_from_dict
 from tests.families import ALL, TINY
 
 SHAPE, LEVELS = (1, 8, 8), 17
@@ -88,5 +87,5 @@ def test_log_prob_where_declared(variant):
     lp = model.log_prob(batch.x, batch.labels)
     assert lp.shape == (8,) and torch.isfinite(lp).all()
     assert (lp <= 1e-4).all()  # a discrete likelihood (or a bound on one) is at most 1
-    if model.log_prob_exact:  # exact: deterministic, and it sums to one over a tiny space
+    if model.log_prob_exact:  # exact: deterministic (that it sums to one: test_exact_likelihood.py)
         assert torch.equal(lp, model.log_prob(batch.x, batch.labels))

@@ -16,7 +16,6 @@ import torch
 from genlib.config import TrainConfig
 from genlib.models import MODELS, build_model
 from genlib.models.base import LOG_PROB, Batch
-
 from tests.families import ALL
 
 NUM_CLASSES, LABEL = 10, 1  # class-conditional variants are scored with every image labelled LABEL
@@ -77,6 +76,14 @@ def _perturb(model, shape, levels: int) -> None:
     model.eval()
 
 
+def _perturbed(variant: str, shape, levels: int):
+    """The variant built at ``shape`` and moved away from its initialisation, seeded."""
+    torch.manual_seed(0)
+    model = _build(variant, shape, levels)
+    _perturb(model, shape, levels)
+    return model
+
+
 def _every_image(shape, levels: int) -> torch.Tensor:
     dims = shape[0] * shape[1] * shape[2]
     grid = torch.tensor(list(itertools.product(range(levels), repeat=dims)), dtype=torch.uint8)
@@ -91,9 +98,7 @@ TINY_SPACES = [((1, 2, 2), 3), ((3, 1, 2), 2)]
 @pytest.mark.parametrize("shape, levels", TINY_SPACES, ids=["grey-1x2x2-L3", "rgb-3x1x2-L2"])
 @pytest.mark.parametrize("variant", EXACT)
 def test_exact_log_prob_sums_to_one_over_every_image(variant, shape, levels):
-    torch.manual_seed(0)
-    model = _build(variant, shape, levels)
-    _perturb(model, shape, levels)
+    model = _perturbed(variant, shape, levels)
     x = _every_image(shape, levels)
     labels = torch.full((len(x),), LABEL) if _conditional(model) else None
     lp = model.log_prob(x, labels)
@@ -118,9 +123,7 @@ def _raster(shape) -> list[tuple[int, int, int]]:
 @pytest.mark.parametrize("shape, levels", CAUSAL_SHAPES, ids=["grey-1x5x5", "rgb-3x4x4"])
 @pytest.mark.parametrize("variant", AUTOREGRESSIVE)
 def test_autoregressive_output_depends_only_on_earlier_subpixels(variant, shape, levels):
-    torch.manual_seed(0)
-    model = _build(variant, shape, levels)
-    _perturb(model, shape, levels)
+    model = _perturbed(variant, shape, levels)
     gen = torch.Generator().manual_seed(2)
     x = torch.randint(0, levels, (N_IMAGES, *shape), generator=gen, dtype=torch.uint8)
     labels = torch.randint(0, NUM_CLASSES, (N_IMAGES,), generator=gen) if _conditional(model) else None

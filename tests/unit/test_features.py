@@ -21,7 +21,7 @@ def fast_inception(inception_weights, monkeypatch):
 
 
 @pytest.mark.parametrize("name", EXTRACTORS.names())
-@pytest.mark.usefixtures("fast_inception")
+@pytest.mark.usefixtures("fast_inception", "digits_domain_network")
 def test_extractor_contract(name):
     version = DatasetVersion(prepare(DataConfig(source="digits")).path)
     extractor = EXTRACTORS.get(name)(version)
@@ -36,6 +36,7 @@ def test_extractor_contract(name):
     assert len(list((paths.home() / "features").glob("*-test-*.npz"))) == 1
 
 
+@pytest.mark.usefixtures("digits_domain_network")
 def test_domain_classifier_learns_the_digits():
     version = DatasetVersion(prepare(DataConfig(source="digits")).path)
     assert EXTRACTORS.get("domain")(version).info["test_accuracy"] > 0.9

@@ -7,10 +7,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from genlib.config import DataConfig
-from genlib.presets import load_config
 from genlib.data.dataset import DatasetVersion
 from genlib.data.prepare import prepare
 from genlib.models import build_model
+from genlib.presets import load_config
 from genlib.stages.train import train
 from genlib.train.chaos import Faults
 from genlib.train.loop import _train_epoch

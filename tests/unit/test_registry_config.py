@@ -1,8 +1,8 @@
 import pytest
 
 from genlib.config import Config, apply_override, preset_names
-from genlib.presets import config_from_dict, load_config
 from genlib.models.vae import VAEConfig
+from genlib.presets import config_from_dict, load_config
 from genlib.registry import Registry
 
 

@@ -9,8 +9,8 @@ from PIL import Image
 
 from genlib import paths
 from genlib.evaluate.cache import cached_arrays
-from genlib.report import RunView, headline_keys, render
 from genlib.evaluate.suite import per_class_table
+from genlib.report import RunView, headline_keys, render
 
 
 def _png() -> bytes:

@@ -6,7 +6,6 @@ from genlib.config import DataConfig
 from genlib.data import sources
 from genlib.data.download import fetch
 from genlib.data.sources import load_source, read_idx
-
 from tests.unit.formats import md5, write_cifar_tarball, write_idx, write_mnist_folder
 
 
