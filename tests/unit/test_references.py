@@ -26,7 +26,7 @@ def test_references_compute_each_piece_once_and_the_next_evaluation_reads_the_ca
     calls = []
     refs = References(version, _counting_extractor(calls))
     for _ in range(3):  # sample quality, memorization and the data-copying test each ask
-        test, train = refs.test_features, refs.train_features
+        test, _ = refs.test_features, refs.train_features
         mu, sigma, n = refs.test_stats
         self_nn = refs.train_self_neighbours
     n_test, n_train = version.manifest["splits"]["test"], version.manifest["splits"]["train"]
