@@ -93,6 +93,17 @@ def inception_weights(inception_weights_file, monkeypatch):
     return path
 
 
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One Prefect server (the test harness's) for the session: its URL. Flows run in this process
+    report to it, and so do commands started with PREFECT_API_URL set to it."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
+
+
 # One real pipeline, run once per session through the `genlib pipeline` command against a Prefect
 # test server: two families (DDP on two workers), sample quality and memorization, reweight →
 # retrain. The pipeline, registry and browser tests all read it.
@@ -102,7 +113,7 @@ PIPELINE_OVERRIDES = ["--train.epochs=2", "--train.num_workers=2", "--eval.iwae_
 
 
 @pytest.fixture(scope="session")
-def pipeline_store(tmp_path_factory, ray_local, _digits_domain_cache):
+def pipeline_store(tmp_path_factory, ray_local, prefect_api, _digits_domain_cache):
     """(home, stdout of the command, its summary, the names of its Prefect task runs)."""
     import asyncio
     import json
@@ -113,30 +124,27 @@ def pipeline_store(tmp_path_factory, ray_local, _digits_domain_cache):
 
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
 
     from genlib.tracking import Tag, Tracker
 
     home = tmp_path_factory.mktemp("pipeline") / "genlib-home"
     _install_domain_network(_digits_domain_cache, home)
-    with prefect_test_harness(server_startup_timeout=120):
-        env = {**os.environ, "GENLIB_HOME": str(home), "GENLIB_OFFLINE": "1", "PREFECT_API_URL": PREFECT_API_URL.value(),
-               "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-        env.pop("MLFLOW_TRACKING_URI", None)
-        done = subprocess.run([sys.executable, "-m", "genlib.cli", "pipeline", "digits-quick", *PIPELINE_OVERRIDES],
-                              env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        tracker = Tracker(f"sqlite:///{home / 'mlflow.db'}")
-        (parent,) = tracker.find_runs("genlib-digits", {Tag.STAGE: "pipeline"})
-        summary = json.loads(tracker.download_artifacts(parent.info.run_id, "summary.json",
-                                                        tmp_path_factory.mktemp("summary")).read_text())
-        flow_run_id = parent.data.tags[Tag.PREFECT_FLOW_RUN]
+    env = {**os.environ, "GENLIB_HOME": str(home), "GENLIB_OFFLINE": "1", "PREFECT_API_URL": prefect_api,
+           "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run([sys.executable, "-m", "genlib.cli", "pipeline", "digits-quick", *PIPELINE_OVERRIDES],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    tracker = Tracker(f"sqlite:///{home / 'mlflow.db'}")
+    (parent,) = tracker.find_runs("genlib-digits", {Tag.STAGE: "pipeline"})
+    summary = json.loads(tracker.download_artifacts(parent.info.run_id, "summary.json",
+                                                    tmp_path_factory.mktemp("summary")).read_text())
+    flow_run_id = parent.data.tags[Tag.PREFECT_FLOW_RUN]
 
-        async def task_names():
-            async with get_client() as client:
-                runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
-                return sorted(r.name.rsplit("-", 1)[0] for r in runs)
+    async def task_names():
+        async with get_client() as client:
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
+            return sorted(r.name.rsplit("-", 1)[0] for r in runs)
 
-        names = asyncio.run(task_names())
+    names = asyncio.run(task_names())
     return SimpleNamespace(home=home, stdout=done.stdout, summary=summary, task_names=names, tracker=tracker)

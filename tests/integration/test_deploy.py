@@ -27,14 +27,6 @@ EXPECTED = {"genlib-pipeline/nightly": "pipeline", "genlib-evaluate/on-demand": 
             "genlib-reweight/on-demand": "reweight_flow"}
 
 
-@pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def _client():
     from prefect import get_client
 
@@ -115,7 +107,7 @@ def test_cache_keys_are_scoped_to_the_inputs_and_the_state_directory(tmp_path, m
 # -- deployments against the API ---------------------------------------------------------------------
 
 
-def test_deployments_are_created_with_schedule_and_concurrency_limit(prefect_server):
+def test_deployments_are_created_with_schedule_and_concurrency_limit(prefect_api):
     from flows.deploy import runner_deployments
 
     for deployment in runner_deployments(ROOT / "prefect.yaml"):
@@ -142,7 +134,7 @@ def test_deployments_are_created_with_schedule_and_concurrency_limit(prefect_ser
         assert schedule.active is True and schedule.schedule.cron == "0 2 * * *"
 
 
-def test_genlib_deploy_serves_a_run_to_completion(prefect_server, ray_local, genlib_home, tmp_path):
+def test_genlib_deploy_serves_a_run_to_completion(prefect_api, ray_local, genlib_home, tmp_path):
     """`genlib deploy` in its own process; a run of the nightly deployment, triggered through the API,
     completes in a subprocess of it (joining this session's Ray) and records its MLflow runs."""
     from prefect.deployments import run_deployment
@@ -187,7 +179,7 @@ def test_genlib_deploy_serves_a_run_to_completion(prefect_server, ray_local, gen
 # -- retries and caching ------------------------------------------------------------------------------
 
 
-def test_task_retry_and_flow_retry_reuse_finished_stages(prefect_server, ray_local, genlib_home, monkeypatch):
+def test_task_retry_and_flow_retry_reuse_finished_stages(prefect_api, ray_local, genlib_home, monkeypatch):
     """evaluate fails once (transient) and succeeds on its retry; the summary fails for good in the first
     attempt, so the flow run is retried: prepare, train and evaluate come back "Cached" and training
     happens once. A new flow run with the same inputs reuses them too, in a new parent run."""

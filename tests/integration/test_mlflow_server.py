@@ -39,12 +39,13 @@ def mlflow_server(genlib_home, tmp_path):
     log.close()
 
 
-def test_four_pipelines_at_once_lose_nothing(ray_local, mlflow_server, tmp_path):
+def test_four_pipelines_at_once_lose_nothing(ray_local, mlflow_server, prefect_api):
     url, server_log = mlflow_server
-    base = {**os.environ, "MLFLOW_TRACKING_URI": url, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    base = {**os.environ, "MLFLOW_TRACKING_URI": url, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address,
+            "PREFECT_API_URL": prefect_api}
     procs = []
-    for i in range(4):  # each with its own Prefect ephemeral API; one Ray, one MLflow server, one GENLIB_HOME
-        env = {**base, "PREFECT_HOME": str(tmp_path / f"prefect-{i}")}
+    for i in range(4):  # one Prefect API, one Ray, one MLflow server, one GENLIB_HOME
+        env = dict(base)
         cmd = [sys.executable, "-m", "genlib.cli", "pipeline", "digits-quick", "--models=[{family: categorical}]",
                "--train.epochs=2", "--train.num_workers=1", "--eval.n_generated=0", "--reweight.retrain=[]",
                f"--tracking.run_name=pipeline-{i}"]

@@ -9,14 +9,6 @@ from genlib.tracking import Tracker
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 STAGES = {"train-vae", "evaluate-vae", "train-categorical", "evaluate-categorical", "reweight-max",
           "train-vae-reweighted", "evaluate-vae-reweighted"}
 
@@ -147,7 +139,7 @@ def test_leaderboard_lists_every_evaluation_sorted_and_filtered(pipeline_store, 
     assert leaderboard(pipeline_store.tracker, dataset="mnist") == []
 
 
-def test_pipeline_bad_override_fails_before_anything_runs(prefect_server):
+def test_pipeline_bad_override_fails_before_anything_runs(prefect_api):
     from flows.pipeline import pipeline
 
     state = pipeline("digits-quick", ["train.epoch=2"], return_state=True)
