@@ -154,6 +154,9 @@ def _check_reweight_stage(cfg: Config) -> None:
 
 
 if __name__ == "__main__":
-    # `python -m flows.pipeline PRESET [section.key=value ...]`: the flow, and the summary table.
+    # `python -m flows.pipeline PRESET [--section.key=value ...]`: as `genlib pipeline`, the flow and its table.
+    from flows.policy import configure_prefect
+
+    configure_prefect()
     args = sys.argv[1:] or ["digits-quick"]
     print(format_summary(pipeline(args[0], [a.removeprefix("--") for a in args[1:]])))

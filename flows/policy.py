@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,18 @@ from genlib.tracking import default_tracking_uri, git_sha
 RESULTS_DIR = "prefect-results"
 # Failures a retry cannot fix: they say what to change.
 PERMANENT = (ValueError, TypeError, FloatingPointError, FileNotFoundError)
+
+
+def configure_prefect() -> None:
+    """Prefect settings genlib's commands run with (a user's own settings win); call before Prefect starts."""
+    # Prefect's ephemeral server otherwise starts a telemetry service whose first write races the
+    # server's own on SQLite ("database is locked" tracebacks).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The ephemeral API gets 20 s to start by default; pipelines started together on a small
+    # machine take longer, and a slow start should not fail a training job.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    if os.environ.get("PREFECT_HOME"):  # Prefect's SQLite cannot open a file whose folders are missing,
+        Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)  # and says only "timed out"
 
 
 def transient(task, task_run, state) -> bool:

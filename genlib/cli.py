@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from genlib import paths
 
@@ -95,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     ui = command("ui", _ui, "open the MLflow UI on genlib's tracking store", preset=False)
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--workers", type=int, default=1, help="server processes (one person browsing needs one; "
+                                                         "MLflow's own default, 4, starts several times slower)")
     server = command("server", _server, "MLflow tracking server over genlib's store (SQLite + proxied artifacts): "
                      "point MLFLOW_TRACKING_URI on every node at it", preset=False)
     server.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for other machines)")
@@ -127,21 +128,14 @@ def _config(args, overrides):
 
 
 def _pipeline(args, overrides) -> int:
-    # Prefect's ephemeral server otherwise starts a telemetry service whose first write races the
-    # server's own on SQLite ("database is locked" tracebacks); a user's setting wins.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # The ephemeral API gets 20 s to start by default; pipelines started together on a small
-    # machine take longer, and a slow start should not fail a training job.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    if os.environ.get("PREFECT_HOME"):  # Prefect's SQLite cannot open a file whose folders are missing,
-        Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)  # and says only "timed out"
-    from flows.pipeline import pipeline
-
     _config(args, overrides)  # fail fast on a bad preset or override, before Prefect starts
+    from flows.policy import configure_prefect
+
+    configure_prefect()
+    from flows.pipeline import pipeline
     from genlib.stages.summary import format_summary
 
-    summary = pipeline(args.preset, overrides)
-    print(format_summary(summary))
+    print(format_summary(pipeline(args.preset, overrides)))
     return 0
 
 
@@ -269,7 +263,9 @@ def _deploy(args, overrides) -> int:
     if overrides:
         raise ValueError(f"genlib deploy takes no config overrides ({overrides}); give them per run: "
                          "prefect deployment run ... --param 'overrides=[\"train.epochs=3\"]'")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # as in _pipeline
+    from flows.policy import configure_prefect
+
+    configure_prefect()
     from flows.deploy import PREFECT_YAML, serve_deployments
 
     serve_deployments(args.file or PREFECT_YAML, active=args.schedule, limit=args.limit)
@@ -283,7 +279,7 @@ def _ui(args, overrides) -> int:
     print(f"MLflow UI on {uri} at http://{args.host}:{args.port}")
     os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                                "--default-artifact-root", paths.mlflow_artifacts().as_uri(),
-                               "--host", args.host, "--port", str(args.port)])
+                               "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)])
     return 0  # not reached
 
 

@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from genlib.tracking import Tracker
 
 pytestmark = pytest.mark.integration
 
@@ -146,36 +145,3 @@ def test_pipeline_bad_override_fails_before_anything_runs(prefect_api):
     assert state.is_failed()
     with pytest.raises(ValueError, match="unknown config key"):
         state.result()
-
-
-@pytest.mark.usefixtures("digits_domain_network")
-def test_evaluate_a_training_run_by_id(ray_local, tmp_path, capsys):
-    """`genlib evaluate --run ID` finds the run's checkpoint, config and dataset by itself."""
-    from genlib.cli import main
-    from genlib.data.prepare import prepare
-    from genlib.presets import load_config
-    from genlib.stages.train import train
-
-    cfg = load_config("digits-quick", ["train.epochs=1", "train.num_workers=1", "models=[]",
-                                       "model={family: categorical}"])
-    trained = train(cfg, prepare(cfg.data).path)
-    assert main(["evaluate", "--run", trained.run_id, "--eval.n_generated=60", "--eval.copying_cells=1",
-                 "--eval.knn=ivf"]) == 0
-    out = capsys.readouterr().out
-    assert "test_bpd" in out and "report.html" in out
-    tracker = Tracker()
-    runs = tracker.client.search_runs([tracker.get_run(trained.run_id).info.experiment_id],
-                                      filter_string=f"tags.`genlib.train_run_id` = '{trained.run_id}'")
-    assert len(runs) == 1 and runs[0].data.params["quality.n_generated"] == "60"
-    assert 0.5 <= runs[0].data.metrics["knn_recall_pixel"] <= 1.0  # the approximate index, its recall logged
-    assert runs[0].info.status == "FINISHED" and "report.html" in tracker.list_artifacts(runs[0].info.run_id)
-    # The report was rendered from the scores in memory; it is the page the recorded run gives.
-    from genlib.report import collect, render
-
-    logged = tracker.download_artifacts(runs[0].info.run_id, "report.html", tmp_path).read_text()
-    assert logged == render("genlib evaluation: categorical", [collect(tracker, runs[0].info.run_id)])
-
-    assert main(["evaluate", "--run", runs[0].info.run_id]) == 2  # an evaluate run is not a training run
-    assert "is a 'evaluate' run; pass the id of a genlib training run" in capsys.readouterr().err
-    assert main(["evaluate", "digits-quick"]) == 2
-    assert "--run RUN_ID" in capsys.readouterr().err

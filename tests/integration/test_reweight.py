@@ -1,5 +1,7 @@
 """DB-VAE reweighting end to end: a real VAE run → `genlib reweight` → weights file in MLflow →
-retraining with the weights on one and on two Ray Train workers."""
+retraining with the weights on two Ray Train workers."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -49,12 +51,11 @@ def test_reweight_command_logs_weights_and_retraining_uses_them(vae_run, monkeyp
     assert len(downloaded) == prepare(cfg.data).manifest["splits"]["train"]
     assert downloaded["weight"].sum() == pytest.approx(1.0)
 
-    for workers in (1, 2):  # the weighted sampler alone, and split across DDP ranks
-        again = cfg.replace(train=cfg.train.__class__(**{**cfg.train.__dict__, "num_workers": workers,
-                                                         "epochs": 1, "weights": run_id}))
-        retrained = train(again, prepare(cfg.data).path)
-        tags = tracker.get_run(retrained.run_id).data.tags
-        assert tags["genlib.weights_key"] == meta["key"] and np.isfinite(retrained.metrics["val_loss"])
+    # One weighted draw per epoch, split across two DDP ranks (the sampler on one rank: test_sampling.py).
+    again = cfg.replace(train=dataclasses.replace(cfg.train, num_workers=2, epochs=1, weights=run_id))
+    retrained = train(again, prepare(cfg.data).path)
+    tags = tracker.get_run(retrained.run_id).data.tags
+    assert tags["genlib.weights_key"] == meta["key"] and np.isfinite(retrained.metrics["val_loss"])
 
 
 def test_weights_for_another_dataset_are_refused_before_training(vae_run, monkeypatch, capsys):

@@ -18,12 +18,24 @@ def _history(tracker, run_id, key):
     return [m.step for m in tracker.client.get_metric_history(run_id, key)]
 
 
-def test_two_workers_ddp_logs_epochs_samples_and_checkpoint(ray_local):
-    cfg = load_config("digits-quick", QUICK + ["train.epochs=3", "train.num_workers=2", "train.sample_every=2"])
+@pytest.fixture(scope="module")
+def two_worker_vae(tmp_path_factory, ray_local, _digits_domain_cache):
+    """A VAE trained on two workers in its own GENLIB_HOME (with the digits domain network): (home, cfg, result)."""
+    import shutil
+
+    home = tmp_path_factory.mktemp("two-workers") / "genlib-home"
+    shutil.copytree(_digits_domain_cache, home / "features" / _digits_domain_cache.name)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GENLIB_HOME", str(home))
+        cfg = load_config("digits-quick", QUICK + ["train.epochs=3", "train.num_workers=2", "train.sample_every=2"])
+        return home, cfg, train(cfg, prepare(cfg.data).path)
+
+
+def test_two_workers_ddp_logs_epochs_samples_and_checkpoint(two_worker_vae, monkeypatch):
+    home, cfg, result = two_worker_vae
+    monkeypatch.setenv("GENLIB_HOME", str(home))
     dataset = prepare(cfg.data).path
     tracker = Tracker()
-    result = train(cfg, dataset, tracker)
-
     run = tracker.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["train.num_workers"] == "2" and run.data.params["model.family"] == "vae"
@@ -39,7 +51,36 @@ def test_two_workers_ddp_logs_epochs_samples_and_checkpoint(ray_local):
     val = {m.step: m.value for m in tracker.client.get_metric_history(result.run_id, "val_loss")}
     assert result.epoch == min(val, key=val.get)
     assert read_state(result.checkpoint)["epoch"] == result.epoch
-    load_model(result.checkpoint)
+    assert val[2] < val[0] and load_model(result.checkpoint).config == cfg.model
+
+
+def test_evaluate_a_training_run_by_id(two_worker_vae, monkeypatch, tmp_path, capsys):
+    """`genlib evaluate --run ID` finds the run's checkpoint, config and dataset by itself."""
+    from genlib.cli import main
+    from genlib.report import collect, render
+
+    home, cfg, trained = two_worker_vae
+    monkeypatch.setenv("GENLIB_HOME", str(home))
+    assert main(["evaluate", "--run", trained.run_id, "--eval.n_generated=60", "--eval.copying_cells=1",
+                 "--eval.knn=ivf", "--eval.iwae_k=4"]) == 0
+    out = capsys.readouterr().out
+    assert "test_iwae4_bpd" in out and "report.html" in out
+    tracker = Tracker()
+    runs = tracker.client.search_runs([tracker.get_run(trained.run_id).info.experiment_id],
+                                      filter_string=f"tags.`genlib.train_run_id` = '{trained.run_id}'")
+    assert len(runs) == 1 and runs[0].data.params["quality.n_generated"] == "60"
+    scores = runs[0].data.metrics
+    assert 0.5 <= scores["knn_recall_pixel"] <= 1.0  # the approximate index, its recall logged
+    assert 0.0 < scores["test_iwae4_bpd"] <= scores["test_elbo_bpd"] + 0.01 < 5.0 and scores["fid_domain"] > 0
+    assert runs[0].info.status == "FINISHED" and "report.html" in tracker.list_artifacts(runs[0].info.run_id)
+    # The report was rendered from the scores in memory; it is the page the recorded run gives.
+    logged = tracker.download_artifacts(runs[0].info.run_id, "report.html", tmp_path).read_text()
+    assert logged == render("genlib evaluation: vae", [collect(tracker, runs[0].info.run_id)])
+
+    assert main(["evaluate", "--run", runs[0].info.run_id]) == 2  # an evaluate run is not a training run
+    assert "is a 'evaluate' run; pass the id of a genlib training run" in capsys.readouterr().err
+    assert main(["evaluate", "digits-quick"]) == 2
+    assert "--run RUN_ID" in capsys.readouterr().err
 
 
 def test_killed_worker_resumes_from_checkpoint(ray_local, monkeypatch):
