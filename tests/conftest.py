@@ -97,9 +97,13 @@ def inception_weights(inception_weights_file, monkeypatch):
 def prefect_api():
     """One Prefect server (the test harness's) for the session: its URL. Flows run in this process
     report to it, and so do commands started with PREFECT_API_URL set to it."""
+    import os
+
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
+    # The server's telemetry otherwise races its own first writes on SQLite ("database is locked").
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     with prefect_test_harness(server_startup_timeout=120):
         yield PREFECT_API_URL.value()
 
