@@ -28,7 +28,7 @@ from prefect.runtime import flow_run
 from flows.policy import backoff, cache_key, persisted
 from flows.policy import transient as _transient
 from flows.reweight import reweight_task
-from genlib.config import Config
+from genlib.config import Config, command_line_overrides
 from genlib.data.prepare import prepare, read_manifest
 from genlib.presets import config_from_dict, load_config
 from genlib.stages.evaluate import evaluate
@@ -159,4 +159,4 @@ if __name__ == "__main__":
 
     configure_prefect()
     args = sys.argv[1:] or ["digits-quick"]
-    print(format_summary(pipeline(args[0], [a.removeprefix("--") for a in args[1:]])))
+    print(format_summary(pipeline(args[0], command_line_overrides(args[1:]))))

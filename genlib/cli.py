@@ -22,13 +22,14 @@ import os
 import sys
 
 from genlib import paths
+from genlib.config import command_line_overrides
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     try:
-        overrides = _overrides(rest)
+        overrides = command_line_overrides(rest)
     except ValueError as err:
         parser.error(str(err))
     if getattr(args, "ray_address", None):
@@ -104,21 +105,6 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--allowed-hosts", help="Host headers to accept when serving other machines "
                                                 "(e.g. 'mlflow.internal:5000,10.0.0.5:5000')")
     return parser
-
-
-def _overrides(rest: list[str]) -> list[str]:
-    out, i = [], 0
-    while i < len(rest):
-        item = rest[i]
-        if not item.startswith("--"):
-            raise ValueError(f"unexpected argument {item!r}; overrides look like --train.epochs=3")
-        if "=" not in item:
-            if i + 1 >= len(rest):
-                raise ValueError(f"override {item!r} has no value")
-            item, i = f"{item}={rest[i + 1]}", i + 1
-        out.append(item)
-        i += 1
-    return out
 
 
 def _config(args, overrides):

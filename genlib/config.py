@@ -194,6 +194,22 @@ def read_preset(preset: str | os.PathLike, overrides: list[str] | None = None) -
     return raw
 
 
+def command_line_overrides(args: list[str]) -> list[str]:
+    """``--train.epochs=3`` and ``--train.epochs 3`` from a command line, as ``--train.epochs=3`` items."""
+    out, i = [], 0
+    while i < len(args):
+        item = args[i]
+        if not item.startswith("--"):
+            raise ValueError(f"unexpected argument {item!r}; overrides look like --train.epochs=3")
+        if "=" not in item:
+            if i + 1 >= len(args):
+                raise ValueError(f"override {item!r} has no value")
+            item, i = f"{item}={args[i + 1]}", i + 1
+        out.append(item)
+        i += 1
+    return out
+
+
 def apply_override(raw: dict[str, Any], item: str) -> None:
     """Apply ``train.epochs=3`` (a leading ``--`` is allowed) to raw config data in place."""
     key, sep, value = item.removeprefix("--").partition("=")

@@ -1,15 +1,16 @@
 import pytest
 
 from genlib import cli
+from genlib.config import command_line_overrides
 from genlib.stages.summary import format_summary
 
 
 def test_overrides_accept_both_forms():
-    assert cli._overrides(["--train.epochs=3", "--model.beta", "2"]) == ["--train.epochs=3", "--model.beta=2"]
+    assert command_line_overrides(["--train.epochs=3", "--model.beta", "2"]) == ["--train.epochs=3", "--model.beta=2"]
     with pytest.raises(ValueError, match="unexpected argument 'oops'"):
-        cli._overrides(["oops"])
+        command_line_overrides(["oops"])
     with pytest.raises(ValueError, match="has no value"):
-        cli._overrides(["--train.epochs"])
+        command_line_overrides(["--train.epochs"])
 
 
 def test_prepare_command_and_cache_hit(capsys):
