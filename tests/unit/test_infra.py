@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from genlib import cli, config
-from genlib.config import preset_names
+from genlib.config import command_line_overrides, preset_names
 from genlib.presets import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -248,7 +248,7 @@ def test_every_genlib_command_line_parses(path):
         except SystemExit as exit_:
             assert exit_.code == 0, f"infra/{rel(path)}: {line!r}: {stderr.getvalue().strip()}"
             continue
-        overrides = cli._overrides(rest)
+        overrides = command_line_overrides(rest)
         preset = getattr(args, "preset", None)
         if preset is not None:
             assert preset in preset_names(), f"infra/{rel(path)}: {line!r}: no preset {preset!r} in configs/"
