@@ -18,7 +18,7 @@ from genlib.config import Config, apply_override
 from genlib.data.weights import WEIGHTS_FILE
 from genlib.models.io import read_state
 from genlib.presets import config_from_dict
-from genlib.tracking import CHECKPOINT, HEADLINES, Stage, Tag, Tracker, headline, headline_row
+from genlib.tracking import CHECKPOINT, HEADLINES, Stage, Tag, Tracker, headline_row
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def model_checkpoint(tracker: Tracker, uri: str) -> Path:
     if not alias:
         name, _, version = name.partition("/")
     try:
-        found = tracker.model_version(name, alias=alias or None, version=None if alias else version)
+        found = tracker.model_version(name, alias=alias) if alias else tracker.model_version(name, version=version)
     except Exception as err:  # noqa: BLE001 - MLflow raises its own types
         known = tracker.registered_model_names()
         raise ValueError(f"no model version {uri} in {tracker.uri} ({err}); registered models: {known}") from err
@@ -136,7 +136,7 @@ def leaderboard(tracker: Tracker, dataset: str | None = None, sort: str | None =
     key = sort or ("bpd" if any("bpd" in r for r in rows) else "fid")
     if rows and not any(key in r for r in rows):
         raise ValueError(f"no run has a {key!r} column; columns: {sorted({k for r in rows for k in r})}")
-    descending = key in {h.column for h in HEADLINES} and headline(key).direction == "max"
+    descending = any(h.column == key and h.direction == "max" for h in HEADLINES)
     missing = [r for r in rows if key not in r]
     return sorted((r for r in rows if key in r), key=lambda r: r[key], reverse=descending) + missing
 

@@ -336,10 +336,13 @@ class Tracker:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_image(self, run_id: str, image, artifact_file: str) -> None:
-        """Log a PIL image as a PNG artifact at ``artifact_file`` (e.g. ``samples/epoch_010.png``)."""
+        """Log a PIL image, or PNG bytes already encoded, at ``artifact_file`` (e.g. ``samples/epoch_010.png``)."""
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / Path(artifact_file).name
-            image.save(local)
+            if isinstance(image, bytes):
+                local.write_bytes(image)
+            else:
+                image.save(local)
             self.log_artifact(run_id, local, str(Path(artifact_file).parent))
 
     def log_artifact(self, run_id: str, local_path: str | Path, artifact_path: str | None = None) -> None:

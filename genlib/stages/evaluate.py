@@ -38,10 +38,8 @@ def evaluate(cfg: Config, checkpoint: str | Path, dataset: str | Path, tracker: 
     with tracker.run(experiment_name(cfg), name, parent_run_id, tags) as run_id:
         tracker.log_params(run_id, {"checkpoint": str(checkpoint)})
         tracker.log_dataset(run_id, version.manifest, version.path, context="test")
-        parts = score(model, cfg, version)
-        for part in parts:
-            _log(tracker, run_id, part)
-        view = run_view(name, run_id, tags, parts)
+        view = run_view(name, run_id, tags, score(model, cfg, version))
+        _log(tracker, run_id, view)
         tracker.log_text(run_id, render(f"genlib evaluation: {cfg.model.label}", [view]), REPORT)
     return EvalResult(run_id, view.metrics)
 
@@ -68,10 +66,11 @@ def run_view(name: str, run_id: str, tags: dict[str, str], parts: list[Scores]) 
     return view
 
 
-def _log(tracker: Tracker, run_id: str, scores: Scores) -> None:
-    tracker.log_metrics(run_id, scores.metrics)
-    tracker.log_params(run_id, scores.params)
-    for path, figure in scores.figures.items():
-        tracker.log_image(run_id, figure, path)
-    for path, rows in scores.tables.items():
+def _log(tracker: Tracker, run_id: str, view: RunView) -> None:
+    """Record what the report shows: the same metrics, params, PNG bytes and tables."""
+    tracker.log_metrics(run_id, view.metrics)
+    tracker.log_params(run_id, view.params)
+    for path, png in view.images.items():
+        tracker.log_image(run_id, png, path)
+    for path, rows in view.tables.items():
         tracker.log_dict(run_id, rows, path)
