@@ -31,6 +31,7 @@ from flows.reweight import reweight_task
 from genlib.config import Config, command_line_overrides
 from genlib.data.prepare import prepare, read_manifest
 from genlib.presets import config_from_dict, load_config
+from genlib.stages.checks import check_names
 from genlib.stages.evaluate import evaluate
 from genlib.stages.pipeline import parent_run, record_dataset
 from genlib.stages.summary import format_summary, summarise, summary_markdown
@@ -113,6 +114,7 @@ def pipeline(preset: str = "digits-quick", overrides: list[str] | None = None) -
 
 
 def run_stages(cfg: Config) -> dict[str, Any]:
+    check_names(cfg)
     _check_reweight_stage(cfg)
     tracker = Tracker(cfg.tracking.tracking_uri)
     config = cfg.to_dict()

@@ -109,8 +109,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _config(args, overrides):
     from genlib.presets import load_config
+    from genlib.stages.checks import check_names
 
-    return load_config(args.preset, overrides)
+    cfg = load_config(args.preset, overrides)
+    check_names(cfg)
+    return cfg
 
 
 def _pipeline(args, overrides) -> int:
@@ -212,6 +215,8 @@ def _sample(args, overrides) -> int:
     from genlib.runs import model_checkpoint, run_checkpoint
     from genlib.tracking import Tracker
 
+    if args.n < 1:
+        raise ValueError(f"-n is the number of samples to draw: at least 1, got {args.n}")
     if not args.output.endswith((".png", ".npz")):
         raise ValueError(f"--output must end in .png (a grid picture) or .npz (arrays), got {args.output!r}")
     tracker = Tracker()

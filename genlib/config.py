@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -25,90 +26,202 @@ import yaml
 CONFIG_DIR_ENV = "GENLIB_CONFIGS"
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    source: str = "digits"  # registered dataset source (genlib.data.sources.SOURCES)
-    path: str | None = None  # local file/folder for sources that read one; downloads are cached here
-    val_fraction: float = 0.1  # share of all images held out for checkpoint selection
-    test_fraction: float = 0.2  # share held out for scoring; ignored when the source ships a test split
-    seed: int = 0  # seed of the stratified split
-    image_size: int | None = None  # resize folder images to this square size; None keeps sizes (mixed sizes are errors)
-    channels: int | None = None  # folder images: 1 (grey) or 3 (RGB); None infers from the files
-    levels: int | None = None  # npz arrays: discrete values per channel; None means 256
-    rare_class: int | None = None  # labelled data: thin this class in the train split only (an induced imbalance)
-    rare_keep: float = 1.0  # share of rare_class's train images kept (seeded; val and test stay whole)
+# --------------------------------------------------------------------------- field rules
+#
+# Every field of every section (and of every family's model section) declares what values it
+# takes, next to its default: ``epochs: int = checked(100, at_least(1))``. The rules run when a
+# section is built — by ``parse_config`` before any engine starts, and by any direct
+# construction — and an error names the key, the value and what is allowed.
+# ``tests/unit/test_config_checks.py`` walks every field and fails on one without a rule.
+
+CHECK = "genlib.check"  # dataclass field metadata key holding the field's Rule
+
+
+class ConfigValueError(ValueError):
+    """A value outside what its field allows. ``key`` is the field's name, or dotted path once
+    ``parse_config`` knows the section."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!r} is not allowed; expected {allowed}")
+
+    def at(self, where: str) -> ConfigValueError:
+        return ConfigValueError(f"{where}.{self.key}" if where else self.key, self.value, self.allowed)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    family: str = "vae"  # registered model family (genlib.models.MODELS); its config class adds fields
-    name: str | None = None  # label in run names and tables; default the family name
+class Rule:
+    """A predicate over one field's value and the words that say what it allows. None passes
+    every rule: whether a field may be None is its type's business."""
+    test: Callable[[Any], bool]
+    allowed: str
+    bad: Any = None  # a value the rule refuses (None: it refuses nothing); the tests try it on every field
+
+    def check(self, key: str, value: Any) -> None:
+        if value is None:
+            return
+        try:
+            ok = bool(self.test(value))
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ConfigValueError(key, value, self.allowed)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def at_least(low: float) -> Rule:
+    return Rule(lambda v: _number(v) and v >= low, f"a number ≥ {low}", low - 1)
+
+
+def positive() -> Rule:
+    return Rule(lambda v: _number(v) and v > 0, "a finite number > 0", 0)
+
+
+def between(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Rule:
+    def test(v):
+        return _number(v) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    return Rule(test, f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}", high + 1)
+
+
+def one_of(*choices: Any) -> Rule:
+    numeric = all(_number(c) for c in choices)
+    return Rule(lambda v: v in choices, f"one of {list(choices)}", max(choices) + 1 if numeric else "none-of-these")
+
+
+def odd_at_least(low: int) -> Rule:
+    return Rule(lambda v: _number(v) and v >= low and v % 2 == 1, f"an odd number ≥ {low}", low + 1)
+
+
+def name() -> Rule:
+    """A registered name (source, family, extractor): checked against its registry by the layer
+    that owns it; here only that it is a plain lower-case word."""
+    return Rule(lambda v: isinstance(v, str) and v != "" and v == v.strip().lower(),
+                "a registered name (lower-case, no spaces)", "Not A Name")
+
+
+ANY = Rule(lambda v: True, "any value")  # the explicit "no constraint" marker
+
+
+def checked(default: Any, rule: Rule) -> Any:
+    """A dataclass field with its default and its rule."""
+    return field(default=default, metadata={CHECK: rule})
+
+
+def section(cls: type) -> Any:
+    """A field holding a config section, which checks its own fields."""
+    return field(default_factory=cls, metadata={CHECK: ANY})
+
+
+def field_rule(f: dataclasses.Field) -> Rule | None:
+    return f.metadata.get(CHECK)
+
+
+class Checked:
+    """Mixin of every config section: applies each field's rule, then the section's ``check``
+    (rules across fields), whenever a section is built."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            rule = field_rule(f)
+            if rule is not None:
+                rule.check(f.name, getattr(self, f.name))
+        self.check()
+
+    def check(self) -> None:
+        """Rules that relate several fields; raise ``ConfigValueError`` naming the field to change."""
+
+
+@dataclass(frozen=True)
+class DataConfig(Checked):
+    source: str = checked("digits", name())  # registered dataset source (genlib.data.sources.SOURCES)
+    path: str | None = checked(None, ANY)  # local file/folder for sources that read one; downloads are cached here
+    val_fraction: float = checked(0.1, between(0, 1, low_open=True, high_open=True))  # share of all images held out for checkpoint selection
+    test_fraction: float = checked(0.2, between(0, 1, low_open=True, high_open=True))  # share held out for scoring; ignored when the source ships a test split
+    seed: int = checked(0, at_least(0))  # seed of the stratified split
+    image_size: int | None = checked(None, at_least(2))  # resize folder images to this square size; None keeps sizes (mixed sizes are errors)
+    channels: int | None = checked(None, one_of(1, 3))  # folder images: 1 (grey) or 3 (RGB); None infers from the files
+    levels: int | None = checked(None, between(2, 256))  # npz arrays: discrete values per channel; None means 256
+    rare_class: int | None = checked(None, at_least(0))  # labelled data: thin this class in the train split only (an induced imbalance)
+    rare_keep: float = checked(1.0, between(0, 1, low_open=True))  # share of rare_class's train images kept (seeded; val and test stay whole)
+
+    def check(self) -> None:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigValueError("test_fraction", self.test_fraction,
+                                   f"val_fraction + test_fraction < 1 (val_fraction is {self.val_fraction}), "
+                                   f"so that images are left to train on")
+
+
+@dataclass(frozen=True)
+class ModelConfig(Checked):
+    family: str = checked("vae", name())  # registered model family (genlib.models.MODELS); its config class adds fields
+    name: str | None = checked(None, ANY)  # label in run names and tables; default the family name
 
     @property
     def label(self) -> str:
         return self.name or self.family
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 100  # passes over the train split
-    batch_size: int = 128  # global batch; each of num_workers workers takes batch_size / num_workers
-    lr: float = 1e-3  # Adam learning rate
-    seed: int = 0  # seeds model init, sampling order and sample grids
-    num_workers: int = 1  # Ray Train workers (DDP processes)
-    cpus_per_worker: int = 1  # CPUs Ray reserves for each worker
-    gpus_per_worker: float = 0.0  # GPUs per worker; > 0 trains on CUDA with NCCL
-    max_failures: int = 2  # worker-group restarts from the last checkpoint before the run fails
-    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch always checkpoints)
-    sample_every: int = 10  # epochs between sample-grid images logged to MLflow
-    select_by: str = "val_loss"  # metric that picks the checkpoint to evaluate ("val_loss" or "last")
-    patience: int | None = None  # stop after this many epochs without a lower val_loss; null: run every epoch
-    storage_path: str | None = None  # Ray Train storage (path or URI); default GENLIB_HOME/ray_results
-    precision: str = "fp32"  # "fp32", or "bf16": training steps autocast to bfloat16 (for GPUs; CPUs run it slowly)
-    weights: str | None = None  # per-sample sampling weights: a weights .parquet or the MLflow run id of a reweight run
+SELECT_BY = ("val_loss", "last")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
-class EvalConfig:
-    iwae_k: int = 100  # importance samples of the IWAE bound for models with a likelihood bound
-    batch_size: int = 128  # test images scored at once
-    n_samples: int = 64  # images in the final sample grid
-    n_generated: int = 1000  # samples scored for quality and memorization; 0 skips those metrics
-    extractor: str = "domain"  # registered feature extractor (genlib.evaluate.features.EXTRACTORS)
-    copying_cells: int = 5  # k-means cells of the data-copying test (each needs 20 test samples)
-    knn: str = "exact"  # generated → train neighbour search: "exact", or "ivf" (approximate) for very large train sets
-    knn_probes: int = 8  # "ivf": k-means cells searched per query (of about √N); recall is logged
+class TrainConfig(Checked):
+    epochs: int = checked(100, at_least(1))  # passes over the train split
+    batch_size: int = checked(128, at_least(1))  # global batch; each of num_workers workers takes batch_size / num_workers
+    lr: float = checked(1e-3, positive())  # Adam learning rate
+    seed: int = checked(0, at_least(0))  # seeds model init, sampling order and sample grids
+    num_workers: int = checked(1, at_least(1))  # Ray Train workers (DDP processes)
+    cpus_per_worker: int = checked(1, at_least(1))  # CPUs Ray reserves for each worker
+    gpus_per_worker: float = checked(0.0, at_least(0))  # GPUs per worker; > 0 trains on CUDA with NCCL
+    max_failures: int = checked(2, at_least(0))  # worker-group restarts from the last checkpoint before the run fails
+    checkpoint_every: int = checked(1, at_least(1))  # epochs between checkpoints (the last epoch always checkpoints)
+    sample_every: int = checked(10, at_least(1))  # epochs between sample-grid images logged to MLflow
+    select_by: str = checked("val_loss", one_of(*SELECT_BY))  # metric that picks the checkpoint to evaluate
+    patience: int | None = checked(None, at_least(1))  # stop after this many epochs without a lower val_loss; null: run every epoch
+    storage_path: str | None = checked(None, ANY)  # Ray Train storage (path or URI); default GENLIB_HOME/ray_results
+    precision: str = checked("fp32", one_of(*PRECISIONS))  # "bf16": training steps autocast to bfloat16 (for GPUs; CPUs run it slowly)
+    weights: str | None = checked(None, ANY)  # per-sample sampling weights: a weights .parquet or the MLflow run id of a reweight run
+
+    def check(self) -> None:
+        if self.batch_size < self.num_workers:
+            raise ConfigValueError("batch_size", self.batch_size,
+                                   f"at least one image per worker: ≥ num_workers ({self.num_workers})")
+
+
+@dataclass(frozen=True)
+class EvalConfig(Checked):
+    iwae_k: int = checked(100, at_least(1))  # importance samples of the IWAE bound for models with a likelihood bound
+    batch_size: int = checked(128, at_least(1))  # test images scored at once
+    n_samples: int = checked(64, at_least(1))  # images in the final sample grid
+    n_generated: int = checked(1000, at_least(0))  # samples scored for quality and memorization; 0 skips those metrics
+    extractor: str = checked("domain", name())  # registered feature extractor (genlib.evaluate.features.EXTRACTORS)
+    copying_cells: int = checked(5, at_least(1))  # k-means cells of the data-copying test (each needs 20 test samples)
+    knn: str = checked("exact", one_of("exact", "ivf"))  # generated → train neighbour search; "ivf" (approximate) for very large train sets
+    knn_probes: int = checked(8, at_least(1))  # "ivf": k-means cells searched per query (of about √N); recall is logged
 
 
 # DB-VAE reweighting (genlib.evaluate.reweight): per-dimension histograms combined as in the MIT 6.S191
 # lab ("max") or the paper ("product"), or a joint density ("gmm", "kde").
 METHODS = ("max", "product", "gmm", "kde")
 DEFAULT_ALPHA = {"max": 1e-3, "product": 1e-3, "gmm": 0.0, "kde": 0.0}
+_BANDWIDTH = Rule(lambda v: v in ("scott", "silverman") or (_number(v) and v > 0),
+                  "a number > 0, 'scott' or 'silverman'", "wide")
 
 
 @dataclass(frozen=True)
-class ReweightConfig:
-    method: str = "max"  # "max" (the lab's combination), "product" (the paper's), "gmm" or "kde" (joint densities)
-    bins: int = 10  # histogram bins per latent dimension (10 in the lab)
-    alpha: float | None = None  # smoothing added to the density; None: DEFAULT_ALPHA[method] (1e-3 as in the lab)
-    n_components: int = 10  # "gmm": mixture components (full covariances); no published default
-    bandwidth: float | str = "scott"  # "kde": Gaussian kernel width, a number or "scott"/"silverman"
-    seed: int = 0  # "gmm": k-means initialisation seed
-    encoder: str = "vae"  # pipeline: label of the trained model whose latent means are weighted
-    retrain: tuple[str, ...] = ()  # pipeline: labels of models retrained with the weights; empty: no reweight stage
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown reweighting method {self.method!r}; known: {list(METHODS)}")
-        if self.bins < 1 or self.n_components < 1:
-            raise ValueError(f"bins and n_components must be ≥ 1, got {self.bins} and {self.n_components}")
-        if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha >= 0):
-            raise ValueError(f"alpha must be a finite number ≥ 0 (or None for the method's default), "
-                             f"got {self.alpha}")
-        if isinstance(self.bandwidth, str) and self.bandwidth not in ("scott", "silverman"):
-            raise ValueError(f"bandwidth must be a positive number, 'scott' or 'silverman', got {self.bandwidth!r}")
-        if not isinstance(self.bandwidth, str) and not self.bandwidth > 0:
-            raise ValueError(f"bandwidth must be positive, got {self.bandwidth}")
+class ReweightConfig(Checked):
+    method: str = checked("max", one_of(*METHODS))  # "max" (the lab's combination), "product" (the paper's), "gmm" or "kde"
+    bins: int = checked(10, at_least(1))  # histogram bins per latent dimension (10 in the lab)
+    alpha: float | None = checked(None, at_least(0))  # smoothing added to the density; None: DEFAULT_ALPHA[method]
+    n_components: int = checked(10, at_least(1))  # "gmm": mixture components (full covariances); no published default
+    bandwidth: float | str = checked("scott", _BANDWIDTH)  # "kde": Gaussian kernel width, a number or "scott"/"silverman"
+    seed: int = checked(0, at_least(0))  # "gmm": k-means initialisation seed
+    encoder: str = checked("vae", ANY)  # pipeline: label of the trained model whose latent means are weighted
+    retrain: tuple[str, ...] = checked((), ANY)  # pipeline: labels of models retrained with the weights; empty: no reweight stage
 
     @property
     def smoothing(self) -> float:
@@ -122,22 +235,22 @@ class ReweightConfig:
 
 
 @dataclass(frozen=True)
-class TrackingConfig:
-    experiment: str | None = None  # MLflow experiment; default "genlib-<dataset source>"
-    tracking_uri: str | None = None  # default $MLFLOW_TRACKING_URI, else SQLite under GENLIB_HOME
-    run_name: str | None = None  # parent run name; default the preset name
+class TrackingConfig(Checked):
+    experiment: str | None = checked(None, ANY)  # MLflow experiment; default "genlib-<dataset source>"
+    tracking_uri: str | None = checked(None, ANY)  # default $MLFLOW_TRACKING_URI, else SQLite under GENLIB_HOME
+    run_name: str | None = checked(None, ANY)  # parent run name; default the preset name
 
 
 @dataclass(frozen=True)
-class Config:
-    name: str = "custom"  # preset name, used for run names
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    models: tuple[ModelConfig, ...] = ()  # models the pipeline trains and compares; empty: just `model`
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    reweight: ReweightConfig = field(default_factory=ReweightConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+class Config(Checked):
+    name: str = checked("custom", ANY)  # preset name, used for run names
+    data: DataConfig = section(DataConfig)
+    model: ModelConfig = section(ModelConfig)
+    models: tuple[ModelConfig, ...] = checked((), ANY)  # models the pipeline trains and compares; empty: just `model`
+    train: TrainConfig = section(TrainConfig)
+    eval: EvalConfig = section(EvalConfig)
+    reweight: ReweightConfig = section(ReweightConfig)
+    tracking: TrackingConfig = section(TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -264,7 +377,10 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     for name, value in raw.items():
         path = f"{where}.{name}" if where else name
         kwargs[name] = _coerce(hints[name], value, path)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigValueError as err:
+        raise err.at(where) from None
 
 
 def _coerce(tp: Any, value: Any, path: str) -> Any:
@@ -292,9 +408,14 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
     if tp is int and isinstance(value, bool) or not isinstance(value, tp):
         raise TypeError(f"{path}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
     return value
+
+
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _type_name(tp: Any) -> str:

@@ -42,7 +42,6 @@ class Prepared:
 
 def prepare(cfg: DataConfig, root: Path | None = None) -> Prepared:
     """Load ``cfg.source``, split it, and write (or find) its dataset version."""
-    _check_fractions(cfg)
     source = load_source(cfg)
     splits = split_indices(source, cfg)
     arrays = {name: (source.images[idx], None if source.labels is None else source.labels[idx])
@@ -89,8 +88,6 @@ def _thin_class(train: np.ndarray, labels: np.ndarray | None, cfg: DataConfig,
     """Keep ``rare_keep`` of ``rare_class``'s training images (at least one), all others whole."""
     if labels is None:
         raise ValueError(f"data.rare_class needs labelled data; source {cfg.source!r} has no labels")
-    if not 0 < cfg.rare_keep <= 1:
-        raise ValueError(f"data.rare_keep is a share in (0, 1], got {cfg.rare_keep}")
     members = train[labels[train] == cfg.rare_class]
     if len(members) == 0:
         raise ValueError(f"data.rare_class={cfg.rare_class} has no training images; "
@@ -174,13 +171,3 @@ def _write_atomically(target: Path, arrays, manifest: dict[str, Any]) -> None:
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         for f in tmp.iterdir():
             f.chmod(0o444)  # a version is never modified
-
-
-def _check_fractions(cfg: DataConfig) -> None:
-    for name in ("val_fraction", "test_fraction"):
-        value = getattr(cfg, name)
-        if not 0.0 < value < 1.0:
-            raise ValueError(f"data.{name} must be in (0, 1), got {value}")
-    if cfg.val_fraction + cfg.test_fraction >= 1.0:
-        raise ValueError(f"data.val_fraction + data.test_fraction must be < 1, "
-                         f"got {cfg.val_fraction} + {cfg.test_fraction}")

@@ -24,22 +24,22 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from genlib.config import ModelConfig
+from genlib.config import ModelConfig, at_least, checked, name, positive
 from genlib.models.base import LOG_PROB, MODELS, Batch, GenerativeModel
 from genlib.models.layers import bits_per_dim
 
 
 @dataclass(frozen=True)
 class MixtureConfig(ModelConfig):
-    family: str = "mixture"
-    components: int = 30  # K mixture components
-    alpha: float = 1.0  # add-α smoothing of each categorical (a symmetric Dirichlet prior)
+    family: str = checked("mixture", name())
+    components: int = checked(30, at_least(1))  # K mixture components
+    alpha: float = checked(1.0, positive())  # add-α smoothing of each categorical (a symmetric Dirichlet prior)
 
 
 @dataclass(frozen=True)
 class CategoricalConfig(ModelConfig):
-    family: str = "categorical"
-    alpha: float = 1.0  # add-α smoothing of each per-sub-pixel categorical
+    family: str = checked("categorical", name())
+    alpha: float = checked(1.0, positive())  # add-α smoothing of each per-sub-pixel categorical
 
 
 class _MixtureBase(GenerativeModel):
@@ -127,6 +127,4 @@ class MixtureOfCategoricals(_MixtureBase):
     config_class = MixtureConfig
 
     def __init__(self, config: MixtureConfig, shape, levels, num_classes=None):
-        if config.components < 1:
-            raise ValueError(f"model.components must be ≥ 1, got {config.components}")
         super().__init__(config, shape, levels, num_classes, components=config.components)

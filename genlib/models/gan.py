@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlib.config import ModelConfig, TrainConfig
+from genlib.config import ANY, ModelConfig, TrainConfig, at_least, between, checked, name, one_of
 from genlib.models.base import INTERPOLATE, MODELS, Batch, GenerativeModel, to_unit
 from genlib.models.layers import downsample_steps, latent_path
 
@@ -53,14 +53,14 @@ LOSSES: dict[str, tuple[Callable, Callable]] = {
 
 @dataclass(frozen=True)
 class GANConfig(ModelConfig):
-    family: str = "gan"
-    latent_dim: int = 64  # size of z
-    hidden: int = 64  # channels at full resolution; doubled at each halving
-    loss: str = "non-saturating"  # one of LOSSES: minimax, non-saturating, lsgan, wgan-gp, hinge
-    n_critic: int = 1  # discriminator updates per generator update (5 is usual for wgan-gp)
-    gp_weight: float = 10.0  # gradient-penalty weight, used by wgan-gp only
-    ema: float = 0.999  # decay of the generator's moving average used for sampling; 0 disables
-    conditional: bool = False  # class-conditional: conditional batch norm in G, projection in D
+    family: str = checked("gan", name())
+    latent_dim: int = checked(64, at_least(1))  # size of z
+    hidden: int = checked(64, at_least(1))  # channels at full resolution; doubled at each halving
+    loss: str = checked("non-saturating", one_of(*LOSSES))  # minimax, non-saturating, lsgan, wgan-gp or hinge
+    n_critic: int = checked(1, at_least(1))  # discriminator updates per generator update (5 is usual for wgan-gp)
+    gp_weight: float = checked(10.0, at_least(0))  # gradient-penalty weight, used by wgan-gp only
+    ema: float = checked(0.999, between(0, 1, high_open=True))  # decay of the generator's moving average used for sampling; 0 disables
+    conditional: bool = checked(False, ANY)  # class-conditional: conditional batch norm in G, projection in D
 
 
 class ConditionalBatchNorm2d(nn.Module):
@@ -134,8 +134,6 @@ class GAN(GenerativeModel):
 
     def __init__(self, config: GANConfig, shape, levels, num_classes=None):
         super().__init__(config, shape, levels, num_classes)
-        if config.loss not in LOSSES:
-            raise ValueError(f"model.loss {config.loss!r} is not known; known: {sorted(LOSSES)}")
         if self.shape[1] != self.shape[2]:
             raise ValueError(f"the GAN expects square images, got {self.shape[1]}×{self.shape[2]}")
         classes = num_classes if config.conditional else None

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlib.config import ModelConfig
+from genlib.config import ANY, ModelConfig, at_least, checked, name, odd_at_least
 from genlib.models.base import COMPLETE, LOG_PROB, MODELS, Batch, GenerativeModel, to_unit
 from genlib.models.layers import MaskedConv2d, bits_per_dim, categorical_log_likelihood, channel_groups
 
@@ -121,13 +121,13 @@ class AutoregressiveModel(GenerativeModel):
 
 @dataclass(frozen=True)
 class PixelCNNConfig(ModelConfig):
-    family: str = "pixelcnn"
-    hidden: int = 64  # channels of the masked residual stack
-    layers: int = 6  # mask-B residual layers after the mask-A input layer
-    kernel: int = 3  # kernel of the mask-B layers
-    first_kernel: int = 7  # kernel of the mask-A input layer
-    head: int = 128  # channels of the 1×1 output head
-    conditional: bool = False  # class-conditional (needs a labelled dataset)
+    family: str = checked("pixelcnn", name())
+    hidden: int = checked(64, at_least(1))  # channels of the masked residual stack
+    layers: int = checked(6, at_least(1))  # mask-B residual layers after the mask-A input layer
+    kernel: int = checked(3, odd_at_least(1))  # kernel of the mask-B layers
+    first_kernel: int = checked(7, odd_at_least(1))  # kernel of the mask-A input layer
+    head: int = checked(128, at_least(1))  # channels of the 1×1 output head
+    conditional: bool = checked(False, ANY)  # class-conditional (needs a labelled dataset)
 
 
 @MODELS.register("pixelcnn")
@@ -183,12 +183,12 @@ class PixelCNN(AutoregressiveModel):
 
 @dataclass(frozen=True)
 class GatedPixelCNNConfig(ModelConfig):
-    family: str = "gated-pixelcnn"
-    hidden: int = 64  # channels of each stack
-    layers: int = 8  # gated layers (the first one is the mask-A layer)
-    kernel: int = 5  # the vertical stack sees a (k//2+1)×k window, the horizontal one 1×(k//2+1)
-    head: int = 128  # channels of the 1×1 output head
-    conditional: bool = False  # class-conditional (needs a labelled dataset)
+    family: str = checked("gated-pixelcnn", name())
+    hidden: int = checked(64, at_least(1))  # channels of each stack
+    layers: int = checked(8, at_least(1))  # gated layers (the first one is the mask-A layer)
+    kernel: int = checked(5, odd_at_least(1))  # the vertical stack sees a (k//2+1)×k window, the horizontal one 1×(k//2+1)
+    head: int = checked(128, at_least(1))  # channels of the 1×1 output head
+    conditional: bool = checked(False, ANY)  # class-conditional (needs a labelled dataset)
 
 
 class GatedLayer(nn.Module):
@@ -254,12 +254,12 @@ class GatedPixelCNN(AutoregressiveModel):
 
 @dataclass(frozen=True)
 class PixelRNNConfig(ModelConfig):
-    family: str = "pixelrnn"
-    hidden: int = 32  # channels of the LSTM state
-    layers: int = 2  # Row LSTM layers after the mask-A input layer
-    kernel: int = 3  # width of the input-to-state and state-to-state convolutions
-    first_kernel: int = 7  # kernel of the mask-A input layer
-    head: int = 64  # channels of the 1×1 output head
+    family: str = checked("pixelrnn", name())
+    hidden: int = checked(32, at_least(1))  # channels of the LSTM state
+    layers: int = checked(2, at_least(1))  # Row LSTM layers after the mask-A input layer
+    kernel: int = checked(3, odd_at_least(1))  # width of the input-to-state and state-to-state convolutions
+    first_kernel: int = checked(7, odd_at_least(1))  # kernel of the mask-A input layer
+    head: int = checked(64, at_least(1))  # channels of the 1×1 output head
 
 
 class RowLSTM(nn.Module):

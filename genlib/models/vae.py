@@ -26,24 +26,24 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from genlib.config import ModelConfig
+from genlib.config import ANY, ModelConfig, at_least, checked, name, positive
 from genlib.models.base import ENCODE, INTERPOLATE, LOG_PROB, MODELS, TRAVERSE, Batch, GenerativeModel, to_unit
 from genlib.models.layers import ConvDecoder, ConvEncoder, bits_per_dim, categorical_log_likelihood, latent_path
 
 
 @dataclass(frozen=True)
 class VAEConfig(ModelConfig):
-    family: str = "vae"
-    latent_dim: int = 16  # size of z
-    hidden: int = 32  # channels of the first conv layer; doubled at each halving of resolution
-    beta: float = 1.0  # weight of the KL term in training (β-VAE [2]); 1 is the true ELBO
-    conditional: bool = False  # class-conditional VAE [4] (needs a labelled dataset)
+    family: str = checked("vae", name())
+    latent_dim: int = checked(16, at_least(1))  # size of z
+    hidden: int = checked(32, at_least(1))  # channels of the first conv layer; doubled at each halving of resolution
+    beta: float = checked(1.0, positive())  # weight of the KL term in training (β-VAE [2]); 1 is the true ELBO
+    conditional: bool = checked(False, ANY)  # class-conditional VAE [4] (needs a labelled dataset)
 
 
 @dataclass(frozen=True)
 class BetaVAEConfig(VAEConfig):
-    family: str = "beta-vae"
-    beta: float = 4.0  # β > 1 trades reconstruction for a more factorised latent space [2]
+    family: str = checked("beta-vae", name())
+    beta: float = checked(4.0, positive())  # β > 1 trades reconstruction for a more factorised latent space [2]
 
 
 @MODELS.register("vae")

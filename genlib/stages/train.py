@@ -25,7 +25,6 @@ from genlib.train.hooks import TrainHooks
 from genlib.train.launch import (
     check_cluster_storage,
     check_finite,
-    check_train_config,
     download,
     ensure_ray,
     fit,
@@ -46,7 +45,6 @@ class TrainResult:
 def train(cfg: Config, dataset: str | Path, tracker: Tracker | None = None,
           parent_run_id: str | None = None) -> TrainResult:
     """Train ``cfg.model`` on a prepared dataset version in a new MLflow run (nested if a parent is given)."""
-    check_train_config(cfg)
     tracker = tracker or Tracker(cfg.tracking.tracking_uri)
     version = DatasetVersion(dataset)
     tags = {Tag.STAGE: Stage.TRAIN, Tag.FAMILY: cfg.model.family, Tag.MODEL: cfg.model.label,

@@ -26,9 +26,6 @@ from genlib.train.hooks import TrainHooks
 
 log = logging.getLogger(__name__)
 
-SELECT_BY = ("val_loss", "last")
-PRECISIONS = ("fp32", "bf16")
-
 
 def ensure_ray(address: str | None = None) -> None:
     """Join ``address`` / ``$RAY_ADDRESS`` if set, else start Ray on this machine."""
@@ -41,14 +38,6 @@ def ensure_ray(address: str | None = None) -> None:
         ray.init(address=address)
     else:
         ray.init(logging_level=logging.WARNING)
-
-
-def check_train_config(cfg: Config) -> None:
-    """Refuse train settings this module cannot honour, before any run opens."""
-    if cfg.train.select_by not in SELECT_BY:
-        raise ValueError(f"train.select_by must be one of {SELECT_BY}, got {cfg.train.select_by!r}")
-    if cfg.train.precision not in PRECISIONS:
-        raise ValueError(f"train.precision must be one of {PRECISIONS}, got {cfg.train.precision!r}")
 
 
 @contextlib.contextmanager

@@ -78,8 +78,8 @@ def test_bad_input_writes_nothing(tmp_path):
 
 
 def test_bad_fractions_and_tiny_data(tmp_path):
-    with pytest.raises(ValueError, match=r"data.val_fraction \+ data.test_fraction must be < 1"):
-        prepare(DataConfig(source="digits", val_fraction=0.5, test_fraction=0.5))
+    with pytest.raises(ValueError, match=r"test_fraction=0.5 is not allowed; expected val_fraction \+ test_fraction < 1"):
+        DataConfig(source="digits", val_fraction=0.5, test_fraction=0.5)
     tiny = tmp_path / "tiny.npz"
     np.savez(tiny, images=np.zeros((2, 4, 4), dtype=np.uint8))
     with pytest.raises(ValueError, match="split 'val' of source 'npz' is empty"):
@@ -106,5 +106,5 @@ def test_induced_imbalance_thins_one_class_in_train_only():
         assert (thin.labels(split) == whole.labels(split)).all()
     with pytest.raises(ValueError, match="rare_class=12 has no training images; classes present"):
         prepare(DataConfig(source="digits", rare_class=12, rare_keep=0.1))
-    with pytest.raises(ValueError, match=r"rare_keep is a share in \(0, 1\]"):
-        prepare(DataConfig(source="digits", rare_class=3, rare_keep=0.0))
+    with pytest.raises(ValueError, match=r"rare_keep=0.0 is not allowed; expected a number in \(0, 1\]"):
+        DataConfig(source="digits", rare_class=3, rare_keep=0.0)
