@@ -33,9 +33,8 @@ PERMANENT = (ValueError, TypeError, FloatingPointError, FileNotFoundError)
 
 def configure_prefect() -> None:
     """Prefect settings genlib's commands run with (a user's own settings win); call before Prefect starts."""
-    # Prefect's ephemeral server otherwise starts a telemetry service whose first write races the
-    # server's own on SQLite ("database is locked" tracebacks).
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's server analytics are off (``genlib.TELEMETRY_OFF``): its telemetry service's first
+    # write would also race the ephemeral server's own on SQLite ("database is locked" tracebacks).
     # The ephemeral API gets 20 s to start by default; pipelines started together on a small
     # machine take longer, and a slow start should not fail a training job.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

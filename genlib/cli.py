@@ -6,7 +6,7 @@
     genlib reweight --vae-run RUN_ID [--dataset DIR] [--reweight.method=max ...]   DB-VAE sampling weights
     genlib evaluate --run RUN_ID [...]                  score a training run's checkpoint, with an HTML report
     genlib evaluate PRESET --checkpoint DIR --dataset DIR [...]
-    genlib runs [--dataset digits] [--sort fid]         leaderboard of every evaluation in MLflow
+    genlib runs [--stage evaluate|train|all] [--dataset digits] [--sort fid]   evaluations (a leaderboard) or trainings
     genlib sample --run RUN_ID | --model models:/NAME@ALIAS [-n 64] -o grid.png|samples.npz
     genlib presets                                      list the presets
     genlib ui [--port 5000]                             MLflow UI on genlib's tracking store
@@ -70,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", help="checkpoint directory (with PRESET and --dataset, instead of --run)")
     ev.add_argument("--dataset", help="prepared dataset directory")
     runs = command("runs", _runs, "leaderboard of every finished evaluation in the tracking store "
-                   "(bits/dim, FID, KID, precision/recall, copy rate)", preset=False)
+                   "(bits/dim, FID, KID, precision/recall, copy rate), or the training runs", preset=False)
+    runs.add_argument("--stage", choices=["evaluate", "train", "all"], default="evaluate",
+                      help="evaluations (the leaderboard; default), training runs, or both")
     runs.add_argument("--dataset", help="keep rows whose dataset (<source>-<hash12>) contains this, e.g. digits")
     runs.add_argument("--sort", help="column to sort by (default bpd, else fid; precision/recall descending)")
     runs.add_argument("--experiment", help="one MLflow experiment (default: every genlib-* experiment)")
@@ -92,9 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     dp.add_argument("--file", help="the prefect.yaml to serve (default: the repository's)")
     dp.add_argument("--limit", type=int, help="most flow runs at once, over all deployments")
     dp.add_argument("--ray-address", help="Ray cluster the flow runs join (default $RAY_ADDRESS, else a local Ray)")
-    ui = command("ui", _ui, "open the MLflow UI on genlib's tracking store", preset=False)
+    ui = command("ui", _ui, "serve the MLflow UI on genlib's tracking store and open the latest experiment's runs",
+                 preset=False)
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--browser", action=argparse.BooleanOptionalAction, default=True,
+                    help="open the runs page in a web browser, where one exists (--no-browser: only print it)")
     ui.add_argument("--workers", type=int, default=1, help="server processes (one person browsing needs one; "
                                                          "MLflow's own default, 4, starts several times slower)")
     server = command("server", _server, "MLflow tracking server over genlib's store (SQLite + proxied artifacts): "
@@ -165,7 +170,7 @@ def _evaluate(args, overrides) -> int:
         raise ValueError("say what to evaluate: --run RUN_ID, or PRESET --checkpoint DIR --dataset DIR")
     for key, value in sorted(result.metrics.items()):
         print(f"{key:>24}  {value:.4f}")
-    print(f"MLflow run {result.run_id} (report: its artifact report.html)")
+    print(f"MLflow run {result.run_id}; the report: {result.report}")
     return 0
 
 
@@ -182,28 +187,46 @@ def _reweight(args, overrides) -> int:
 
 
 def _runs(args, overrides) -> int:
-    from genlib.runs import leaderboard
+    from genlib.runs import leaderboard, training_runs
     from genlib.tracking import HEADLINES, Tracker
 
     tracker = Tracker()
-    rows = leaderboard(tracker, args.dataset, args.sort, args.experiment)[:args.limit]
-    if not rows:
-        print(f"no finished evaluations in {tracker.uri}" + (f" for dataset {args.dataset!r}" if args.dataset else "")
-              + "; run `genlib pipeline digits-quick` first")
-        return 0
-    columns = ["model", "family", "dataset",
-               *(h.column for h in HEADLINES if h.leaderboard and any(h.column in r for r in rows)), "eval_run_id"]
+    where = f" for dataset {args.dataset!r}" if args.dataset else ""
+    if args.stage in ("evaluate", "all"):
+        rows = leaderboard(tracker, args.dataset, args.sort, args.experiment)[:args.limit]
+        if rows:
+            _print_table(rows, ["model", "family", "dataset", *(h.column for h in HEADLINES if h.leaderboard
+                                                                 and any(h.column in r for r in rows)),
+                                "eval_run_id", "train_run_id"])
+            lower = [h.label for h in HEADLINES if h.leaderboard and h.direction == "min" and h.column != "bpd"]
+            print(f"\nevaluations in {tracker.uri}; bits/dim: exact where the model has it, else its tightest "
+                  f"bound; lower is better for bpd, {', '.join(lower[:-1])} and {lower[-1]}")
+        else:
+            print(f"no finished evaluations in {tracker.uri}{where}; run `genlib pipeline digits-quick` first")
+    if args.stage in ("train", "all"):
+        rows = training_runs(tracker, args.dataset, args.experiment)[:args.limit]
+        if args.stage == "all":
+            print()
+        if rows:
+            _print_table(rows, ["model", "family", "dataset", "status", "epochs", "selected_epoch", "val_loss",
+                                "train_run_id"])
+            print(f"\ntraining runs in {tracker.uri}, newest first; epochs: logged so far, counted from 1; "
+                  f"val_loss: at the selected epoch")
+        else:
+            print(f"no training runs in {tracker.uri}{where}")
+    return 0
+
+
+def _print_table(rows: list[dict], columns: list[str], text_columns: int = 3) -> None:
+    """Rows as an aligned table: the first ``text_columns`` left-aligned, the rest right-aligned."""
     table = [columns] + [[f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r.get(c, "-")) for c in columns]
                          for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     for i, line in enumerate(table):
-        print("  ".join(cell.ljust(w) if j < 3 else cell.rjust(w) for j, (cell, w) in enumerate(zip(line, widths))))
+        print("  ".join(cell.ljust(w) if j < text_columns else cell.rjust(w)
+                        for j, (cell, w) in enumerate(zip(line, widths))))
         if i == 0:
             print("  ".join("-" * w for w in widths))
-    lower = [h.label for h in HEADLINES if h.leaderboard and h.direction == "min" and h.column != "bpd"]
-    print(f"\n{tracker.uri}; bits/dim: exact where the model has it, else its tightest bound; lower is better "
-          f"for bpd, {', '.join(lower[:-1])} and {lower[-1]}")
-    return 0
 
 
 def _sample(args, overrides) -> int:
@@ -267,11 +290,63 @@ def _ui(args, overrides) -> int:
     from genlib.tracking import default_tracking_uri
 
     uri = default_tracking_uri()
-    print(f"MLflow UI on {uri} at http://{args.host}:{args.port}")
-    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                               "--default-artifact-root", paths.mlflow_artifacts().as_uri(),
-                               "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)])
-    return 0  # not reached
+    print(f"MLflow UI on {uri} at http://{args.host}:{args.port}", flush=True)
+    return _serve([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                   "--default-artifact-root", paths.mlflow_artifacts().as_uri(),
+                   "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)],
+                  uri, args.host, args.port, args.browser)
+
+
+def _serve(cmd: list[str], uri: str, host: str, port: int, browser: bool = False) -> int:
+    """Run an MLflow server until it ends (or Ctrl-C); once it answers, print where genlib's
+    results are — the latest experiment's runs table and the latest pipeline report — and open
+    the runs table in a browser if asked and one exists."""
+    import subprocess
+    import time
+    import urllib.request
+
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    proc = subprocess.Popen(cmd)
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+        if proc.poll() is None:
+            page = _print_landing(uri, base)
+            if browser and page:
+                import webbrowser
+
+                webbrowser.open(page)
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=30)
+        return 130
+
+
+def _print_landing(uri: str, base: str) -> str | None:
+    """Print the URLs a person opens first; returns the runs page of the latest experiment."""
+    from genlib.runs import latest_run
+    from genlib.stages.locations import report_location, runs_page_url
+    from genlib.tracking import Stage, Tracker
+
+    tracker = Tracker(uri)
+    latest = latest_run(tracker)
+    if latest is None:
+        print(f"no genlib runs in {uri} yet: run `genlib pipeline digits-quick`, then reload {base}", flush=True)
+        return None
+    experiment = tracker.client.get_experiment(latest.info.experiment_id).name
+    page = runs_page_url(base, latest.info.experiment_id)
+    print(f"runs of {experiment} (the latest experiment): {page}", flush=True)
+    pipeline = latest_run(tracker, Stage.PIPELINE, finished=True)
+    if pipeline is not None:
+        print(f"the latest pipeline report ({pipeline.info.run_name}): "
+              f"{report_location(tracker, pipeline.info.run_id, base)}", flush=True)
+    return page
 
 
 def server_command(host: str, port: int, workers: int, allowed_hosts: str | None = None) -> list[str]:
@@ -288,8 +363,7 @@ def _server(args, overrides) -> int:
     cmd = server_command(args.host, args.port, args.workers, args.allowed_hosts)
     print(f"MLflow tracking server on http://{args.host}:{args.port} (store {paths.mlflow_db()}); "
           f"on every node: export MLFLOW_TRACKING_URI=http://<this host>:{args.port}", flush=True)
-    os.execvp(cmd[0], cmd)
-    return 0  # not reached
+    return _serve(cmd, f"sqlite:///{paths.mlflow_db()}", args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 * a training run's checkpoint, config and dataset version (``trained_run``), or just the
   checkpoint (``run_checkpoint``), or a registered model's (``model_checkpoint``);
 * a reweight run's weights file (``weights_file``);
-* the leaderboard of every evaluation in the store (``leaderboard``).
+* the leaderboard of every evaluation in the store (``leaderboard``), and the training runs
+  (``training_runs``).
 
 It only reads: runs are opened and registered by the stages (``genlib/stages``)."""
 
@@ -139,6 +140,36 @@ def leaderboard(tracker: Tracker, dataset: str | None = None, sort: str | None =
     descending = any(h.column == key and h.direction == "max" for h in HEADLINES)
     missing = [r for r in rows if key not in r]
     return sorted((r for r in rows if key in r), key=lambda r: r[key], reverse=descending) + missing
+
+
+def latest_run(tracker: Tracker, stage: str | None = None, finished: bool = False):
+    """The newest run of genlib's experiments (of ``stage``; only FINISHED ones if ``finished``), or None."""
+    experiments = tracker.experiment_ids()
+    where = " and ".join([*([f"tags.`{Tag.STAGE}` = '{stage}'"] if stage else []),
+                          *(["attributes.status = 'FINISHED'"] if finished else [])])
+    found = tracker.search_runs(experiments, where, ["attributes.start_time DESC"], max_results=1) \
+        if experiments else []
+    return found[0] if found else None
+
+
+def training_runs(tracker: Tracker, dataset: str | None = None, experiment: str | None = None) -> list[dict[str, Any]]:
+    """One row per training run, newest first, whatever its status: model, family, dataset,
+    status, epochs logged, the selected epoch and its validation loss, run id."""
+    experiments = tracker.experiment_ids(experiment)
+    if not experiments:
+        return []
+    rows = []
+    for run in tracker.search_runs(experiments, f"tags.`{Tag.STAGE}` = '{Stage.TRAIN}'"):
+        tags, metrics = run.data.tags, run.data.metrics
+        row = {"model": tags.get(Tag.MODEL, run.info.run_name), "family": tags.get(Tag.FAMILY, ""),
+               "dataset": tags.get(Tag.DATASET, tags.get(Tag.DATASET_HASH, "")[:12]), "status": run.info.status,
+               "epochs": tracker.last_step(run.info.run_id, "val_loss"), "train_run_id": run.info.run_id,
+               "started": run.info.start_time}
+        if "selected_epoch" in metrics:
+            row.update(selected_epoch=int(metrics["selected_epoch"]), val_loss=metrics["selected_val_loss"])
+        rows.append(row)
+    rows = [r for r in rows if not dataset or dataset in r["dataset"]]
+    return sorted(rows, key=lambda r: r["started"], reverse=True)
 
 
 def _leaderboard_row(run) -> dict[str, Any]:

@@ -296,8 +296,10 @@ class Tracker:
         return self.client.search_runs([found.experiment_id], filter_string=where,
                                        order_by=["attributes.start_time DESC"])
 
-    def search_runs(self, experiment_ids: list[str], where: str = "", order_by: list[str] | None = None) -> list:
-        return self.client.search_runs(experiment_ids, filter_string=where, order_by=order_by)
+    def search_runs(self, experiment_ids: list[str], where: str = "", order_by: list[str] | None = None,
+                    max_results: int = 1000) -> list:
+        return self.client.search_runs(experiment_ids, filter_string=where, order_by=order_by,
+                                       max_results=max_results)
 
     def experiment_ids(self, name: str | None = None, prefix: str = "genlib-") -> list[str]:
         """Ids of the experiment ``name``, or of every experiment whose name starts with ``prefix``."""
@@ -305,8 +307,9 @@ class Tracker:
                 if (e.name == name if name else e.name.startswith(prefix))]
 
     def last_step(self, run_id: str, key: str) -> int:
-        """The highest step logged for metric ``key`` (-1 if none)."""
-        return max((m.step for m in self.client.get_metric_history(run_id, key)), default=-1)
+        """The highest step logged for metric ``key`` (0 if none; a training run's steps are its
+        epochs, counted from 1)."""
+        return max((m.step for m in self.client.get_metric_history(run_id, key)), default=0)
 
     def child_runs(self, parent_id: str) -> list:
         parent = self.client.get_run(parent_id)
@@ -409,6 +412,17 @@ class Tracker:
 
     def registered_model_names(self) -> list[str]:
         return [m.name for m in self.client.search_registered_models()]
+
+    def local_artifact(self, run_id: str, path: str) -> Path | None:
+        """The file of a run's artifact on this machine, when the store keeps artifacts in a local
+        folder (the embedded store); None otherwise (a server proxying them, object storage)."""
+        root = self.get_run(run_id).info.artifact_uri
+        if not root.startswith("file:"):
+            return None
+        from urllib.parse import unquote, urlparse
+
+        file = Path(unquote(urlparse(root).path)) / path
+        return file if file.exists() else None
 
     def download_artifacts(self, run_id: str, path: str, dst: str | Path) -> Path:
         return Path(self.client.download_artifacts(run_id, path, str(dst)))

@@ -13,6 +13,7 @@ from genlib.figures import png_bytes
 from genlib.models.io import load_model
 from genlib.report import RunView, render
 from genlib.runs import trained_run
+from genlib.stages.locations import report_location
 from genlib.tracking import REPORT, Stage, Tag, Tracker, experiment_name, param_text
 
 
@@ -20,6 +21,7 @@ from genlib.tracking import REPORT, Stage, Tag, Tracker, experiment_name, param_
 class EvalResult:
     run_id: str  # the MLflow run holding the metrics, figures and report
     metrics: dict[str, float]
+    report: str  # where to open the report: its page in the MLflow UI and, for a local store, the file
 
 
 def evaluate(cfg: Config, checkpoint: str | Path, dataset: str | Path, tracker: Tracker | None = None,
@@ -41,7 +43,7 @@ def evaluate(cfg: Config, checkpoint: str | Path, dataset: str | Path, tracker: 
         view = run_view(name, run_id, tags, score(model, cfg, version))
         _log(tracker, run_id, view)
         tracker.log_text(run_id, render(f"genlib evaluation: {cfg.model.label}", [view]), REPORT)
-    return EvalResult(run_id, view.metrics)
+    return EvalResult(run_id, view.metrics, report_location(tracker, run_id))
 
 
 def evaluate_run(train_run_id: str, overrides: list[str] | None = None,

@@ -12,6 +12,7 @@ from typing import Any
 
 from genlib.config import Config
 from genlib.report import collect, render
+from genlib.stages.locations import LOCAL_UI, mlflow_run_url, report_location
 from genlib.tracking import (
     CHECKPOINT,
     REPORT,
@@ -23,8 +24,6 @@ from genlib.tracking import (
     headline_metrics,
     ranking_metric,
 )
-
-LOCAL_UI = "http://127.0.0.1:5000"  # where `genlib ui` serves a local tracking store
 
 
 def summarise(cfg: Config, dataset: dict[str, Any], rows: list[dict[str, Any]], tracker: Tracker,
@@ -41,13 +40,14 @@ def summarise(cfg: Config, dataset: dict[str, Any], rows: list[dict[str, Any]], 
     summary["registered"] = register_best(tracker, rows, cfg.data.source, dataset["content_hash"], cfg.to_dict())
     columns = summary_columns(rows)
     tracker.log_metrics(parent_run_id, {f"{row['model']}.{k}": row[k] for row in rows for k in columns if k in row})
-    tracker.log_dict(parent_run_id, summary, SUMMARY_JSON)
-    tracker.log_text(parent_run_id, summary_markdown(summary), SUMMARY_MD)
     report = render(f"genlib pipeline {cfg.name}", [collect(tracker, row["eval_run_id"]) for row in rows],
                     [f"Dataset {name} (splits {dataset['splits']}); MLflow experiment {summary['experiment']}, "
                      f"parent run {parent_run_id}."],
                     [collect(tracker, weights["run_id"])] if weights else [])
     tracker.log_text(parent_run_id, report, REPORT)
+    summary["report"] = report_location(tracker, parent_run_id)
+    tracker.log_dict(parent_run_id, summary, SUMMARY_JSON)
+    tracker.log_text(parent_run_id, summary_markdown(summary), SUMMARY_MD)
     return summary
 
 
@@ -80,18 +80,6 @@ def register_best(tracker: Tracker, rows: list[dict[str, Any]], source: str, dat
             tracker.set_alias(name, "best", version)
         uris[family] = f"models:/{name}/{version}"
     return uris
-
-
-def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
-    """Where the MLflow UI shows a run: the tracking server itself for an http(s) URI, the address
-    `genlib ui` serves for a local store, None for anything else (e.g. ``databricks``)."""
-    if tracking_uri.startswith(("http://", "https://")):
-        base = tracking_uri.rstrip("/")
-    elif Tracker(tracking_uri).is_local:
-        base = LOCAL_UI
-    else:
-        return None
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
@@ -134,7 +122,8 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"(test split; bits/dim and FID: lower is better)", "", *lines, "",
         f"MLflow experiment {summary['experiment']!r}, parent run {summary['parent_run_id']}",
         f"  tracking store: {summary['tracking_uri']}",
-        "Open the results:  .venv/bin/genlib ui   then browse http://127.0.0.1:5000 (the parent run's report.html)",
+        *([f"The report:        {summary['report']}"] if summary.get("report") else []),
+        "Browse every run:  .venv/bin/genlib ui   (serves the MLflow UI and opens this experiment's runs)",
         "Best model per family: " + ", ".join(summary.get("registered", {}).values()),
         "Draw samples:      .venv/bin/genlib sample --model <one of those> -n 64 -o grid.png",
     ])

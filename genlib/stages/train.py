@@ -7,7 +7,9 @@ records each epoch, then logs the selected checkpoint. A failure marks the run F
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +80,9 @@ def _train_in_run(cfg: Config, version: DatasetVersion, tracker: Tracker, parent
             tracker.log_params(run_id, cfg.flat())
             tracker.log_dataset(run_id, version.manifest, version.path, context="train")
         tracker.set_tags(run_id, {Tag.RAY_RUN_NAME: ray_name})
-        result = fit(cfg, version.path, MLflowEpochs(tracker, run_id), ray_name, weights)
+        live = sys.stdout.isatty()  # a bar on a terminal; one line per epoch in logs (CI, Prefect)
+        with EpochBar(tracker, run_id, cfg) if live else contextlib.nullcontext():
+            result = fit(cfg, version.path, MLflowEpochs(tracker, run_id, lines=not live), ray_name, weights)
         check_finite(result, cfg)
         checkpoint, metrics = select_checkpoint(result, cfg.train.select_by)
         local = paths.home() / "checkpoints" / run_id
@@ -105,12 +109,13 @@ class MLflowEpochs(TrainHooks):
     """Rank 0's records in the run the driver opened: per-epoch metrics, sample grids, a progress
     line on the console, and tags for a resume, an early stop or a non-finite loss."""
 
-    def __init__(self, tracker: Tracker, run_id: str):
+    def __init__(self, tracker: Tracker, run_id: str, lines: bool = True):
         self.tracker, self.run_id = tracker, run_id
-        self.logged = -1  # epochs up to this one are in the MLflow history already
+        self.lines = lines  # print a progress line per epoch (False: the driver draws a bar instead)
+        self.logged = 0  # epochs up to this one are in the MLflow history already
 
     def resumed(self, epoch: int) -> None:
-        if epoch >= 0:
+        if epoch > 0:
             self.tracker.set_tags(self.run_id, {Tag.RESUMED_FROM_EPOCH: epoch})
             self.logged = self.tracker.last_step(self.run_id, "val_loss")
 
@@ -120,9 +125,9 @@ class MLflowEpochs(TrainHooks):
         # cannot replace a point, and a second point at the same step would duplicate the epoch.
         if epoch <= self.logged:
             return
-        # The real stdout: Ray Train patches print() into its logger, which echoes it twice.
-        sys.__stdout__.write(progress_line(cfg, metrics) + "\n")
-        sys.__stdout__.flush()
+        if self.lines:  # the real stdout: Ray Train patches print() into its logger, which echoes it twice
+            sys.__stdout__.write(progress_line(cfg, metrics) + "\n")
+            sys.__stdout__.flush()
         self.tracker.log_metrics(self.run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
         if samples:
             images = model.sample(cfg.eval.n_samples, generator=torch.Generator().manual_seed(cfg.train.seed))
@@ -134,8 +139,60 @@ class MLflowEpochs(TrainHooks):
         self.tracker.set_tags(self.run_id, {Tag.NONFINITE_STEP: step})
 
 
-def progress_line(cfg: Config, metrics: dict[str, float]) -> str:
+class EpochBar:
+    """A live bar on the driver's terminal for one training run: epoch, losses, images/s, ETA.
+
+    Rank 0 runs in a Ray worker, whose output reaches the driver as prefixed log lines, so the
+    bar is drawn here from what rank 0 records: the run's MLflow metrics, read every ``every``
+    seconds on a thread. An epoch is the bar's unit; the ETA is tqdm's, from epochs per second."""
+
+    def __init__(self, tracker: Tracker, run_id: str, cfg: Config, every: float = 1.0, stream=None):
+        self.tracker, self.run_id, self.cfg, self.every = tracker, run_id, cfg, every
+        self.stream = stream or sys.stdout
+        self._stop = threading.Event()
+
+    def __enter__(self) -> EpochBar:
+        from tqdm import tqdm
+
+        done = self.tracker.last_step(self.run_id, "val_loss")  # a resumed run starts where it was
+        self.bar = tqdm(total=self.cfg.train.epochs, initial=done, unit="epoch", file=self.stream,
+                        desc=f"[{self.cfg.model.label}]", dynamic_ncols=True, bar_format=BAR_FORMAT)
+        self._thread = threading.Thread(target=self._poll, name="genlib-epoch-bar", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.refresh()
+        self.bar.close()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - a missed refresh must never break training
+                continue
+
+    def refresh(self) -> None:
+        """Move the bar to the last epoch recorded and show its numbers."""
+        epoch = self.tracker.last_step(self.run_id, "val_loss")
+        if epoch > self.bar.n:
+            self.bar.set_postfix_str(bar_numbers(self.tracker.get_run(self.run_id).data.metrics), refresh=False)
+            self.bar.update(epoch - self.bar.n)
+
+
+BAR_FORMAT = "{desc} epoch {n_fmt}/{total_fmt} |{bar}| [{elapsed}<{remaining}]{postfix}"  # postfix: ", numbers"
+
+
+def bar_numbers(metrics: dict[str, float]) -> str:
+    """The numbers beside the bar: losses, bits/dim where the family has them, images/s."""
     keys = ["train_loss", "val_loss", *(k for k in metrics if k.startswith("val_") and k.endswith("bpd"))]
     shown = " ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics)
-    return (f"[{cfg.model.label}] epoch {int(metrics['epoch']) + 1}/{cfg.train.epochs}  {shown}  "
-            f"({metrics['images_per_second']:.0f} img/s)")
+    speed = f"  {metrics['images_per_second']:.0f} img/s" if "images_per_second" in metrics else ""
+    return shown + speed
+
+
+def progress_line(cfg: Config, metrics: dict[str, float]) -> str:
+    """One epoch's line in a log: ``[vae] epoch 3/12  train_loss … val_loss …  5210 img/s``."""
+    return f"[{cfg.model.label}] epoch {int(metrics['epoch'])}/{cfg.train.epochs}  {bar_numbers(metrics)}"

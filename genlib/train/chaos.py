@@ -1,7 +1,7 @@
 """Fault injection for checking recovery, in the spirit of Ray's own chaos tests.
 
 Set ``GENLIB_CHAOS_KILL_AT_EPOCH=N`` in the driver's environment and the rank-0 worker of the
-next training run dies abruptly (``os._exit``) once epoch N's report (and checkpoint, if any) is
+next training run dies abruptly (``os._exit``) once epoch N's (counted from 1) report (and checkpoint, if any) is
 committed by Ray Train — once per run, so the restarted worker group carries on. Recovery must
 then resume from that checkpoint.
 

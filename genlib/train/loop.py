@@ -37,14 +37,16 @@ from genlib.train.hooks import TrainHooks
 
 @dataclass
 class Progress:
-    """Where training stands; saved in every checkpoint, so a resumed run continues exactly."""
-    epoch: int = -1  # the last finished epoch (−1: none)
+    """Where training stands; saved in every checkpoint, so a resumed run continues exactly.
+
+    Epochs are numbered from 1, as people count them (progress lines, MLflow steps, tags)."""
+    epoch: int = 0  # the last finished epoch (0: none yet)
     step: int = 0  # optimizer steps taken
     best_val_loss: float = float("inf")
     stale_epochs: int = 0  # epochs since val_loss last improved
 
     def end_epoch(self, epoch: int, val_loss: float, patience: int | None) -> bool:
-        """Record a finished epoch; True when early stopping says stop (the same on every rank:
+        """Record finished epoch ``epoch``; True when early stopping says stop (the same on every rank:
         val_loss is all-reduced)."""
         self.epoch = epoch
         if val_loss < self.best_val_loss:
@@ -68,7 +70,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     model = build_model(cfg.model, version.shape, version.levels, version.num_classes)
     progress, optimizer_states = _restore(model)
     hooks.resumed(progress.epoch)
-    torch.manual_seed(cfg.train.seed + 1000 * rank + progress.epoch + 1)  # own noise per rank and epoch
+    torch.manual_seed(cfg.train.seed + 1000 * rank + progress.epoch)  # own noise per rank and epoch
     # Moves to the device; DDP when world > 1 and there are gradients to synchronise.
     strategy = "ddp" if model.trainable else None
     model.bind_runner(ray.train.torch.prepare_model(model, parallel_strategy=strategy,
@@ -78,8 +80,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         load_optimizer_states(optimizers, optimizer_states)
     train_loader, val_loader = _loaders(cfg, version, rank, world, loop_config.get("weights"))
 
-    for epoch in range(progress.epoch + 1, cfg.train.epochs):
-        train_loader.sampler.set_epoch(epoch)
+    for epoch in range(progress.epoch + 1, cfg.train.epochs + 1):
+        train_loader.sampler.set_epoch(epoch - 1)
         started = time.perf_counter()
         model.train()
         train_metrics, progress.step, bad_step = _train_epoch(model, train_loader, optimizers, progress.step, device,
@@ -95,7 +97,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
                    "epoch": epoch, "epoch_seconds": seconds,
                    "images_per_second": len(train_loader.dataset) / seconds}
         stop = progress.end_epoch(epoch, metrics["val_loss"], cfg.train.patience)
-        last = stop or epoch == cfg.train.epochs - 1
+        last = stop or epoch == cfg.train.epochs
         hooks.epoch_end(model, cfg, metrics, samples=_due(epoch, cfg.train.sample_every, last), stopped_early=stop)
         _report(model, optimizers, metrics, progress, _due(epoch, cfg.train.checkpoint_every, last), cfg, rank)
         faults.after_epoch(epoch)
@@ -119,7 +121,7 @@ def _loaders(cfg: Config, version: DatasetVersion, rank: int, world: int, weight
 def _restore(model: GenerativeModel) -> tuple[Progress, dict | None]:
     """Load the checkpoint Ray hands back after a failure or a relaunch, if any.
 
-    Returns the progress to continue from (epoch −1 for a fresh start) and optimizer states."""
+    Returns the progress to continue from (epoch 0 for a fresh start) and optimizer states."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return Progress(), None
@@ -127,7 +129,10 @@ def _restore(model: GenerativeModel) -> tuple[Progress, dict | None]:
         state, weights, optimizer_states = read_checkpoint(ckpt_dir)
     model.load_state_dict(weights)
     fresh = asdict(Progress())
-    return Progress(**{key: state.get(key, default) for key, default in fresh.items()}), optimizer_states
+    progress = Progress(**{key: state.get(key, default) for key, default in fresh.items()})
+    if "epochs_from" not in state:  # NOTE: checkpoints written before epochs counted from 1
+        progress.epoch += 1
+    return progress, optimizer_states
 
 
 def _quiet_report_logs() -> None:
@@ -214,13 +219,13 @@ def _report(model, optimizers, metrics, progress: Progress, with_checkpoint: boo
         checkpoint = None
         if rank == 0:
             path = save_checkpoint(Path(tmp) / "checkpoint", model, optimizers, metrics=metrics,
-                                   config=cfg.to_dict(), **asdict(progress))
+                                   config=cfg.to_dict(), epochs_from=1, **asdict(progress))
             checkpoint = ray.train.Checkpoint.from_directory(str(path))
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{progress.epoch:05d}")
 
 
 def _due(epoch: int, every: int, last: bool) -> bool:
-    return (epoch + 1) % max(every, 1) == 0 or last
+    return epoch % every == 0 or last
 
 
 def _prefix(metrics: dict[str, float], prefix: str) -> dict[str, float]:

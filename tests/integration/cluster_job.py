@@ -27,7 +27,7 @@ def main(out: str, storage: str) -> None:
         train(cfg, dataset)
     except ValueError as err:  # two nodes and no shared storage named: refused before training
         report["refused"] = str(err)
-    os.environ["GENLIB_CHAOS_KILL_AT_EPOCH"] = "0"  # one worker dies on the first attempt
+    os.environ["GENLIB_CHAOS_KILL_AT_EPOCH"] = "1"  # one worker dies on the first attempt
     cfg = load_config("digits-quick", [*overrides, f"train.storage_path={storage}"])
     result = train(cfg, dataset)
     placement = {n["NodeID"] for n in ray.nodes() if n["Alive"]}

@@ -27,7 +27,7 @@ def test_two_node_training_recovers_a_lost_worker_in_one_mlflow_run(genlib_home,
     runs = tracker.client.search_runs([tracker.experiment_id("genlib-digits")])
     assert [r.info.run_id for r in runs] == [report["run_id"]]  # the refused attempt opened no run
     run = runs[0]
-    assert run.info.status == "FINISHED" and run.data.tags["genlib.resumed_from_epoch"] == "0"
+    assert run.info.status == "FINISHED" and run.data.tags["genlib.resumed_from_epoch"] == "1"
     history = tracker.client.get_metric_history(run.info.run_id, "val_loss")
-    assert [m.step for m in history] == [0, 1, 2]  # each epoch once, across the restart
-    assert report["epoch"] == 2
+    assert [m.step for m in history] == [1, 2, 3]  # each epoch once, across the restart
+    assert report["epoch"] == 3

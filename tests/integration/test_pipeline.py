@@ -34,11 +34,22 @@ def test_pipeline_prefect_task_runs_are_named_after_their_stage_and_model(pipeli
 def test_pipeline_training_run_logs_every_epoch_its_sample_grids_and_checkpoint(pipeline_store):
     tracker, train_run = pipeline_store.tracker, _children(pipeline_store)["train-vae"]
     history = tracker.client.get_metric_history(train_run.info.run_id, "val_loss")
-    assert [m.step for m in history] == [0, 1]
+    assert [m.step for m in history] == [1, 2]  # epochs counted from 1, as the progress lines count them
     train_artifacts = {a.path for a in tracker.client.list_artifacts(train_run.info.run_id, "samples")}
-    assert train_artifacts == {"samples/epoch_0000.png", "samples/epoch_0001.png"}
+    assert train_artifacts == {"samples/epoch_0001.png", "samples/epoch_0002.png"}
     assert any(a.path == "checkpoint" for a in tracker.client.list_artifacts(train_run.info.run_id))
     assert train_run.data.params["train.num_workers"] == "2"
+
+
+def test_epochs_count_from_one_in_the_summary_the_mlflow_history_and_the_progress_lines(pipeline_store):
+    tracker, children = pipeline_store.tracker, _children(pipeline_store)
+    for row in pipeline_store.summary["rows"]:
+        run = children[f"train-{row['model']}"]
+        val = {m.step: m.value for m in tracker.client.get_metric_history(run.info.run_id, "val_loss")}
+        assert sorted(val) == [1, 2] and row["selected_epoch"] == min(val, key=val.get)
+        assert run.data.tags["genlib.selected_epoch"] == str(row["selected_epoch"])
+    assert "[vae] epoch 1/2 " in pipeline_store.stdout and "[vae] epoch 2/2 " in pipeline_store.stdout
+    assert "epoch 0/" not in pipeline_store.stdout and "epoch 3/" not in pipeline_store.stdout
 
 
 def test_pipeline_evaluation_logs_scores_protocol_and_figures(pipeline_store, tmp_path):
@@ -135,6 +146,24 @@ def test_leaderboard_lists_every_evaluation_sorted_and_filtered(pipeline_store, 
     by_precision = leaderboard(pipeline_store.tracker, sort="precision")
     assert [r["precision"] for r in by_precision] == sorted((r["precision"] for r in board), reverse=True)
     assert leaderboard(pipeline_store.tracker, dataset="mnist") == []
+    assert all(row["train_run_id"] in out for row in rows)  # each evaluation names its training run
+
+
+def test_runs_stage_train_lists_the_training_runs(pipeline_store, monkeypatch, capsys):
+    from genlib.cli import main
+
+    monkeypatch.setenv("GENLIB_HOME", str(pipeline_store.home))
+    assert main(["runs", "--stage", "train"]) == 0
+    out = capsys.readouterr().out
+    trainings = [r for r in _children(pipeline_store).values() if r.data.tags["genlib.stage"] == "train"]
+    assert len(trainings) == 3 and all(r.info.run_id in out for r in trainings)
+    header = out.splitlines()[0].split()
+    assert header == ["model", "family", "dataset", "status", "epochs", "selected_epoch", "val_loss", "train_run_id"]
+    assert not any(row["eval_run_id"] in out for row in pipeline_store.summary["rows"])
+    assert main(["runs", "--stage", "all"]) == 0
+    both = capsys.readouterr().out
+    assert all(r.info.run_id in both for r in trainings)
+    assert all(row["eval_run_id"] in both for row in pipeline_store.summary["rows"])
 
 
 def test_pipeline_bad_override_fails_before_anything_runs(prefect_api):

@@ -40,10 +40,10 @@ def test_two_workers_ddp_logs_epochs_samples_and_checkpoint(two_worker_vae, monk
     assert run.info.status == "FINISHED"
     assert run.data.params["train.num_workers"] == "2" and run.data.params["model.family"] == "vae"
     assert dataset.name.endswith(run.data.tags["genlib.dataset_hash"][:12])
-    assert _history(tracker, result.run_id, "train_loss") == [0, 1, 2]
-    assert _history(tracker, result.run_id, "val_loss") == [0, 1, 2]
+    assert _history(tracker, result.run_id, "train_loss") == [1, 2, 3]  # epochs count from 1
+    assert _history(tracker, result.run_id, "val_loss") == [1, 2, 3]
     artifacts = {a.path for a in tracker.client.list_artifacts(result.run_id, "samples")}
-    assert artifacts == {"samples/epoch_0001.png", "samples/epoch_0002.png"}
+    assert artifacts == {"samples/epoch_0002.png", "samples/epoch_0003.png"}
     ckpt = {a.path for a in tracker.client.list_artifacts(result.run_id, "checkpoint")}
     assert {"checkpoint/model.safetensors", "checkpoint/state.json", "checkpoint/optimizers.pt"} <= ckpt
     assert run.inputs.dataset_inputs[0].dataset.digest == run.data.tags["genlib.dataset_hash"][:32]
@@ -51,7 +51,7 @@ def test_two_workers_ddp_logs_epochs_samples_and_checkpoint(two_worker_vae, monk
     val = {m.step: m.value for m in tracker.client.get_metric_history(result.run_id, "val_loss")}
     assert result.epoch == min(val, key=val.get)
     assert read_state(result.checkpoint)["epoch"] == result.epoch
-    assert val[2] < val[0] and load_model(result.checkpoint).config == cfg.model
+    assert val[3] < val[1] and load_model(result.checkpoint).config == cfg.model
 
 
 def test_evaluate_a_training_run_by_id(two_worker_vae, monkeypatch, tmp_path, capsys):
@@ -84,7 +84,7 @@ def test_evaluate_a_training_run_by_id(two_worker_vae, monkeypatch, tmp_path, ca
 
 
 def test_killed_worker_resumes_from_checkpoint(ray_local, monkeypatch):
-    monkeypatch.setenv("GENLIB_CHAOS_KILL_AT_EPOCH", "1")
+    monkeypatch.setenv("GENLIB_CHAOS_KILL_AT_EPOCH", "2")
     cfg = load_config("digits-quick", QUICK + ["train.epochs=4", "train.num_workers=1",
                                                "train.max_failures=1", "train.select_by=last"])
     tracker = Tracker()
@@ -92,14 +92,14 @@ def test_killed_worker_resumes_from_checkpoint(ray_local, monkeypatch):
 
     run = tracker.get_run(result.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.tags["genlib.resumed_from_epoch"] == "1"
-    # Epochs 0 and 1 ran once, before the kill; the restarted worker continued at epoch 2.
-    assert _history(tracker, result.run_id, "train_loss") == [0, 1, 2, 3]
-    assert result.epoch == 3
+    assert run.data.tags["genlib.resumed_from_epoch"] == "2"
+    # Epochs 1 and 2 ran once, before the kill; the restarted worker continued at epoch 3.
+    assert _history(tracker, result.run_id, "train_loss") == [1, 2, 3, 4]
+    assert result.epoch == 4
 
 
 def test_failure_without_retries_marks_run_failed(ray_local, monkeypatch):
-    monkeypatch.setenv("GENLIB_CHAOS_KILL_AT_EPOCH", "0")
+    monkeypatch.setenv("GENLIB_CHAOS_KILL_AT_EPOCH", "1")
     cfg = load_config("digits-quick", QUICK + ["train.epochs=2", "train.num_workers=1", "train.max_failures=0"])
     tracker = Tracker()
     from ray.train import WorkerGroupError
@@ -118,37 +118,37 @@ def test_early_stopping_when_validation_stops_improving(ray_local):
     tracker = Tracker()
     result = train(cfg, prepare(cfg.data).path, tracker)
     steps = _history(tracker, result.run_id, "val_loss")
-    assert len(steps) <= 5 and steps == list(range(len(steps)))
+    assert len(steps) <= 5 and steps == list(range(1, len(steps) + 1))
     run = tracker.get_run(result.run_id)
     assert run.data.tags["genlib.stopped_early_at_epoch"] == str(steps[-1])
-    assert result.epoch <= 2  # the selected checkpoint is the best one, not the last
+    assert result.epoch <= 3  # the selected checkpoint is the best one, not the last
 
 
 def test_non_finite_loss_fails_the_run_naming_the_step_and_keeps_the_last_checkpoint(ray_local, monkeypatch):
-    # digits train split: 1259 images, batch 128 → 10 steps per epoch; step 25 is in epoch 2.
+    # digits train split: 1259 images, batch 128 → 10 steps per epoch; step 25 is in epoch 3.
     monkeypatch.setenv("GENLIB_CHAOS_NAN_AT_STEP", "25")
     cfg = load_config("digits-quick", QUICK + ["train.epochs=5", "train.num_workers=2", "train.max_failures=2"])
     tracker = Tracker()
-    with pytest.raises(FloatingPointError, match=r"non-finite training loss at optimizer step 25 \(epoch 2") as err:
+    with pytest.raises(FloatingPointError, match=r"non-finite training loss at optimizer step 25 \(epoch 3") as err:
         train(cfg, prepare(cfg.data).path, tracker)
     (run,) = tracker.client.search_runs([tracker.experiment_id("genlib-digits")])
     assert run.info.status == "FAILED" and run.data.tags["genlib.nonfinite_step"] == "25"
-    assert _history(tracker, run.info.run_id, "train_loss") == [0, 1]  # the poisoned epoch is not logged
+    assert _history(tracker, run.info.run_id, "train_loss") == [1, 2]  # the poisoned epoch is not logged
     last_good = str(err.value).split("Last good checkpoint: ")[1].split(". Lower")[0]
-    assert read_state(last_good)["epoch"] == 1
+    assert read_state(last_good)["epoch"] == 2
     model = load_model(last_good)
     assert all(p.isfinite().all() for p in model.parameters())
 
 
 def test_relaunched_driver_resumes_the_job_in_the_same_mlflow_run(ray_local, genlib_home):
-    """The driver dies after epoch 1; the same command run again resumes from that checkpoint and
+    """The driver dies after epoch 2; the same command run again resumes from that checkpoint and
     continues the same MLflow run: one run, each epoch logged once."""
     import os
     import subprocess
     import sys
 
     overrides = QUICK + ["train.epochs=4", "train.num_workers=1", "train.select_by=last"]
-    env = {**os.environ, "GENLIB_CHAOS_KILL_DRIVER_AT_EPOCH": "1",
+    env = {**os.environ, "GENLIB_CHAOS_KILL_DRIVER_AT_EPOCH": "2",
            "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     code = f"from genlib.cli import main; main(['train', 'digits-quick', *{['--' + o for o in overrides]!r}])"
     died = subprocess.run([sys.executable, "-c", code], env=env, timeout=300, capture_output=True, text=True)
@@ -156,12 +156,12 @@ def test_relaunched_driver_resumes_the_job_in_the_same_mlflow_run(ray_local, gen
 
     tracker = Tracker()
     (before,) = tracker.client.search_runs([tracker.experiment_id("genlib-digits")])
-    assert before.info.status == "RUNNING" and _history(tracker, before.info.run_id, "val_loss") == [0, 1]
+    assert before.info.status == "RUNNING" and _history(tracker, before.info.run_id, "val_loss") == [1, 2]
 
     cfg = load_config("digits-quick", overrides)
     result = train(cfg, prepare(cfg.data).path, tracker)
     (after,) = tracker.client.search_runs([tracker.experiment_id("genlib-digits")])
     assert after.info.run_id == before.info.run_id == result.run_id and after.info.status == "FINISHED"
     assert after.data.tags["genlib.driver_relaunched"] == "true"
-    assert after.data.tags["genlib.resumed_from_epoch"] == "1"
-    assert _history(tracker, result.run_id, "val_loss") == [0, 1, 2, 3]
+    assert after.data.tags["genlib.resumed_from_epoch"] == "2"
+    assert _history(tracker, result.run_id, "val_loss") == [1, 2, 3, 4]
