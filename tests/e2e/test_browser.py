@@ -1,20 +1,24 @@
-"""The results as a person sees them: MLflow's UI, served by `genlib server` over the store of a
-real pipeline run (the session's ``pipeline_store``, shared with the pipeline tests), opened in
-headless Chromium (Debian's, driven by Selenium). Screenshots go to $GENLIB_SCREENSHOTS (default:
-the test's temporary directory)."""
+"""The results as a person sees them: `genlib ui` over the store of a real pipeline run (the
+session's ``pipeline_store``, shared with the pipeline tests; or the finished `make demo` store
+named by $GENLIB_BROWSER_STORE), its printed URLs opened in headless Chromium. Screenshots go to
+$GENLIB_SCREENSHOTS (default: the test's temporary directory); the README's pictures in docs/
+are this test's, over a `make demo` store:
+
+    GENLIB_BROWSER_STORE=$PWD/.genlib GENLIB_SCREENSHOTS=docs .venv/bin/python -m pytest tests/e2e/test_browser.py
+"""
 
 import contextlib
 import os
 import shutil
 import socket
 import subprocess
+import sys
+import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from genlib.cli import server_command
 from genlib.tracking import Tracker
 
 pytestmark = pytest.mark.integration
@@ -23,30 +27,38 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 @contextlib.contextmanager
-def mlflow_server(log: Path):
+def genlib_ui(home: Path, timeout: float = 90):
+    """`genlib ui --no-browser` on the store under ``home`` (which holds a finished pipeline): yields
+    (base URL, the lines it printed about where to look: the runs page, then the latest report)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(server_command("127.0.0.1", port, workers=1), stdout=out, stderr=subprocess.STDOUT)
-        url, deadline = f"http://127.0.0.1:{port}", time.time() + 90
-        try:
-            while True:
-                try:
-                    urllib.request.urlopen(f"{url}/health", timeout=2).close()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.time() > deadline:
-                        raise RuntimeError(f"mlflow server did not start: {log.read_text()[-2000:]}")
-                    time.sleep(0.5)
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    env = {**os.environ, "GENLIB_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen([sys.executable, "-m", "genlib.cli", "ui", "--no-browser", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not any(line.startswith("the latest pipeline report") for line in lines):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"genlib ui printed no report: {''.join(lines)[-3000:]}")
+            time.sleep(0.3)
+        yield f"http://127.0.0.1:{port}", [line.strip() for line in lines if line.startswith(("runs of ", "the latest"))]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def printed_url(lines: list[str], starts: str) -> str:
+    """The first URL on the printed line that starts with ``starts``."""
+    line = next(line for line in lines if line.startswith(starts))
+    return next(word for word in line.split() if word.startswith("http"))
 
 
 @contextlib.contextmanager
-def chromium():
+def chromium(width: int = 1400, height: int = 1000):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -54,7 +66,7 @@ def chromium():
                                        "`make browser` (or apt-get install chromium chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={width},{height}"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -63,7 +75,7 @@ def chromium():
         driver.quit()
 
 
-def _wait_for_text(driver, text: str, timeout: float = 60) -> str:
+def wait_for_text(driver, text: str, timeout: float = 60) -> str:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -72,11 +84,13 @@ def _wait_for_text(driver, text: str, timeout: float = 60) -> str:
     return driver.find_element(By.TAG_NAME, "body").text
 
 
-def test_mlflow_ui_lists_the_run_shows_its_metrics_and_renders_the_report(pipeline_store, monkeypatch, tmp_path):
+def test_genlib_ui_lands_on_the_runs_and_one_click_opens_the_report(request, monkeypatch, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    monkeypatch.setenv("GENLIB_HOME", str(pipeline_store.home))
+    store = os.environ.get("GENLIB_BROWSER_STORE")
+    home = Path(store) if store else request.getfixturevalue("pipeline_store").home
+    monkeypatch.setenv("GENLIB_HOME", str(home))
     shots = Path(os.environ.get("GENLIB_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     tracker = Tracker()
@@ -84,31 +98,38 @@ def test_mlflow_ui_lists_the_run_shows_its_metrics_and_renders_the_report(pipeli
     runs = {r.info.run_name: r for r in tracker.client.search_runs([experiment])}
     parent, scored = runs["pipeline-digits-quick"], runs["evaluate-vae"]
 
-    with mlflow_server(tmp_path / "mlflow.log") as url, chromium() as driver:
-        driver.get(f"{url}/#/experiments")  # as a person starts: the list of experiments
-        _wait_for_text(driver, "genlib-digits")
-        # MLflow 3 opens on its GenAI view; a person training models switches to "Model training".
-        driver.find_element(By.XPATH, "//*[normalize-space(text())='Model training']").click()
-        driver.find_element(By.LINK_TEXT, "genlib-digits").click()
-        page = _wait_for_text(driver, "pipeline-digits-quick")  # the runs table lists the pipeline
-        driver.save_screenshot(str(shots / "1-runs.png"))
-        assert "Runs" in page
+    with genlib_ui(home) as (base, printed), chromium() as driver:
+        assert printed_url(printed, "runs of genlib-digits") == \
+            f"{base}/#/experiments/{experiment}/runs?workflowType=machine_learning"
+        driver.get(printed_url(printed, "runs of genlib-digits"))
+        page = wait_for_text(driver, "pipeline-digits-quick")  # genlib's runs table (stages nested under it)
+        assert "Detect issues" not in page and "Latency" not in page  # not MLflow's GenAI overview
+        assert driver.current_url.startswith(f"{base}/#/experiments/{experiment}/runs")
+        driver.save_screenshot(str(shots / "runs.png"))
 
-        driver.get(f"{url}/#/experiments/{experiment}/runs/{scored.info.run_id}")
-        page = _wait_for_text(driver, "fid_domain")  # the evaluate run shows its metrics
-        for name in ("test_elbo_bpd", "test_iwae8_bpd", "kid_domain", "copy_rate_pixel", "precision_domain"):
+        driver.get(f"{base}/#/experiments/{experiment}/runs/{scored.info.run_id}")
+        metric = next(k for k in scored.data.metrics if k.startswith("test_iwae"))
+        page = wait_for_text(driver, "fid_domain")  # the evaluate run shows its metrics
+        for name in (metric, "test_elbo_bpd", "kid_domain", "copy_rate_pixel", "precision_domain"):
             assert name in page
-        driver.save_screenshot(str(shots / "2-metrics.png"))
+        driver.save_screenshot(str(shots / "metrics.png"))
 
-        driver.get(f"{url}/#/experiments/{experiment}/runs/{parent.info.run_id}/artifacts/report.html")
+        report = printed_url(printed, "the latest pipeline report")
+        assert report == f"{base}/#/experiments/{experiment}/runs/{parent.info.run_id}/artifacts/report.html"
+        driver.get(report)  # one click from the printed line: the report inside the UI
         frame = WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.TAG_NAME, "iframe"))[0]
         driver.switch_to.frame(frame)
-        _wait_for_text(driver, "genlib pipeline digits-quick")
+        wait_for_text(driver, "genlib pipeline digits-quick")
         images = driver.find_elements(By.TAG_NAME, "img")
         assert len(images) >= 5  # samples of both models, interpolations, traversals, closest pairs
         assert all(driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
                    for img in images), "an image of the report did not render"
         assert "fid_domain" in driver.find_element(By.TAG_NAME, "body").text
         driver.switch_to.default_content()
-        driver.save_screenshot(str(shots / "3-report.png"))
-    assert all((shots / name).stat().st_size > 10_000 for name in ("1-runs.png", "2-metrics.png", "3-report.png"))
+
+        file = next(line for line in printed if line.startswith("the latest")).split("file://", 1)[1]
+        driver.get(f"file://{file}")  # the same report as a local file, as printed for the embedded store
+        wait_for_text(driver, "genlib pipeline digits-quick")
+        driver.set_window_size(1200, 1500)  # the top of the report: the results table and the first model
+        driver.save_screenshot(str(shots / "report.png"))
+    assert all((shots / name).stat().st_size > 10_000 for name in ("runs.png", "metrics.png", "report.png"))
