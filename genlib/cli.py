@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"genlib: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        print(f"genlib: {err or 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,17 +115,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args, overrides):
+def _config(args, overrides, trains: bool = False):
     from genlib.presets import load_config
     from genlib.stages.checks import check_names
+    from genlib.train.launch import check_resources
 
     cfg = load_config(args.preset, overrides)
     check_names(cfg)
+    if trains:
+        check_resources(cfg.train)  # this machine's, before Ray starts (a cluster's: once joined)
     return cfg
 
 
 def _pipeline(args, overrides) -> int:
-    _config(args, overrides)  # fail fast on a bad preset or override, before Prefect starts
+    _config(args, overrides, trains=True)  # fail fast on a bad preset or override, before Prefect starts
     from flows.policy import configure_prefect
 
     configure_prefect()
@@ -148,7 +154,7 @@ def _train(args, overrides) -> int:
 
     if args.weights:
         overrides = [*overrides, f"train.weights={args.weights}"]
-    cfg = _config(args, overrides)
+    cfg = _config(args, overrides, trains=True)
     dataset = args.dataset or prepare(cfg.data).path
     result = train(cfg, dataset)
     print(f"MLflow run {result.run_id}: checkpoint {result.checkpoint} (epoch {result.epoch}, "

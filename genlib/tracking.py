@@ -264,14 +264,16 @@ class Tracker:
         run = self.client.create_run(self.experiment_id(experiment), run_name=name, tags=all_tags)
         return run.info.run_id
 
-    def end_run(self, run_id: str, failed: bool = False) -> None:
-        self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        """End a run as FINISHED, FAILED or KILLED (MLflow's status for a run stopped from outside)."""
+        self.client.set_terminated(run_id, status=status)
 
     @contextlib.contextmanager
     def run(self, experiment: str, name: str, parent_id: str | None = None,
             tags: Mapping[str, str] | None = None, reopen: str | None = None) -> Iterator[str]:
-        """A run that ends FINISHED if the block completes and FAILED if it raises. ``reopen``: the id
-        of an unfinished run to continue instead of starting a new one (it is marked RUNNING again)."""
+        """A run that ends FINISHED if the block completes, KILLED if it is interrupted (Ctrl-C,
+        SIGTERM: KeyboardInterrupt or SystemExit) and FAILED if it raises anything else. ``reopen``:
+        the id of an unfinished run to continue instead of starting a new one (marked RUNNING again)."""
         if reopen:
             self.client.update_run(reopen, status="RUNNING")
             run_id = reopen
@@ -279,8 +281,11 @@ class Tracker:
             run_id = self.start_run(experiment, name, parent_id, tags)
         try:
             yield run_id
+        except (KeyboardInterrupt, SystemExit):
+            self.end_run(run_id, "KILLED")
+            raise
         except BaseException:
-            self.end_run(run_id, failed=True)
+            self.end_run(run_id, "FAILED")
             raise
         self.end_run(run_id)
 

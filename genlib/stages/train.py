@@ -27,6 +27,7 @@ from genlib.train.hooks import TrainHooks
 from genlib.train.launch import (
     check_cluster_storage,
     check_finite,
+    check_resources,
     download,
     ensure_ray,
     fit,
@@ -53,7 +54,8 @@ def train(cfg: Config, dataset: str | Path, tracker: Tracker | None = None,
             Tag.DATASET_HASH: version.content_hash, Tag.PRESET: cfg.name}
     weights, weights_meta = training_weights(cfg, version, tracker)
     ensure_ray()
-    check_cluster_storage(cfg.train.storage_path, version.path)  # before any run is opened
+    check_resources(cfg.train)  # before any run is opened
+    check_cluster_storage(cfg.train.storage_path, version.path)
     if weights_meta:
         tags.update({Tag.WEIGHTS_KEY: weights_meta["key"], Tag.VAE_RUN: weights_meta["vae_run_id"]})
     job = job_key(cfg, version)
@@ -81,8 +83,12 @@ def _train_in_run(cfg: Config, version: DatasetVersion, tracker: Tracker, parent
             tracker.log_dataset(run_id, version.manifest, version.path, context="train")
         tracker.set_tags(run_id, {Tag.RAY_RUN_NAME: ray_name})
         live = sys.stdout.isatty()  # a bar on a terminal; one line per epoch in logs (CI, Prefect)
-        with EpochBar(tracker, run_id, cfg) if live else contextlib.nullcontext():
-            result = fit(cfg, version.path, MLflowEpochs(tracker, run_id, lines=not live), ray_name, weights)
+        try:
+            with EpochBar(tracker, run_id, cfg) if live else contextlib.nullcontext():
+                result = fit(cfg, version.path, MLflowEpochs(tracker, run_id, lines=not live), ray_name, weights)
+        except (KeyboardInterrupt, SystemExit) as err:  # Ray Train's Ctrl-C handler exits with SystemExit(1)
+            raise KeyboardInterrupt(f"training {cfg.model.label} interrupted: MLflow run {run_id} is marked KILLED; "
+                                    f"the same command resumes it from its last checkpoint") from err
         check_finite(result, cfg)
         checkpoint, metrics = select_checkpoint(result, cfg.train.select_by)
         local = paths.home() / "checkpoints" / run_id
@@ -117,7 +123,9 @@ class MLflowEpochs(TrainHooks):
     def resumed(self, epoch: int) -> None:
         if epoch > 0:
             self.tracker.set_tags(self.run_id, {Tag.RESUMED_FROM_EPOCH: epoch})
-            self.logged = self.tracker.last_step(self.run_id, "val_loss")
+        # Also on a fresh start in a reopened run: an attempt stopped before its first checkpoint
+        # logged epochs that are now run again.
+        self.logged = self.tracker.last_step(self.run_id, "val_loss")
 
     def epoch_end(self, model, cfg, metrics: dict[str, float], samples: bool, stopped_early: bool) -> None:
         epoch = int(metrics["epoch"])

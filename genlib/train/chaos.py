@@ -9,6 +9,10 @@ Set ``GENLIB_CHAOS_KILL_DRIVER_AT_EPOCH=N`` and the rank-0 worker kills the *dri
 (SIGKILL; same machine only) once epoch N is committed, as when the machine running ``genlib``
 dies: relaunching the same command must resume the job, in the same MLflow run.
 
+Set ``GENLIB_CHAOS_INTERRUPT_DRIVER_AT_EPOCH=N`` and the rank-0 worker sends SIGINT to the driver
+(a Ctrl-C; same machine only) as soon as epoch N's report returns — before Ray Train's controller
+has recorded it — once per run and epoch: relaunching the same command must resume after epoch N.
+
 Set ``GENLIB_CHAOS_NAN_AT_STEP=S`` and every worker overwrites its parameters with NaN just before
 optimizer step S, as a diverged run would: the loss turns non-finite and the run must stop with
 an error naming the step, keeping its last good checkpoint.
@@ -22,13 +26,15 @@ from pathlib import Path
 KILL_AT_EPOCH_ENV = "GENLIB_CHAOS_KILL_AT_EPOCH"
 NAN_AT_STEP_ENV = "GENLIB_CHAOS_NAN_AT_STEP"
 KILL_DRIVER_AT_EPOCH_ENV = "GENLIB_CHAOS_KILL_DRIVER_AT_EPOCH"
+INTERRUPT_DRIVER_AT_EPOCH_ENV = "GENLIB_CHAOS_INTERRUPT_DRIVER_AT_EPOCH"
 
 
 def plan(marker_dir: Path) -> dict | None:
     """Read the driver's environment into a plan the workers follow (None: no chaos)."""
     found = {key: os.environ.get(env) for key, env in (("kill_at_epoch", KILL_AT_EPOCH_ENV),
                                                        ("nan_at_step", NAN_AT_STEP_ENV),
-                                                       ("kill_driver_at_epoch", KILL_DRIVER_AT_EPOCH_ENV))}
+                                                       ("kill_driver_at_epoch", KILL_DRIVER_AT_EPOCH_ENV),
+                                                       ("interrupt_driver_at_epoch", INTERRUPT_DRIVER_AT_EPOCH_ENV))}
     if not any(found.values()):
         return None
     return {**{k: int(v) if v else None for k, v in found.items()}, "driver_pid": os.getpid(),
@@ -60,6 +66,17 @@ def maybe_poison(chaos: dict | None, model, step: int) -> None:
 
 
 def maybe_kill(chaos: dict | None, epoch: int, rank: int) -> None:
+    if chaos and rank == 0 and epoch == chaos.get("interrupt_driver_at_epoch"):
+        interrupt = Path(f"{chaos['marker']}-interrupt-{epoch}")
+        if not interrupt.exists():
+            import signal
+            import time
+
+            interrupt.parent.mkdir(parents=True, exist_ok=True)
+            interrupt.touch()
+            os.kill(chaos["driver_pid"], signal.SIGINT)
+            time.sleep(600)  # the driver's Ctrl-C stops the worker group, and this worker with it
+        return
     if not chaos or rank != 0 or epoch not in (chaos.get("kill_at_epoch"), chaos.get("kill_driver_at_epoch")):
         return
     marker = Path(chaos["marker"])

@@ -16,28 +16,123 @@ import json
 import logging
 import os
 import shutil
+import signal
+import socket
+import sys
+import threading
 from pathlib import Path
 
 from genlib import paths
-from genlib.config import Config
+from genlib.config import Config, TrainConfig
 from genlib.data.dataset import DatasetVersion
 from genlib.train import chaos
 from genlib.train.hooks import TrainHooks
 
 log = logging.getLogger(__name__)
 
+START_ATTEMPTS = 5  # worker-group starts tried before a run fails (each waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S)
 
-def ensure_ray(address: str | None = None) -> None:
-    """Join ``address`` / ``$RAY_ADDRESS`` if set, else start Ray on this machine."""
+
+_STARTED: str | None = None  # the address of the local Ray instance this process started
+
+
+def ensure_ray() -> None:
+    """Join the Ray cluster ``$RAY_ADDRESS`` names (``--ray-address`` sets it), saying so; without
+    one, start a Ray instance of this process's own — never join one it did not start.
+
+    NOTE: a bare ``ray.init()`` joins the latest instance ``ray start`` made on this machine, and
+    with several instances running, Ray's state API (which Ray Train's placement-group cleaner
+    calls without an address) fails with "Found multiple active Ray instances". So the own
+    instance gets a free GCS port chosen here and ``RAY_ADDRESS`` names it before it starts: every
+    Ray process of it inherits the address it belongs to."""
+    global _STARTED
     import ray
 
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address:
-        ray.init(address=address)
+    address = os.environ.get("RAY_ADDRESS")
+    if address and address != _STARTED:
+        print(f"genlib: joining the Ray cluster at {address} (RAY_ADDRESS / --ray-address)", file=sys.stderr,
+              flush=True)
+        ray.init(address=address, logging_level=logging.WARNING)
+        return
+    port = _free_port()
+    _STARTED = os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    previous = os.environ.get("RAY_GCS_SERVER_PORT")
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    try:
+        ray.init(address="local", logging_level=logging.WARNING)
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)
+        else:
+            os.environ["RAY_GCS_SERVER_PORT"] = previous
+    print(f"genlib: started a local Ray instance at {_STARTED} (set RAY_ADDRESS or --ray-address to join a "
+          f"cluster instead)", file=sys.stderr, flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker_resources(train: TrainConfig) -> dict[str, float]:
+    """What Ray reserves for each training worker."""
+    return {"CPU": train.cpus_per_worker, **({"GPU": train.gpus_per_worker} if train.gpus_per_worker > 0 else {})}
+
+
+def check_resources(train: TrainConfig) -> None:
+    """Refuse a worker group the cluster can never place, before any run opens: Ray Train would
+    otherwise retry its start forever ("No available node types can fulfill resource request").
+
+    Checked against the totals of the Ray cluster this process is connected to, or, before Ray
+    starts, of this machine (what genlib's own local instance will have). Not checked for a
+    cluster with an autoscaler, whose nodes come later: there Ray Train's own check applies."""
+    import ray
+
+    need = worker_resources(train)
+    if ray.is_initialized():
+        if _autoscaling():
+            return
+        nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+        where = f"this Ray cluster ({len(nodes)} node{'s' * (len(nodes) != 1)})"
+    elif os.environ.get("RAY_ADDRESS") and os.environ.get("RAY_ADDRESS") != _STARTED:
+        return  # checked once joined
     else:
-        ray.init(logging_level=logging.WARNING)
+        nodes = [_machine_resources()]
+        where = "this machine (genlib's local Ray instance)"
+    fits = sum(min(int(node.get(key, 0) // value) for key, value in need.items()) for node in nodes)
+    if fits >= train.num_workers:
+        return
+    have = ", ".join(f"{sum(node.get(key, 0) for node in nodes):g} {key}" for key in ("CPU", "GPU"))
+    biggest = {key: max(node.get(key, 0) for node in nodes) for key in need}
+    raise ValueError(
+        f"train.num_workers={train.num_workers} workers of {_describe(need)} each cannot be placed on {where}: "
+        f"it has {have} in all, at most {_describe(biggest)} on one node, room for {fits} such worker(s). "
+        f"Lower train.num_workers, train.cpus_per_worker or train.gpus_per_worker, or join a larger cluster "
+        f"(--ray-address).")
+
+
+def _describe(resources: dict[str, float]) -> str:
+    return " + ".join(f"{value:g} {key}" for key, value in resources.items())
+
+
+def _machine_resources() -> dict[str, float]:
+    import torch
+    from ray._private.utils import get_num_cpus
+
+    return {"CPU": float(get_num_cpus()), "GPU": float(torch.cuda.device_count())}
+
+
+def _autoscaling() -> bool:
+    """Whether the connected cluster has an autoscaler (Ray's own feasibility check then runs)."""
+    try:
+        from ray._private.state import state
+
+        return state.get_cluster_config() is not None
+    except Exception:  # noqa: BLE001 - a private API: assume a fixed cluster
+        return False
 
 
 @contextlib.contextmanager
@@ -77,8 +172,9 @@ def fit(cfg: Config, dataset: Path, hooks: TrainHooks, name: str, weights=None):
     world (``loop.TrainHooks``); ``name``: the Ray run name (a run of that name in storage is
     resumed from its last checkpoint); ``weights``: per-sample sampling weights of the train
     split, or None for uniform sampling."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, ControllerError, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
 
     from genlib.train.loop import train_loop_per_worker
 
@@ -89,9 +185,7 @@ def fit(cfg: Config, dataset: Path, hooks: TrainHooks, name: str, weights=None):
     ensure_ray()
     storage = cfg.train.storage_path or str(paths.ray_results())
     use_gpu = cfg.train.gpus_per_worker > 0
-    resources = {"CPU": cfg.train.cpus_per_worker}
-    if use_gpu:
-        resources["GPU"] = cfg.train.gpus_per_worker
+    resources = worker_resources(cfg.train)
     score = {"checkpoint_score_attribute": "val_loss", "checkpoint_score_order": "min"} \
         if cfg.train.select_by == "val_loss" else {}
     trainer = TorchTrainer(
@@ -103,10 +197,28 @@ def fit(cfg: Config, dataset: Path, hooks: TrainHooks, name: str, weights=None):
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(name=name, storage_path=storage,
-                             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+                             # A worker group that cannot start within RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S
+                             # (60 s) is tried again — other jobs' workers may be finishing — up to
+                             # START_ATTEMPTS times in all, then the run fails (Ray's default: forever).
+                             failure_config=FailureConfig(max_failures=cfg.train.max_failures,
+                                                          controller_failure_limit=START_ATTEMPTS - 1),
                              checkpoint_config=CheckpointConfig(num_to_keep=2, **score)),
     )
-    return trainer.fit()
+    interrupt = signal.getsignal(signal.SIGINT)
+    try:
+        return trainer.fit()
+    except ControllerError as err:
+        if isinstance(err.controller_failure, WorkerGroupStartupTimeoutError):
+            raise RuntimeError(
+                f"Ray could not start {cfg.train.num_workers} training worker(s) of {_describe(resources)} each in "
+                f"{START_ATTEMPTS} attempts: the cluster is busy or lacks what they ask for "
+                f"({err.controller_failure})") from err
+        raise
+    finally:
+        # NOTE: Ray Train's fit() installs a SIGINT handler (abort the controller) and leaves it
+        # installed, swallowing every later Ctrl-C of the process.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, interrupt)
 
 
 def check_finite(result, cfg: Config) -> None:

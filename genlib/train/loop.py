@@ -10,7 +10,9 @@ for recovery tests (``chaos.py``) sits behind ``Faults``.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import tempfile
 import time
 from collections import defaultdict
@@ -118,11 +120,20 @@ def _loaders(cfg: Config, version: DatasetVersion, rank: int, world: int, weight
             DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=per_worker))
 
 
+LATEST = "genlib_latest_checkpoint.json"  # in the Ray run's folder: the last checkpoint rank 0 reported
+
+
 def _restore(model: GenerativeModel) -> tuple[Progress, dict | None]:
-    """Load the checkpoint Ray hands back after a failure or a relaunch, if any.
+    """Load the latest checkpoint of this Ray run, if any: the one Ray hands back after a failure
+    or a relaunch, or a later one rank 0 reported that Ray had not recorded yet.
+
+    NOTE: Ray Train's controller records a reported checkpoint (its run snapshot) only when it
+    next polls the workers, up to ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` later; a driver stopped in
+    between (Ctrl-C right after an epoch) would resume from an older checkpoint or from scratch.
+    Rank 0 therefore notes each checkpoint as soon as ``report`` returns (``_note_latest``).
 
     Returns the progress to continue from (epoch 0 for a fresh start) and optimizer states."""
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = _latest(ray.train.get_checkpoint(), _noted())
     if checkpoint is None:
         return Progress(), None
     with checkpoint.as_directory() as ckpt_dir:
@@ -222,6 +233,45 @@ def _report(model, optimizers, metrics, progress: Progress, with_checkpoint: boo
                                    config=cfg.to_dict(), epochs_from=1, **asdict(progress))
             checkpoint = ray.train.Checkpoint.from_directory(str(path))
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{progress.epoch:05d}")
+        if rank == 0:
+            _note_latest(ray.train.get_checkpoint(), progress.epoch)
+
+
+def _note_latest(checkpoint, epoch: int) -> None:
+    """Record the checkpoint just reported (persisted by then) in the run's folder, atomically."""
+    storage = ray.train.get_context().get_storage()
+    fs, folder = storage.storage_filesystem, storage.experiment_fs_path
+    tmp = f"{folder}/.{LATEST}.{os.getpid()}"
+    with fs.open_output_stream(tmp) as out:
+        out.write(json.dumps({"path": checkpoint.path, "epoch": epoch}).encode())
+    fs.move(tmp, f"{folder}/{LATEST}")
+
+
+def _noted():
+    """(checkpoint, epoch) noted by ``_note_latest`` in this run's folder, if it still exists."""
+    import pyarrow.fs
+
+    storage = ray.train.get_context().get_storage()
+    fs = storage.storage_filesystem
+    try:
+        with fs.open_input_stream(f"{storage.experiment_fs_path}/{LATEST}") as f:
+            noted = json.loads(f.read())
+    except (FileNotFoundError, OSError):
+        return None
+    if fs.get_file_info(noted["path"]).type != pyarrow.fs.FileType.Directory:
+        return None  # Ray deleted it (checkpoint retention); Ray's own record is newer then
+    return ray.train.Checkpoint(noted["path"], filesystem=fs), int(noted["epoch"])
+
+
+def _latest(checkpoint, noted):
+    """The later of Ray's checkpoint and the noted one (checkpoint folders are named epoch_NNNNN)."""
+    if noted is None:
+        return checkpoint
+    if checkpoint is None:
+        return noted[0]
+    name = Path(checkpoint.path).name
+    epoch = int(name.removeprefix("epoch_")) if name.startswith("epoch_") else -1
+    return noted[0] if noted[1] > epoch else checkpoint
 
 
 def _due(epoch: int, every: int, last: bool) -> bool:

@@ -66,6 +66,6 @@ def test_four_pipelines_at_once_lose_nothing(ray_local, mlflow_server, prefect_a
         children = {r.info.run_name: r for r in tracker.child_runs(parent.info.run_id)}
         assert set(children) == {"train-categorical", "evaluate-categorical"}
         train_run = children["train-categorical"]
-        assert [m.step for m in tracker.client.get_metric_history(train_run.info.run_id, "val_loss")] == [0, 1]
+        assert [m.step for m in tracker.client.get_metric_history(train_run.info.run_id, "val_loss")] == [1, 2]
         assert "checkpoint/model.safetensors" in tracker.list_artifacts(train_run.info.run_id)
         assert 2.0 < children["evaluate-categorical"].data.metrics["test_bpd"] < 3.0

@@ -127,3 +127,21 @@ def test_bad_input_is_refused_before_anything_starts(argv, message, genlib_home,
     assert err.startswith("genlib: error: ") and message in err, err
     assert not genlib_home.exists() or not any(genlib_home.iterdir()), list(genlib_home.rglob("*"))
     assert not (tmp_path / "x.png").exists()
+
+
+def test_resources_are_checked_against_this_machine_before_ray_starts(monkeypatch):
+    import ray
+
+    from genlib.train import launch
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(launch, "_machine_resources", lambda: {"CPU": 4.0, "GPU": 0.0})
+    launch.check_resources(TrainConfig(num_workers=4))
+    with pytest.raises(ValueError, match=r"train.num_workers=1 workers of 1 CPU \+ 1 GPU each cannot be placed on "
+                                         r"this machine \(genlib's local Ray instance\): it has 4 CPU, 0 GPU in all"):
+        launch.check_resources(TrainConfig(gpus_per_worker=1))
+    with pytest.raises(ValueError, match=r"room for 2 such worker\(s\)"):
+        launch.check_resources(TrainConfig(num_workers=3, cpus_per_worker=2, batch_size=8))
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # a cluster to join: checked once joined
+    launch.check_resources(TrainConfig(gpus_per_worker=1))
