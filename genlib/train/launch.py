@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 from genlib import paths
 from genlib.config import Config, TrainConfig
 from genlib.data.dataset import DatasetVersion
+from genlib.io import atomic_dir
 from genlib.train import chaos
 from genlib.train.hooks import TrainHooks
 
@@ -276,11 +276,10 @@ def select_checkpoint(result, select_by: str):
 
 
 def download(checkpoint, dst: Path) -> None:
-    """A local copy of a Ray checkpoint at ``dst`` (replacing what is there)."""
-    if dst.exists():
-        shutil.rmtree(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.to_directory(str(dst))
+    """A local copy of a Ray checkpoint at ``dst`` (replacing what is there), written atomically:
+    an interrupted copy leaves nothing at ``dst``."""
+    with atomic_dir(dst, overwrite=True) as tmp:
+        checkpoint.to_directory(str(tmp))
 
 
 def _local(storage: str) -> str:

@@ -129,6 +129,9 @@ def test_pipeline_registers_the_best_model_of_each_family_and_samples_from_it(pi
     assert arrays["images"].shape == (5, 1, 8, 8) and arrays["images"].max() < 17
     assert main(["sample", "--model", "models:/nope@best", "-o", str(tmp_path / "x.png")]) == 2
     assert "no model version models:/nope@best" in capsys.readouterr().err
+    assert main(["sample", "--run", train_run.info.run_id, "--label", "3", "-o", str(tmp_path / "l.png")]) == 2
+    assert "--label needs a class-conditional model; this one is unconditional" in capsys.readouterr().err
+    assert not (tmp_path / "l.png").exists()
 
 
 def test_leaderboard_lists_every_evaluation_sorted_and_filtered(pipeline_store, monkeypatch, capsys):
