@@ -8,6 +8,7 @@ are this test's, over a `make demo` store:
 """
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,13 @@ pytestmark = pytest.mark.integration
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
+# Environment variables under which MLflow turns its telemetry off by itself (CI systems, pytest):
+# removed from `genlib ui`'s environment, so that only genlib's own default can turn it off.
+MLFLOW_CI_MARKERS = ("PYTEST_CURRENT_TEST", "GITHUB_ACTIONS", "CI", "CIRCLECI", "GITLAB_CI", "JENKINS_URL", "TRAVIS",
+                     "TF_BUILD", "BITBUCKET_BUILD_NUMBER", "CODEBUILD_BUILD_ARN", "BUILDKITE", "TEAMCITY_VERSION",
+                     "CLOUD_RUN_EXECUTION", "RUNBOT_HOST_URL", "RUNBOT_BUILD_NAME", "RUNBOT_WORKER_ID",
+                     "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
+
 
 @contextlib.contextmanager
 def genlib_ui(home: Path, timeout: float = 90):
@@ -33,8 +42,8 @@ def genlib_ui(home: Path, timeout: float = 90):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "GENLIB_HOME": str(home)}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = {k: v for k, v in os.environ.items() if k not in MLFLOW_CI_MARKERS and k != "MLFLOW_TRACKING_URI"}
+    env["GENLIB_HOME"] = str(home)
     proc = subprocess.Popen([sys.executable, "-m", "genlib.cli", "ui", "--no-browser", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines: list[str] = []
@@ -101,6 +110,8 @@ def test_genlib_ui_lands_on_the_runs_and_one_click_opens_the_report(request, mon
     with genlib_ui(home) as (base, printed), chromium() as driver:
         assert printed_url(printed, "runs of genlib-digits") == \
             f"{base}/#/experiments/{experiment}/runs?workflowType=machine_learning"
+        with urllib.request.urlopen(f"{base}/ajax-api/3.0/mlflow/ui-telemetry", timeout=10) as answer:
+            assert json.loads(answer.read())["disable_ui_telemetry"] is True  # genlib's default, not CI's
         driver.get(printed_url(printed, "runs of genlib-digits"))
         page = wait_for_text(driver, "pipeline-digits-quick")  # genlib's runs table (stages nested under it)
         assert "Detect issues" not in page and "Latency" not in page  # not MLflow's GenAI overview

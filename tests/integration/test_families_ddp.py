@@ -134,7 +134,7 @@ def test_two_ray_workers_train_and_the_evaluate_stage_scores_it(ray_local, varia
     run = tracker.get_run(trained.run_id)
     assert run.info.status == "FINISHED" and run.data.params["model.family"] == family
     history = tracker.client.get_metric_history(trained.run_id, "val_loss")
-    assert [m.step for m in history] == list(range(EPOCHS))
+    assert [m.step for m in history] == list(range(1, EPOCHS + 1))
     assert _learned([m.value for m in history])
     model = load_model(trained.checkpoint)
     assert model.config == cfg.model

@@ -138,30 +138,3 @@ def test_non_finite_loss_fails_the_run_naming_the_step_and_keeps_the_last_checkp
     assert read_state(last_good)["epoch"] == 2
     model = load_model(last_good)
     assert all(p.isfinite().all() for p in model.parameters())
-
-
-def test_relaunched_driver_resumes_the_job_in_the_same_mlflow_run(ray_local, genlib_home):
-    """The driver dies after epoch 2; the same command run again resumes from that checkpoint and
-    continues the same MLflow run: one run, each epoch logged once."""
-    import os
-    import subprocess
-    import sys
-
-    overrides = QUICK + ["train.epochs=4", "train.num_workers=1", "train.select_by=last"]
-    env = {**os.environ, "GENLIB_CHAOS_KILL_DRIVER_AT_EPOCH": "2",
-           "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    code = f"from genlib.cli import main; main(['train', 'digits-quick', *{['--' + o for o in overrides]!r}])"
-    died = subprocess.run([sys.executable, "-c", code], env=env, timeout=300, capture_output=True, text=True)
-    assert died.returncode == -9, died.stderr[-2000:]  # SIGKILL, as when the driver's machine goes away
-
-    tracker = Tracker()
-    (before,) = tracker.client.search_runs([tracker.experiment_id("genlib-digits")])
-    assert before.info.status == "RUNNING" and _history(tracker, before.info.run_id, "val_loss") == [1, 2]
-
-    cfg = load_config("digits-quick", overrides)
-    result = train(cfg, prepare(cfg.data).path, tracker)
-    (after,) = tracker.client.search_runs([tracker.experiment_id("genlib-digits")])
-    assert after.info.run_id == before.info.run_id == result.run_id and after.info.status == "FINISHED"
-    assert after.data.tags["genlib.driver_relaunched"] == "true"
-    assert after.data.tags["genlib.resumed_from_epoch"] == "2"
-    assert _history(tracker, result.run_id, "val_loss") == [1, 2, 3, 4]
