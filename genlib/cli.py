@@ -304,15 +304,23 @@ def _ui(args, overrides) -> int:
 
 
 def _serve(cmd: list[str], uri: str, host: str, port: int, browser: bool = False) -> int:
-    """Run an MLflow server until it ends (or Ctrl-C); once it answers, print where genlib's
-    results are — the latest experiment's runs table and the latest pipeline report — and open
-    the runs table in a browser if asked and one exists."""
+    """Run an MLflow server until it ends (or Ctrl-C, SIGTERM); once it answers, print where
+    genlib's results are — the latest experiment's runs table and the latest pipeline report — and
+    open the runs table in a browser if asked and one exists.
+
+    The server runs in a process group of its own (it starts a web server and job consumers of
+    its own), which is stopped as a whole when this process is interrupted or terminated: nothing
+    is left serving behind it."""
+    import signal
     import subprocess
+    import threading
     import time
     import urllib.request
 
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:
@@ -329,9 +337,34 @@ def _serve(cmd: list[str], uri: str, host: str, port: int, browser: bool = False
                 webbrowser.open(page)
         return proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=30)
         return 130
+    finally:
+        _stop_group(proc)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def _stop_group(proc) -> None:
+    """Stop a child started in its own session, and everything it started."""
+    import signal
+    import subprocess
+    import time
+
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            os.killpg(proc.pid, 0)  # still a member left? (raises when the group is empty)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        time.sleep(1)
 
 
 def _print_landing(uri: str, base: str) -> str | None:

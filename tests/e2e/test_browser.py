@@ -5,6 +5,8 @@ $GENLIB_SCREENSHOTS (default: the test's temporary directory); the README's pict
 are this test's, over a `make demo` store:
 
     GENLIB_BROWSER_STORE=$PWD/.genlib GENLIB_SCREENSHOTS=docs .venv/bin/python -m pytest tests/e2e/test_browser.py
+
+(runs.png and report.png are the README's; metrics.png is not used)
 """
 
 import contextlib
@@ -56,8 +58,28 @@ def genlib_ui(home: Path, timeout: float = 90):
             time.sleep(0.3)
         yield f"http://127.0.0.1:{port}", [line.strip() for line in lines if line.startswith(("runs of ", "the latest"))]
     finally:
+        started = _descendants(proc.pid)  # the MLflow server, its web workers and job consumers
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
+        assert started and not [pid for pid in started if Path(f"/proc/{pid}").exists()], \
+            "genlib ui left processes of its server running"
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from /proc (ppid is the 4th field of /proc/N/stat)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
 
 
 def printed_url(lines: list[str], starts: str) -> str:
@@ -116,6 +138,11 @@ def test_genlib_ui_lands_on_the_runs_and_one_click_opens_the_report(request, mon
         page = wait_for_text(driver, "pipeline-digits-quick")  # genlib's runs table (stages nested under it)
         assert "Detect issues" not in page and "Latency" not in page  # not MLflow's GenAI overview
         assert driver.current_url.startswith(f"{base}/#/experiments/{experiment}/runs")
+        for close in driver.find_elements(By.CSS_SELECTOR, "button[aria-label='Close']"):
+            close.click()  # MLflow's assistant panel: room for the table
+        driver.find_element(By.CSS_SELECTOR, "button[data-component-id*='runnamecellrenderer']").click()
+        page = wait_for_text(driver, "train-vae")  # the pipeline's stages, nested under it
+        assert "evaluate-vae" in page and "reweight" in page
         driver.save_screenshot(str(shots / "runs.png"))
 
         driver.get(f"{base}/#/experiments/{experiment}/runs/{scored.info.run_id}")
