@@ -253,7 +253,7 @@ def _sample(args, overrides) -> int:
     model.eval()
     labels = None
     if args.label is not None:
-        if not model.num_classes:
+        if not model.conditional:
             raise ValueError("--label needs a class-conditional model; this one is unconditional")
         if not 0 <= args.label < model.num_classes:
             raise ValueError(f"--label must be in [0, {model.num_classes}), got {args.label}")
