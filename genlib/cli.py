@@ -318,7 +318,7 @@ def _serve(cmd: list[str], uri: str, host: str, port: int, browser: bool = False
     import urllib.request
 
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    proc = subprocess.Popen(cmd, start_new_session=True, env=server_env())
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -386,6 +386,14 @@ def _print_landing(uri: str, base: str) -> str | None:
         print(f"the latest pipeline report ({pipeline.info.run_name}): "
               f"{report_location(tracker, pipeline.info.run_id, base)}", flush=True)
     return page
+
+
+def server_env() -> dict[str, str]:
+    """The environment of the MLflow servers genlib starts: this one (telemetry off, see
+    ``genlib.TELEMETRY_OFF``), without MLflow's job execution — eight consumer processes of about
+    250 MB each that run GenAI scorers and trace roll-ups, which genlib's runs never ask for. A
+    user's own setting wins."""
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
 
 
 def server_command(host: str, port: int, workers: int, allowed_hosts: str | None = None) -> list[str]:

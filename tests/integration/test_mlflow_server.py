@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from genlib.cli import server_command
+from genlib.cli import server_command, server_env
 from genlib.tracking import Tracker
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,8 @@ def mlflow_server(genlib_home, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(tmp_path / "mlflow-server.log", "w")
-    proc = subprocess.Popen(server_command("127.0.0.1", port, workers=2), stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(server_command("127.0.0.1", port, workers=2), stdout=log, stderr=subprocess.STDOUT,
+                            env=server_env())
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while True:
