@@ -83,21 +83,6 @@ def test_evaluate_a_training_run_by_id(two_worker_vae, monkeypatch, tmp_path, ca
     assert "--run RUN_ID" in capsys.readouterr().err
 
 
-def test_killed_worker_resumes_from_checkpoint(ray_local, monkeypatch):
-    monkeypatch.setenv("GENLIB_CHAOS_KILL_AT_EPOCH", "2")
-    cfg = load_config("digits-quick", QUICK + ["train.epochs=4", "train.num_workers=1",
-                                               "train.max_failures=1", "train.select_by=last"])
-    tracker = Tracker()
-    result = train(cfg, prepare(cfg.data).path, tracker)
-
-    run = tracker.get_run(result.run_id)
-    assert run.info.status == "FINISHED"
-    assert run.data.tags["genlib.resumed_from_epoch"] == "2"
-    # Epochs 1 and 2 ran once, before the kill; the restarted worker continued at epoch 3.
-    assert _history(tracker, result.run_id, "train_loss") == [1, 2, 3, 4]
-    assert result.epoch == 4
-
-
 def test_failure_without_retries_marks_run_failed(ray_local, monkeypatch):
     monkeypatch.setenv("GENLIB_CHAOS_KILL_AT_EPOCH", "1")
     cfg = load_config("digits-quick", QUICK + ["train.epochs=2", "train.num_workers=1", "train.max_failures=0"])
