@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # pip warns once per package about index folders named in this machine's pip config that do not exist.
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: install browser demo test bench ui lock clean
+.PHONY: install browser demo test bench ui lock clean build-info
 
 install: $(STAMP)
 
@@ -52,6 +52,11 @@ lock:
 	.venv-lock/bin/pip install --quiet -e '.[test]'
 	.venv-lock/bin/pip freeze --all --exclude-editable | grep -v '^-e ' > requirements.lock
 	rm -rf .venv-lock
+
+# The commit, for copies of the code without .git (`ray up` rsyncs without it; the image build takes it
+# as --build-arg GENLIB_GIT_SHA): genlib.tracking.git_sha reads it there.
+build-info:
+	printf '{"git_sha": "%s"}\n' "$$(git rev-parse HEAD)" > genlib/_build.json
 
 clean:
 	rm -rf $(VENV) .genlib

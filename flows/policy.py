@@ -23,8 +23,9 @@ from typing import Any
 from prefect import Task
 from prefect.tasks import exponential_backoff
 
+import genlib
 from genlib import __version__, paths
-from genlib.tracking import default_tracking_uri, git_sha
+from genlib.tracking import code_digest, default_tracking_uri
 
 RESULTS_DIR = "prefect-results"
 # Failures a retry cannot fix: they say what to change.
@@ -74,6 +75,6 @@ def cache_key(stage: str, tracking_uri: str | None, **inputs: Any) -> str:
     """The cache key of ``stage`` for ``inputs``, scoped to this GENLIB_HOME and tracking store."""
     payload = {"stage": stage, "inputs": inputs, "genlib_home": str(paths.home()),
                "tracking_uri": tracking_uri or default_tracking_uri(), "genlib_version": __version__,
-               "git_sha": git_sha()}
+               "code": code_digest(Path(genlib.__file__).parent, Path(__file__).parent)}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
     return f"genlib-{stage}-{digest[:32]}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import re
@@ -201,14 +202,35 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlflow_db()}"
 
 
+BUILD_INFO = Path(__file__).resolve().parent / "_build.json"  # written by image builds: {"git_sha": ...}
+
+
 @functools.lru_cache(maxsize=1)
 def git_sha() -> str:
+    """The commit genlib's code came from: git's, else the one an image build recorded in
+    ``genlib/_build.json`` (images and rsynced cluster nodes carry no ``.git``), else "unknown"."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
+                             cwd=BUILD_INFO.parent)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return str(json.loads(BUILD_INFO.read_text())["git_sha"]) or "unknown"
+    except (OSError, ValueError, KeyError, TypeError):
         return "unknown"
+
+
+@functools.lru_cache(maxsize=8)
+def code_digest(*packages: Path) -> str:
+    """A digest of the Python source installed in ``packages`` (folders): it changes whenever the
+    code does, with or without git — what cache keys hold, so results of other code are never reused."""
+    digest = hashlib.sha256()
+    for package in packages:
+        for file in sorted(Path(package).rglob("*.py")):
+            digest.update(str(file.relative_to(package.parent)).encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 class Tracker:

@@ -191,6 +191,7 @@ def fit(cfg: Config, dataset: Path, hooks: TrainHooks, name: str, weights=None):
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "dataset": str(Path(dataset).resolve()),
+                           "storage_marker": _storage_marker(storage),
                            "hooks": hooks,
                            "weights": None if weights is None else [float(w) for w in weights],
                            "chaos": chaos.plan(Path(_local(storage)) / name)},
@@ -221,6 +222,17 @@ def fit(cfg: Config, dataset: Path, hooks: TrainHooks, name: str, weights=None):
             signal.signal(signal.SIGINT, interrupt)
 
 
+def _storage_marker(storage: str) -> str | None:
+    """A file in checkpoint storage that every worker must see (``loop.check_node_sees``); None
+    for a URI (s3://…), which the storage library reaches from anywhere or fails on itself."""
+    if "://" in storage:
+        return None
+    marker = Path(storage) / ".genlib-storage"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    return str(marker.resolve())
+
+
 def check_finite(result, cfg: Config) -> None:
     """Raise if training stopped on a non-finite loss, naming the step and the last good checkpoint."""
     stopped = result.return_value or {}
@@ -238,7 +250,8 @@ def check_cluster_storage(storage_path: str | None, dataset: Path) -> None:
 
     ``train.storage_path`` must then be set; a path (not a URI, which the storage library checks)
     and the dataset version are checked from a task on every node, which looks for a marker file
-    the driver just wrote and for the dataset's manifest."""
+    the driver just wrote and for the dataset's manifest. This sees the nodes alive now; nodes an
+    autoscaler adds later are checked by each worker as it starts (``loop.check_node_sees``)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

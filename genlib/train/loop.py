@@ -64,6 +64,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
+    check_node_sees(loop_config["dataset"], loop_config.get("storage_marker"))
     version = DatasetVersion(loop_config["dataset"])
     hooks: TrainHooks = loop_config["hooks"] if rank == 0 else TrainHooks()
     faults = Faults(loop_config.get("chaos"), rank)
@@ -105,6 +106,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         faults.after_epoch(epoch)
         if stop:
             break
+
+
+def check_node_sees(dataset: str, storage_marker: str | None) -> None:
+    """Every worker, on whichever node it was placed (nodes an autoscaler adds included), must see
+    the prepared dataset and the checkpoint storage: the driver's check (``launch.check_cluster_storage``)
+    can only ask the nodes alive when a job starts."""
+    missing = [path for path in (str(Path(dataset) / "manifest.json"), storage_marker)
+               if path and not os.path.exists(path)]
+    if missing:
+        raise FileNotFoundError(
+            f"Ray node {ray.util.get_node_ip_address()} cannot see {missing}: put GENLIB_HOME (the prepared "
+            f"datasets) and train.storage_path on storage every node of the cluster mounts at the same path")
 
 
 def _loaders(cfg: Config, version: DatasetVersion, rank: int, world: int, weights) -> tuple[DataLoader, DataLoader]:

@@ -438,3 +438,43 @@ def test_readme_names_every_file_and_how_to_use_it():
     assert not unnamed, f"infra/README.md does not say what these are: {unnamed}"
     for command in ("kubectl apply", "ray up", "docker compose", "docker build"):
         assert command in readme
+
+
+def test_code_version_without_git_comes_from_the_image_build_and_the_cache_key_from_the_code(tmp_path):
+    """An installed copy without .git (an image, an rsynced node): the commit is the one the build
+    recorded in genlib/_build.json, and the code digest in cache keys changes with the code."""
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    copy = tmp_path / "site"
+    for package in ("genlib", "flows"):
+        shutil.copytree(root / package, copy / package, ignore=shutil.ignore_patterns("__pycache__", "_build.json"))
+    code = ("import pathlib, genlib, flows; from genlib.tracking import code_digest, git_sha; "
+            "print(git_sha(), code_digest(pathlib.Path(genlib.__file__).parent, pathlib.Path(flows.__file__).parent))")
+
+    def run() -> list[str]:
+        env = {"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()
+
+    sha, digest = run()
+    assert sha == "unknown"
+    (copy / "genlib" / "_build.json").write_text('{"git_sha": "0123456789abcdef"}')
+    sha, same = run()
+    assert sha == "0123456789abcdef" and same == digest
+    (copy / "flows" / "policy.py").write_text((copy / "flows" / "policy.py").read_text() + "\n# changed\n")
+    assert run()[1] != digest
+
+
+def test_every_worker_checks_it_sees_the_dataset_and_the_checkpoint_storage(tmp_path):
+    from genlib.train.loop import check_node_sees
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "manifest.json").write_text("{}")
+    (tmp_path / "marker").touch()
+    check_node_sees(str(tmp_path / "data"), str(tmp_path / "marker"))
+    check_node_sees(str(tmp_path / "data"), None)  # a URI storage: the storage library's business
+    with pytest.raises(FileNotFoundError, match=r"Ray node [0-9.]+ cannot see \[.*other/manifest.json.*\]: put "
+                                                r"GENLIB_HOME \(the prepared datasets\) and train.storage_path on storage"):
+        check_node_sees(str(tmp_path / "other"), str(tmp_path / "marker"))
