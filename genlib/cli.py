@@ -331,7 +331,7 @@ def _serve(cmd: list[str], uri: str, host: str, port: int, browser: bool = False
                 time.sleep(0.3)
         if proc.poll() is None:
             page = _print_landing(uri, base)
-            if browser and page:
+            if browser and page and _graphical():
                 import webbrowser
 
                 webbrowser.open(page)
@@ -340,6 +340,12 @@ def _serve(cmd: list[str], uri: str, host: str, port: int, browser: bool = False
         return 130
     finally:
         _stop_group(proc)
+
+
+def _graphical() -> bool:
+    """Whether a browser window can open here. NOTE: without a display, Python's webbrowser falls back
+    to text browsers (lynx, w3m) that would take over the terminal the server logs to."""
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def _interrupt(signum, frame):
