@@ -138,14 +138,19 @@ class Checked:
 class DataConfig(Checked):
     source: str = checked("digits", name())  # registered dataset source (genlib.data.sources.SOURCES)
     path: str | None = checked(None, ANY)  # local file/folder for sources that read one; downloads are cached here
-    val_fraction: float = checked(0.1, between(0, 1, low_open=True, high_open=True))  # share of all images held out for checkpoint selection
-    test_fraction: float = checked(0.2, between(0, 1, low_open=True, high_open=True))  # share held out for scoring; ignored when the source ships a test split
+    # share of all images held out for checkpoint selection
+    val_fraction: float = checked(0.1, between(0, 1, low_open=True, high_open=True))
+    # share held out for scoring; ignored when the source ships a test split
+    test_fraction: float = checked(0.2, between(0, 1, low_open=True, high_open=True))
     seed: int = checked(0, at_least(0))  # seed of the stratified split
-    image_size: int | None = checked(None, at_least(2))  # resize folder images to this square size; None keeps sizes (mixed sizes are errors)
+    # resize folder images to this square size; None keeps sizes (mixed sizes are errors)
+    image_size: int | None = checked(None, at_least(2))
     channels: int | None = checked(None, one_of(1, 3))  # folder images: 1 (grey) or 3 (RGB); None infers from the files
     levels: int | None = checked(None, between(2, 256))  # npz arrays: discrete values per channel; None means 256
-    rare_class: int | None = checked(None, at_least(0))  # labelled data: thin this class in the train split only (an induced imbalance)
-    rare_keep: float = checked(1.0, between(0, 1, low_open=True))  # share of rare_class's train images kept (seeded; val and test stay whole)
+    # labelled data: thin this class in the train split only (an induced imbalance)
+    rare_class: int | None = checked(None, at_least(0))
+    # share of rare_class's train images kept (seeded; val and test stay whole)
+    rare_keep: float = checked(1.0, between(0, 1, low_open=True))
 
     def check(self) -> None:
         if self.val_fraction + self.test_fraction >= 1:
@@ -171,7 +176,8 @@ PRECISIONS = ("fp32", "bf16")
 @dataclass(frozen=True)
 class TrainConfig(Checked):
     epochs: int = checked(100, at_least(1))  # passes over the train split
-    batch_size: int = checked(128, at_least(1))  # global batch; each of num_workers workers takes batch_size / num_workers
+    # global batch; each of num_workers workers takes batch_size / num_workers
+    batch_size: int = checked(128, at_least(1))
     lr: float = checked(1e-3, positive())  # Adam learning rate
     seed: int = checked(0, at_least(0))  # seeds model init, sampling order and sample grids
     num_workers: int = checked(1, at_least(1))  # Ray Train workers (DDP processes)
@@ -181,10 +187,13 @@ class TrainConfig(Checked):
     checkpoint_every: int = checked(1, at_least(1))  # epochs between checkpoints (the last epoch always checkpoints)
     sample_every: int = checked(10, at_least(1))  # epochs between sample-grid images logged to MLflow
     select_by: str = checked("val_loss", one_of(*SELECT_BY))  # metric that picks the checkpoint to evaluate
-    patience: int | None = checked(None, at_least(1))  # stop after this many epochs without a lower val_loss; null: run every epoch
+    # stop after this many epochs without a lower val_loss; null: run every epoch
+    patience: int | None = checked(None, at_least(1))
     storage_path: str | None = checked(None, ANY)  # Ray Train storage (path or URI); default GENLIB_HOME/ray_results
-    precision: str = checked("fp32", one_of(*PRECISIONS))  # "bf16": training steps autocast to bfloat16 (for GPUs; CPUs run it slowly)
-    weights: str | None = checked(None, ANY)  # per-sample sampling weights: a weights .parquet or the MLflow run id of a reweight run
+    # "bf16": training steps autocast to bfloat16 (for GPUs; CPUs run it slowly)
+    precision: str = checked("fp32", one_of(*PRECISIONS))
+    # per-sample sampling weights: a weights .parquet or the MLflow run id of a reweight run
+    weights: str | None = checked(None, ANY)
 
     def check(self) -> None:
         if self.batch_size < self.num_workers:
@@ -200,7 +209,8 @@ class EvalConfig(Checked):
     n_generated: int = checked(1000, at_least(0))  # samples scored for quality and memorization; 0 skips those metrics
     extractor: str = checked("domain", name())  # registered feature extractor (genlib.evaluate.features.EXTRACTORS)
     copying_cells: int = checked(5, at_least(1))  # k-means cells of the data-copying test (each needs 20 test samples)
-    knn: str = checked("exact", one_of("exact", "ivf"))  # generated → train neighbour search; "ivf" (approximate) for very large train sets
+    # generated → train neighbour search; "ivf" (approximate) for very large train sets
+    knn: str = checked("exact", one_of("exact", "ivf"))
     knn_probes: int = checked(8, at_least(1))  # "ivf": k-means cells searched per query (of about √N); recall is logged
 
 
@@ -214,14 +224,17 @@ _BANDWIDTH = Rule(lambda v: v in ("scott", "silverman") or (_number(v) and v > 0
 
 @dataclass(frozen=True)
 class ReweightConfig(Checked):
-    method: str = checked("max", one_of(*METHODS))  # "max" (the lab's combination), "product" (the paper's), "gmm" or "kde"
+    # "max" (the lab's combination), "product" (the paper's), "gmm" or "kde"
+    method: str = checked("max", one_of(*METHODS))
     bins: int = checked(10, at_least(1))  # histogram bins per latent dimension (10 in the lab)
     alpha: float | None = checked(None, at_least(0))  # smoothing added to the density; None: DEFAULT_ALPHA[method]
     n_components: int = checked(10, at_least(1))  # "gmm": mixture components (full covariances); no published default
-    bandwidth: float | str = checked("scott", _BANDWIDTH)  # "kde": Gaussian kernel width, a number or "scott"/"silverman"
+    # "kde": Gaussian kernel width, a number or "scott"/"silverman"
+    bandwidth: float | str = checked("scott", _BANDWIDTH)
     seed: int = checked(0, at_least(0))  # "gmm": k-means initialisation seed
     encoder: str = checked("vae", ANY)  # pipeline: label of the trained model whose latent means are weighted
-    retrain: tuple[str, ...] = checked((), ANY)  # pipeline: labels of models retrained with the weights; empty: no reweight stage
+    # pipeline: labels of models retrained with the weights; empty: no reweight stage
+    retrain: tuple[str, ...] = checked((), ANY)
 
     @property
     def smoothing(self) -> float:
