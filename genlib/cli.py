@@ -141,8 +141,11 @@ def _pipeline(args, overrides) -> int:
 
 def _prepare(args, overrides) -> int:
     from genlib.data.prepare import prepare
+    from genlib.presets import load_config
 
-    prepared = prepare(_config(args, overrides).data)
+    # Only the data section matters here (an unknown source is refused by prepare itself): no need
+    # to import the extractors that _config checks eval.extractor against.
+    prepared = prepare(load_config(args.preset, overrides).data)
     state = "cache hit" if prepared.cache_hit else "written"
     print(f"{prepared.path}  ({state}; hash {prepared.content_hash[:12]}; splits {prepared.manifest['splits']})")
     return 0

@@ -338,7 +338,7 @@ def command_line_overrides(args: list[str]) -> list[str]:
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
     """Apply ``train.epochs=3`` (a leading ``--`` is allowed) to raw config data in place."""
-    key, sep, value = item.removeprefix("--").partition("=")
+    key, sep, value = _split_override(item)
     if not sep or not key:
         raise ValueError(f"override {item!r} is not of the form section.key=value (e.g. train.epochs=3)")
     *parents, leaf = key.split(".")
@@ -349,6 +349,15 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
             raise ValueError(f"override {item!r}: {part!r} is a value, not a section")
         node = child
     node[leaf] = yaml.safe_load(value) if value.strip() else None
+
+
+def override_key(item: str) -> str:
+    """The dotted key an override sets: ``--train.epochs=3`` → ``train.epochs``."""
+    return _split_override(item)[0]
+
+
+def _split_override(item: str) -> tuple[str, str, str]:
+    return item.removeprefix("--").partition("=")
 
 
 def preset_dir() -> Path:

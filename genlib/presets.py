@@ -11,7 +11,7 @@ import dataclasses
 import os
 from typing import Any
 
-from genlib.config import Config, ModelConfig, apply_override, parse_config, read_preset
+from genlib.config import Config, ModelConfig, apply_override, override_key, parse_config, read_preset
 from genlib.models import model_config_class
 
 
@@ -34,7 +34,7 @@ def load_config(preset: str | os.PathLike, overrides: list[str] | None = None) -
     family = model.get("family", ModelConfig.family) if isinstance(model, dict) else None
     if family is not None and family != preset_model.get("family", ModelConfig.family):
         known = {f.name for f in dataclasses.fields(model_config_class(family))}
-        typed = {item.removeprefix("--").partition("=")[0].removeprefix("model.") for item in overrides or []}
+        typed = {override_key(item).removeprefix("model.") for item in overrides or []}
         known.discard("name")  # the preset's label named the preset's model
         for key in [k for k in model if k not in known and k not in typed]:
             del model[key]

@@ -440,10 +440,11 @@ class Tracker:
     def registered_model_names(self) -> list[str]:
         return [m.name for m in self.client.search_registered_models()]
 
-    def local_artifact(self, run_id: str, path: str) -> Path | None:
+    @staticmethod
+    def local_artifact(run, path: str) -> Path | None:
         """The file of a run's artifact on this machine, when the store keeps artifacts in a local
         folder (the embedded store); None otherwise (a server proxying them, object storage)."""
-        root = self.get_run(run_id).info.artifact_uri
+        root = run.info.artifact_uri
         if not root.startswith("file:"):
             return None
         from urllib.parse import unquote, urlparse

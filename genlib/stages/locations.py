@@ -36,7 +36,7 @@ def report_location(tracker: Tracker, run_id: str, base: str | None = None) -> s
     """Where to open a run's report.html: its page in the MLflow UI and, for a local store, the file."""
     run = tracker.get_run(run_id)
     url = mlflow_run_url(tracker.uri, run.info.experiment_id, run_id, base)
-    file = tracker.local_artifact(run_id, REPORT)
+    file = tracker.local_artifact(run, REPORT)
     where = [f"{url}/artifacts/{REPORT}"] if url else []
     if file:
         where.append(f"file://{file}")
