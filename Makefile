@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # pip warns once per package about index folders named in this machine's pip config that do not exist.
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: install browser demo test bench ui lock clean build-info
+.PHONY: install browser demo test bench ui lock lock-cuda clean build-info
 
 install: $(STAMP)
 
@@ -52,6 +52,12 @@ lock:
 	.venv-lock/bin/pip install --quiet -e '.[test]'
 	.venv-lock/bin/pip freeze --all --exclude-editable | grep -v '^-e ' > requirements.lock
 	rm -rf .venv-lock
+	$(MAKE) lock-cuda
+
+# requirements-cuda.lock, the GPU nodes' lock (infra/Dockerfile, infra/cluster-launcher.yaml): the same pins,
+# PyPI's CUDA build of the same torch, and the CUDA packages it needs, resolved for linux x86_64 by pip.
+lock-cuda: $(STAMP)
+	$(PY) infra/cuda_lock.py --lock requirements.lock --out requirements-cuda.lock
 
 # The commit, for copies of the code without .git (`ray up` rsyncs without it; the image build takes it
 # as --build-arg GENLIB_GIT_SHA): genlib.tracking.git_sha reads it there.

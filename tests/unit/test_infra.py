@@ -8,8 +8,10 @@
 * the KubeRay resources give the head no work, autoscale 1-GPU workers and mount one shared volume at the
   same path everywhere; the RayJob runs on the RayCluster's spec;
 * the cluster-launcher file is valid for the installed Ray's schema;
-* the Dockerfile installs the lock (with the CUDA torch swapped in), the compose file serves MLflow
-  artifacts and starts a Prefect server, and MLflow accepts the host names its clients are given.
+* the Dockerfile and ``ray up`` install requirements-cuda.lock, which keeps every pin of the lock, swaps in
+  PyPI's CUDA build of the same torch and pins the CUDA packages it needs; the compose file is valid for the
+  compose spec, serves MLflow artifacts and starts a Prefect server, and MLflow accepts the host names its
+  clients are given.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from genlib.presets import load_config
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 LOCK = ROOT / "requirements.lock"
-EXPECTED_FILES = ["Dockerfile", "README.md", "cluster-launcher.yaml", "cuda-lock.sh", "docker-compose.yaml",
+CUDA_LOCK = ROOT / "requirements-cuda.lock"
+EXPECTED_FILES = ["Dockerfile", "README.md", "cluster-launcher.yaml", "cuda_lock.py", "docker-compose.yaml",
                   "kuberay/base.yaml", "kuberay/raycluster.yaml", "kuberay/rayjob.yaml"]
 # Files that must run genlib somewhere (so the command checks below are never vacuous for them).
 RUN_GENLIB = ["Dockerfile", "README.md", "docker-compose.yaml", "kuberay/rayjob.yaml"]
@@ -362,13 +365,15 @@ def test_cluster_launcher_config_fits_rays_schema_and_genlib():
     assert gpu and all(t["min_workers"] == 0 and t["max_workers"] >= 1 for t in gpu)
 
     setup = " && ".join(config["setup_commands"])
-    assert "requirements.lock" in setup and re.search(r"pip install [^&]*-r ", setup)
+    assert re.search(rf"pip install [^&]*-r \S*/{re.escape(CUDA_LOCK.name)}", setup)
     assert re.search(r"pip install [^&]*--no-deps[^&]*-e ", setup)
     repo = [remote for remote, local in config["file_mounts"].items() if local in (".", "./")]
-    assert repo and any(f"{repo[0]}/requirements.lock" in c for c in config["setup_commands"]), \
-        "setup_commands install the repository that file_mounts copies"
-    cuda = re.search(r"cuda-lock\.sh\s+\S+\s+(cu\d+)", setup)
-    assert cuda and f"download.pytorch.org/whl/{cuda[1]}" in setup, "the swapped torch and its index agree"
+    assert repo and any(f"{repo[0]}/{CUDA_LOCK.name}" in c for c in config["setup_commands"]), \
+        "setup_commands install the lock of the repository that file_mounts copies"
+    assert "download.pytorch.org" not in setup and "--extra-index-url" not in setup, \
+        "the GPU nodes install the CUDA lock from the index it was resolved against"
+    options = config["docker"]["run_options"]
+    assert "-e NVIDIA_VISIBLE_DEVICES=all" in options, "the -cpu image has no NVIDIA_VISIBLE_DEVICES of its own"
 
 
 # ------------------------------------------------------------------------------------------- Dockerfile
@@ -379,31 +384,53 @@ def instructions() -> list[tuple[str, str]]:
     return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1]) for ln in lines]
 
 
-def test_dockerfile_installs_the_lock_then_genlib_and_runs_genlib():
+def test_dockerfile_installs_the_cuda_lock_then_genlib_and_runs_genlib():
     steps = instructions()
     runs = [arg for ins, arg in steps if ins == "RUN"]
-    assert any("requirements.lock" in arg for ins, arg in steps if ins == "COPY")
-    assert any("requirements.lock" in r and re.search(r"pip install [^&]*-r ", r) for r in runs)
-    assert any("download.pytorch.org/whl/" in r for r in runs), "the CUDA torch comes from the PyTorch index"
+    assert any(CUDA_LOCK.name in arg for ins, arg in steps if ins == "COPY")
+    assert any(re.search(rf"pip install [^&]*-r \S*{re.escape(CUDA_LOCK.name)}", r) for r in runs)
+    assert not any("download.pytorch.org" in r or "--extra-index-url" in r for r in runs), \
+        "every package comes from the index the CUDA lock was resolved against"
     assert any(re.search(r"pip install [^&]*--no-deps[^&]*-e \.", r) for r in runs)
     assert "ENTRYPOINT" not in [ins for ins, _ in steps], "`ray up` runs `docker run IMAGE bash`"
     (cmd,) = [arg for ins, arg in steps if ins == "CMD"]
     assert json.loads(cmd)[0] == "genlib"
+    env = " ".join(arg for ins, arg in steps if ins == "ENV")
+    assert "NVIDIA_VISIBLE_DEVICES=all" in env and re.search(r"NVIDIA_DRIVER_CAPABILITIES=\S*compute", env)
+    (base,) = [arg for ins, arg in steps if ins == "FROM"]
+    assert base.endswith("-cpu"), "torch's CUDA wheels are the image's only CUDA: no -cuXXX base to disagree"
 
 
-@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
-def test_cuda_lock_swaps_only_the_torch_pin(tmp_path):
-    run = subprocess.run(["sh", str(INFRA / "cuda-lock.sh"), str(LOCK), "cu128"],
-                         capture_output=True, text=True, check=True)
-    before, after = LOCK.read_text().splitlines(), run.stdout.splitlines()
-    changed = [(b, a) for b, a in zip(before, after, strict=True) if b != a]
-    torch = locked_version("torch").split("+")[0]
-    assert changed == [(f"torch=={locked_version('torch')}", f"torch=={torch}+cu128")]
+def pins(path: Path) -> dict[str, str]:
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    assert all(re.fullmatch(r"[\w.-]+==[\w.+!-]+", ln) for ln in lines), f"{path.name}: every line pins one version"
+    return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in (ln.split("==") for ln in lines)}
 
-    (tmp_path / "cuda.lock").write_text("numpy==2.0.0\ntorch==2.13.0+cu128\n")
-    failed = subprocess.run(["sh", str(INFRA / "cuda-lock.sh"), str(tmp_path / "cuda.lock")],
-                            check=False, capture_output=True, text=True)
-    assert failed.returncode != 0 and "no 'torch==X+cpu' line" in failed.stderr
+
+def test_cuda_lock_keeps_every_pin_swaps_in_cuda_torch_and_pins_its_cuda_packages():
+    cpu, gpu = pins(LOCK), pins(CUDA_LOCK)
+    torch = cpu["torch"].removesuffix("+cpu")
+    assert cpu["torch"] == f"{torch}+cpu" and gpu["torch"] == torch, "PyPI's torch==X is the CUDA build of X+cpu"
+    changed = {name: (version, gpu.get(name)) for name, version in cpu.items() if gpu.get(name) != version}
+    assert changed == {"torch": (cpu["torch"], torch)}, f"run `make lock-cuda` after changing the lock: {changed}"
+    added = set(gpu) - set(cpu)
+    for needed in ("triton", "nvidia-cudnn-cu13", "nvidia-nccl-cu13", "cuda-toolkit", "nvidia-cuda-runtime"):
+        assert needed in added, f"{needed} is not pinned in {CUDA_LOCK.name}"
+    assert all(name.startswith(("nvidia-", "cuda-", "triton")) for name in added), sorted(added)
+
+
+def test_cuda_lock_script_swaps_the_cpu_torch_and_pins_pips_resolution(tmp_path):
+    spec = importlib.util.spec_from_file_location("cuda_lock", INFRA / "cuda_lock.py")
+    cuda_lock = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cuda_lock)
+
+    requirements, torch = cuda_lock.gpu_requirements("numpy==2.4.6\ntorch==2.13.0+cpu\nzipp==3.0\n")
+    assert (requirements, torch) == ("numpy==2.4.6\ntorch==2.13.0\nzipp==3.0\n", "2.13.0")
+    with pytest.raises(SystemExit, match="exactly one 'torch==X\\+cpu'"):
+        cuda_lock.gpu_requirements("numpy==2.4.6\ntorch==2.13.0+cu128\n")
+    report = {"install": [{"metadata": {"name": n, "version": v}} for n, v in
+                          [("triton", "3.7.1"), ("Jinja2", "3.1.6"), ("nvidia_nccl_cu13", "2.29.7")]]}
+    assert cuda_lock.lock_lines(report) == ["Jinja2==3.1.6", "nvidia_nccl_cu13==2.29.7", "triton==3.7.1"]
 
 
 # ----------------------------------------------------------------------------------------------- compose
@@ -430,6 +457,26 @@ def test_compose_serves_mlflow_artifacts_and_starts_prefect():
     assert mlflow_allows(option(mlflow, "--allowed-hosts"), tracking.netloc), f"MLflow would refuse {tracking.netloc}"
     assert mlflow_allows(option(mlflow, "--allowed-hosts"), "localhost:5000"), "the browser on the published port"
     assert env["PREFECT_API_URL"] == f"http://prefect:{option(prefect, '--port') or 4200}/api"
+
+
+def test_compose_file_is_valid_for_the_compose_spec():
+    """The compose_spec parser (a strict Rust implementation of the Compose specification, packaged as
+    compose-spec) accepts the file, and refuses it with one field misspelled or one value malformed."""
+    from compose_spec import PyCompose
+
+    def parse(document: dict) -> None:
+        # YAML anchors and merge keys (`<<: *x`), which Docker Compose reads, resolved as Compose does.
+        PyCompose.from_json(json.dumps(document))
+
+    compose = yaml.safe_load((INFRA / "docker-compose.yaml").read_text())
+    parse(compose)
+    assert {"mlflow", "prefect", "pipeline"} <= set(PyCompose.from_json(json.dumps(compose)).service_names())
+    for field, value, expected in [("restrat", "always", "restrat"), ("shm_size", "lots", "unknown unit"),
+                                   ("ports", ["five-thousand"], "port")]:
+        broken = json.loads(json.dumps(compose))
+        broken["services"]["mlflow"][field] = value
+        with pytest.raises(ValueError, match=expected):
+            parse(broken)
 
 
 def test_readme_names_every_file_and_how_to_use_it():
