@@ -212,6 +212,8 @@ class EvalConfig(Checked):
     # generated → train neighbour search; "ivf" (approximate) for very large train sets
     knn: str = checked("exact", one_of("exact", "ivf"))
     knn_probes: int = checked(8, at_least(1))  # "ivf": k-means cells searched per query (of about √N); recall is logged
+    # where sampling, features and neighbour search run: "auto" (a CUDA GPU when there is one), "cpu" or "cuda"
+    device: str = checked("auto", one_of("auto", "cpu", "cuda"))
 
 
 # DB-VAE reweighting (genlib.evaluate.reweight): per-dimension histograms combined as in the MIT 6.S191

@@ -53,7 +53,7 @@ def domain(version: DatasetVersion, epochs: int = 30, seed: int = 0) -> Extracto
         _save_atomically(cache, net, info)
     net.eval()
     kind = "classifier" if version.num_classes else "autoencoder"
-    return Extractor("domain", f"domain-{kind}-{version.content_hash[:12]}", 128, net.features, info)
+    return Extractor("domain", f"domain-{kind}-{version.content_hash[:12]}", 128, net.features, info, net)
 
 
 def _save_atomically(cache: Path, net: nn.Module, info: dict) -> None:

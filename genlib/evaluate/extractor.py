@@ -8,7 +8,7 @@ cache key and logged name, so features from different networks are never mixed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,19 +19,43 @@ from genlib.evaluate.cache import cached_arrays
 from genlib.registry import Registry
 
 
+def eval_device(name: str) -> torch.device:
+    """The device ``eval.device`` names: "auto" is the first CUDA GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("eval.device=cuda is not allowed on this machine: torch sees no CUDA GPU "
+                         f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); expected auto or cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"eval.device={name!r} is not allowed; expected one of auto, cpu, cuda")
+    return torch.device(name)
+
+
 @dataclass
 class Extractor:
     name: str  # registry name
     preprocessing: str  # everything that changes the numbers, for cache keys and logged names
     dims: int
-    encode: Callable[[torch.Tensor], torch.Tensor]  # uint8 (N, C, H, W) → float (N, D)
+    encode: Callable[[torch.Tensor], torch.Tensor]  # uint8 (N, C, H, W) → float (N, D), on ``module``'s device
     info: dict  # e.g. the domain network's held-out accuracy
+    module: torch.nn.Module | None = field(default=None, repr=False)  # the network ``encode`` runs, if any
+
+    @property
+    def device(self) -> torch.device:
+        tensor = None if self.module is None else next(self.module.parameters(), None)
+        return torch.device("cpu") if tensor is None else tensor.device
+
+    def to(self, device: torch.device | str) -> Extractor:
+        """Run the network on ``device`` from now on (features always come back as CPU arrays)."""
+        if self.module is not None:
+            self.module.to(device)
+        return self
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor | np.ndarray, batch_size: int = 512) -> np.ndarray:
-        images = torch.as_tensor(images)
+        images, device = torch.as_tensor(images), self.device
         starts = range(0, len(images), batch_size)
-        return np.concatenate([self.encode(images[i:i + batch_size]).numpy()
+        return np.concatenate([self.encode(images[i:i + batch_size].to(device, non_blocking=True)).float().cpu().numpy()
                                for i in tqdm(starts, desc=f"{self.name} features", leave=False,
                                              disable=len(starts) < 4)])
 

@@ -281,4 +281,4 @@ def inception_v3_fid(version: DatasetVersion) -> Extractor:
 
     preprocessing = f"inception-v3-fid-2015-12-05-{WEIGHTS_SHA256[:8]}:grey3-bilinear{INPUT_SIZE}-pm1"
     return Extractor("inception-v3-fid", preprocessing, 2048, encode,
-                     {"weights": WEIGHTS_FILE, "weights_sha256": WEIGHTS_SHA256})
+                     {"weights": WEIGHTS_FILE, "weights_sha256": WEIGHTS_SHA256}, net)

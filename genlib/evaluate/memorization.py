@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from genlib.evaluate.knn import Neighbours, nearest_neighbours
 
@@ -37,15 +38,16 @@ def copy_rate(neighbours: Neighbours, threshold: float = 1 / 3) -> tuple[float, 
 
 
 def data_copying_zscore(train: np.ndarray, test: np.ndarray, generated: np.ndarray, cells: int = 10,
-                        min_per_cell: int = 20, seed: int = 0) -> tuple[float, dict[int, float]]:
+                        min_per_cell: int = 20, seed: int = 0, device: str | torch.device = "cpu",
+                        ) -> tuple[float, dict[int, float]]:
     """C_T of [1]: test-share-weighted mean of per-cell Mann-Whitney z-scores; also per cell.
 
     Cells with fewer than ``min_per_cell`` test or generated samples are left out, as in [1]."""
     from sklearn.cluster import KMeans
 
     km = KMeans(n_clusters=cells, n_init=3, random_state=seed).fit(np.asarray(train, np.float32))
-    d_test = nearest_neighbours(test, train, k=1).distances[:, 0]
-    d_gen = nearest_neighbours(generated, train, k=1).distances[:, 0]
+    d_test = nearest_neighbours(test, train, k=1, device=device).distances[:, 0]
+    d_gen = nearest_neighbours(generated, train, k=1, device=device).distances[:, 0]
     c_test, c_gen = km.predict(np.asarray(test, np.float32)), km.predict(np.asarray(generated, np.float32))
     scores, weights = {}, {}
     for cell in range(cells):

@@ -25,14 +25,15 @@ from genlib.evaluate.knn import Neighbours, nearest_neighbours
 class References:
     """The reference side of every metric, for one dataset version in one extractor's feature space."""
 
-    def __init__(self, version: DatasetVersion, extractor: Extractor):
+    def __init__(self, version: DatasetVersion, extractor: Extractor, device: torch.device | str = "cpu"):
         self.version = version
-        self.extractor = extractor
+        self.extractor = extractor.to(device)
+        self.device = torch.device(device)  # where features are extracted and neighbours searched
 
     @classmethod
-    def load(cls, version: DatasetVersion, extractor: str) -> References:
+    def load(cls, version: DatasetVersion, extractor: str, device: torch.device | str = "cpu") -> References:
         """References in the registered extractor ``extractor``'s space (its network loaded once)."""
-        return cls(version, load_extractor(extractor, version))
+        return cls(version, load_extractor(extractor, version), device)
 
     @cached_property
     def train_images(self) -> torch.Tensor:
@@ -65,5 +66,6 @@ class References:
         """Each training image's nearest other training image in pixel space, cached per dataset."""
         px = self.train_pixels
         key = f"{self.version.content_hash[:16]}-train-{len(px)}-pixel-self-nn"
-        found = cached_arrays(key, lambda: nearest_neighbours(px, px, k=1, exclude_self=True)._asdict())
+        found = cached_arrays(key, lambda: nearest_neighbours(px, px, k=1, exclude_self=True,
+                                                                         device=self.device)._asdict())
         return Neighbours(found["distances"], found["indices"])

@@ -75,16 +75,17 @@ def sample_quality(f_gen: np.ndarray, refs: References) -> Scores:
     return Scores(metrics, params, {}, {})
 
 
-def train_search(queries: np.ndarray, train: np.ndarray, method: str, probes: int) -> tuple[Neighbours, dict]:
+def train_search(queries: np.ndarray, train: np.ndarray, method: str, probes: int,
+                 device: str | torch.device = "cpu") -> tuple[Neighbours, dict]:
     """Nearest two training neighbours of each query: exact, or from the IVF index with its recall
     against exact search measured on a sample of the queries (logged with the metrics)."""
     if method == "exact":
-        return nearest_neighbours(queries, train, k=2), {}
+        return nearest_neighbours(queries, train, k=2, device=device), {}
     if method != "ivf":
         raise ValueError(f"eval.knn must be 'exact' or 'ivf', got {method!r}")
-    found = approximate_neighbours(queries, train, k=2, probes=probes)
+    found = approximate_neighbours(queries, train, k=2, probes=probes, device=device)
     check = np.random.default_rng(0).choice(len(queries), min(200, len(queries)), replace=False)
-    exact = nearest_neighbours(queries[check], train, k=2)
+    exact = nearest_neighbours(queries[check], train, k=2, device=device)
     recall = recall_at_k(Neighbours(found.distances[check], found.indices[check]), exact)
     return found, {"recall": recall}
 
@@ -96,8 +97,9 @@ def memorization(generated: torch.Tensor, f_gen: np.ndarray, refs: References, c
     gen_px = generated.flatten(1).float().numpy()
     f_train, f_test = refs.train_features, refs.test_features
     name = refs.extractor.name
-    (nn_px, px_check), (nn_feat, feat_check) = (train_search(gen_px, train_px, knn, probes),
-                                                train_search(f_gen, f_train, knn, probes))
+    device = refs.device
+    (nn_px, px_check), (nn_feat, feat_check) = (train_search(gen_px, train_px, knn, probes, device),
+                                                train_search(f_gen, f_train, knn, probes, device))
     copy_px, copied = copy_rate(nn_px)
     auth_px, authentic = authenticity(nn_px, refs.train_self_neighbours)
     metrics = {"copy_rate_pixel": copy_px, f"copy_rate_{name}": copy_rate(nn_feat)[0], "authenticity_pixel": auth_px,
@@ -107,7 +109,7 @@ def memorization(generated: torch.Tensor, f_gen: np.ndarray, refs: References, c
               "memorization.copy_threshold": "d1/d2 < 1/3",
               "memorization.knn": knn if knn == "exact" else f"ivf, {probes} probes of ~sqrt(N) cells"}
     try:
-        metrics[f"data_copying_z_{name}"], _ = data_copying_zscore(f_train, f_test, f_gen, cells)
+        metrics[f"data_copying_z_{name}"], _ = data_copying_zscore(f_train, f_test, f_gen, cells, device=device)
         params["data_copying.cells"] = cells
     except ValueError as err:  # too few samples per cell: say so in the run rather than guess
         params["data_copying.skipped"] = str(err)
@@ -140,24 +142,28 @@ def per_class_table(assigned: np.ndarray, train_labels: np.ndarray, copied: np.n
 def sample_figures(model: GenerativeModel, cfg: Config) -> dict[str, Any]:
     """The final sample grid, and interpolation / traversal grids where the model supports them."""
     seed = cfg.train.seed
-    figures = {SAMPLES: image_grid(model.sample(cfg.eval.n_samples, generator=torch.Generator().manual_seed(seed)),
-                                   model.levels)}
+    def seeded() -> torch.Generator:  # on the model's device: CUDA draws need a CUDA generator
+        return torch.Generator(device=model.device).manual_seed(seed)
+
+    figures = {SAMPLES: image_grid(model.sample(cfg.eval.n_samples, generator=seeded()).cpu(), model.levels)}
     if INTERPOLATE in model.capabilities:
-        path = model.interpolate(rows=8, steps=8, generator=torch.Generator().manual_seed(seed))
+        path = model.interpolate(rows=8, steps=8, generator=seeded()).cpu()
         figures[INTERPOLATION] = image_grid(path, model.levels, nrow=8)
     if TRAVERSE in model.capabilities:
-        figures[TRAVERSALS] = image_grid(model.traverse(steps=9), model.levels, nrow=9)
+        figures[TRAVERSALS] = image_grid(model.traverse(steps=9).cpu(), model.levels, nrow=9)
     return figures
 
 
 def score(model: GenerativeModel, cfg: Config, version: DatasetVersion) -> list[Scores]:
-    """Every part of the evaluation of ``model`` on ``version`` (model in eval mode)."""
+    """Every part of the evaluation of ``model`` on ``version`` (model in eval mode, on the device
+    where sampling, feature extraction and neighbour search run)."""
     test = version.dataset("test")
-    protocol = {"eval.split": "test", "eval.n": len(test), "eval.iwae_k": cfg.eval.iwae_k, "eval.seed": cfg.train.seed}
+    protocol = {"eval.split": "test", "eval.n": len(test), "eval.iwae_k": cfg.eval.iwae_k, "eval.seed": cfg.train.seed,
+                "eval.device": model.device.type}
     parts = [Scores(likelihood_metrics(model, test, cfg.eval.iwae_k, cfg.eval.batch_size, cfg.train.seed),
                     protocol, sample_figures(model, cfg), {})]
     if cfg.eval.n_generated > 0:
-        refs = References.load(version, cfg.eval.extractor)
+        refs = References.load(version, cfg.eval.extractor, model.device)
         generated = generate(model, cfg.eval.n_generated, cfg.train.seed + 1)
         f_gen = refs.extractor(generated)
         parts += [sample_quality(f_gen, refs),

@@ -39,8 +39,9 @@ class Batch:
         return cls(x, labels if bool((labels >= 0).all()) else None, index)
 
     def to(self, device: torch.device) -> Batch:
-        labels = None if self.labels is None else self.labels.to(device)
-        return Batch(self.x.to(device), labels, self.index.to(device))
+        """On ``device``; from pinned memory the copy is asynchronous (ordered before the kernels using it)."""
+        labels = None if self.labels is None else self.labels.to(device, non_blocking=True)
+        return Batch(self.x.to(device, non_blocking=True), labels, self.index.to(device, non_blocking=True))
 
 
 class GenerativeModel(nn.Module):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from genlib.config import Config
 from genlib.data.dataset import DatasetVersion
+from genlib.evaluate.extractor import eval_device
 from genlib.evaluate.suite import Scores, score
 from genlib.figures import png_bytes
 from genlib.models.io import load_model
@@ -29,7 +30,7 @@ def evaluate(cfg: Config, checkpoint: str | Path, dataset: str | Path, tracker: 
     """Score ``checkpoint`` on ``dataset`` in a new (nested) MLflow run, with an HTML report."""
     tracker = tracker or Tracker(cfg.tracking.tracking_uri)
     version = DatasetVersion(dataset)
-    model = load_model(checkpoint)
+    model = load_model(checkpoint, map_location=eval_device(cfg.eval.device))
     model.eval()
     tags = {Tag.STAGE: Stage.EVALUATE, Tag.FAMILY: cfg.model.family, Tag.MODEL: cfg.model.label,
             Tag.DATASET_HASH: version.content_hash, Tag.PRESET: cfg.name,

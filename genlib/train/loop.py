@@ -81,7 +81,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     optimizers = model.configure_optimizers(cfg.train)
     if optimizer_states is not None:
         load_optimizer_states(optimizers, optimizer_states)
-    train_loader, val_loader = _loaders(cfg, version, rank, world, loop_config.get("weights"))
+    train_loader, val_loader = _loaders(cfg, version, rank, world, loop_config.get("weights"),
+                                        pin_memory=device.type == "cuda")
 
     for epoch in range(progress.epoch + 1, cfg.train.epochs + 1):
         train_loader.sampler.set_epoch(epoch - 1)
@@ -120,8 +121,10 @@ def check_node_sees(dataset: str, storage_marker: str | None) -> None:
             f"datasets) and train.storage_path on storage every node of the cluster mounts at the same path")
 
 
-def _loaders(cfg: Config, version: DatasetVersion, rank: int, world: int, weights) -> tuple[DataLoader, DataLoader]:
-    """This rank's shard of the train split (weighted or shuffled, reseeded per epoch) and of the val split."""
+def _loaders(cfg: Config, version: DatasetVersion, rank: int, world: int, weights,
+             pin_memory: bool = False) -> tuple[DataLoader, DataLoader]:
+    """This rank's shard of the train split (weighted or shuffled, reseeded per epoch) and of the val split.
+    ``pin_memory`` (on CUDA): batches in page-locked memory, so ``Batch.to`` copies them asynchronously."""
     train_set = version.dataset("train")
     if weights is not None:  # one weighted draw per epoch, split across the ranks
         sampler = WeightedDistributedSampler(weights, world, rank, seed=cfg.train.seed, dataset_size=len(train_set))
@@ -129,8 +132,9 @@ def _loaders(cfg: Config, version: DatasetVersion, rank: int, world: int, weight
         sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.train.seed)
     per_worker = max(1, cfg.train.batch_size // world)
     val_set = version.dataset("val")
-    return (DataLoader(train_set, batch_size=per_worker, sampler=sampler),
-            DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=per_worker))
+    return (DataLoader(train_set, batch_size=per_worker, sampler=sampler, pin_memory=pin_memory),
+            DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=per_worker,
+                       pin_memory=pin_memory))
 
 
 LATEST = "genlib_latest_checkpoint.json"  # in the Ray run's folder: the last checkpoint rank 0 reported

@@ -13,7 +13,7 @@ from genlib.tracking import Tracker
 
 pytestmark = pytest.mark.integration
 
-TRAIN = ["train", "digits-quick", "--models=[]", "--model.hidden=8", "--train.epochs=5", "--train.num_workers=1",
+TRAIN = ["train", "digits-quick", "--models=[]", "--model.hidden=8", "--train.epochs=3", "--train.num_workers=1",
          "--eval.n_samples=16", "--train.sample_every=10", "--train.select_by=last"]
 
 
@@ -29,8 +29,8 @@ def _run(tracker: Tracker):
 
 def test_a_job_stopped_by_ctrl_c_resumes_in_one_run_each_epoch_logged_once(ray_local, genlib_home):
     """1. genlib's own Ray instance, beside the session's: Ctrl-C right after epoch 1's report,
-    before Ray Train's controller records it. 2. Joining the session's Ray: Ctrl-C after epoch 3.
-    3. The same command finishes the job. (A driver killed outright, ``GENLIB_CHAOS_KILL_DRIVER_AT_EPOCH``,
+    before Ray Train's controller records it. 2. The same command, joining the session's Ray,
+    finishes the job from there. (A driver killed outright, ``GENLIB_CHAOS_KILL_DRIVER_AT_EPOCH``,
     takes the same resume path with the run left RUNNING.)"""
     other = ray_local.get_runtime_context().gcs_address
     jobs_before = len(ray_local._private.state.jobs())
@@ -52,17 +52,12 @@ def test_a_job_stopped_by_ctrl_c_resumes_in_one_run_each_epoch_logged_once(ray_l
     assert run.info.status == "KILLED" and logged == [1]
     assert not (paths.home() / "checkpoints").exists()  # no local copy of a checkpoint, half-made or whole
 
-    second = _genlib({**joined, "GENLIB_CHAOS_INTERRUPT_DRIVER_AT_EPOCH": "3"}, *TRAIN)
-    assert second.returncode == 130, second.stderr[-3000:]
-    assert f"genlib: joining the Ray cluster at {other}" in second.stderr
-    run, logged = _run(tracker)
-    assert run.info.status == "KILLED" and run.data.tags["genlib.resumed_from_epoch"] == "1" and logged == [1, 2, 3]
-
     done = _genlib(joined, *TRAIN)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert f"genlib: joining the Ray cluster at {other}" in done.stderr
     run, logged = _run(tracker)
-    assert run.info.status == "FINISHED" and run.data.tags["genlib.resumed_from_epoch"] == "3"
-    assert run.data.tags["genlib.driver_relaunched"] == "true" and logged == [1, 2, 3, 4, 5]
+    assert run.info.status == "FINISHED" and run.data.tags["genlib.resumed_from_epoch"] == "1"
+    assert run.data.tags["genlib.driver_relaunched"] == "true" and logged == [1, 2, 3]
 
 
 @pytest.mark.parametrize("override,asked", [("--train.gpus_per_worker=1", "1 CPU + 1 GPU"),

@@ -108,6 +108,8 @@ BAD_COMMANDS = [
     (["pipeline", "digits-quick", "--eval.iwae_k=0"], "eval.iwae_k=0 is not allowed; expected a number ≥ 1"),
     (["pipeline", "digits-quick", "--eval.extractor=inceptoin"],
      "eval.extractor='inceptoin' is not a known feature extractor; known: ['domain', 'inception-v3-fid']"),
+    (["pipeline", "digits-quick", "--eval.device=cuda"],
+     "eval.device=cuda is not allowed on this machine: torch sees no CUDA GPU"),
     (["sample", "--run", "0123abcd", "-n", "0", "-o", "x.png"], "-n is the number of samples to draw: at least 1, got 0"),
     (["sample", "--run", "0123abcd", "-n", "-1", "-o", "x.png"], "at least 1, got -1"),
 ]
@@ -116,11 +118,13 @@ BAD_COMMANDS = [
 @pytest.mark.parametrize("argv,message", BAD_COMMANDS, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_bad_input_is_refused_before_anything_starts(argv, message, genlib_home, capsys, monkeypatch, tmp_path):
     import ray
+    import torch
 
     def no_ray(*args, **kwargs):
         raise AssertionError("ray.init was called for a command that should have been refused")
 
     monkeypatch.setattr(ray, "init", no_ray)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without a GPU, like CI's
     monkeypatch.chdir(tmp_path)
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
@@ -145,3 +149,16 @@ def test_resources_are_checked_against_this_machine_before_ray_starts(monkeypatc
         launch.check_resources(TrainConfig(num_workers=3, cpus_per_worker=2, batch_size=8))
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # a cluster to join: checked once joined
     launch.check_resources(TrainConfig(gpus_per_worker=1))
+
+
+def test_eval_device_auto_follows_torch_and_cuda_without_a_gpu_is_refused(monkeypatch):
+    import torch
+
+    from genlib.evaluate.extractor import eval_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert eval_device("auto") == torch.device("cpu") == eval_device("cpu")
+    with pytest.raises(ValueError, match="eval.device=cuda is not allowed on this machine: torch sees no CUDA GPU"):
+        eval_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert eval_device("auto") == torch.device("cuda") == eval_device("cuda")

@@ -1,0 +1,427 @@
+"""One prepared GPU check: every CUDA path genlib has, run and measured in one call.
+
+Written for the rare, brief loan of a GPU machine, so that one command covers everything:
+
+* ``machine``: GPU name, memory and compute capability, driver, CUDA, cuDNN, torch, Ray, genlib commit.
+* ``loop``: every registered family trains ``--steps`` optimizer steps on upsampled real digits at 28×28
+  and 32×32, through the training loop's own epoch function (``genlib.train.loop._train_epoch``: the
+  batch transfer, bf16 autocast, the steps), in fp32 and bf16: images/s after warm-up and peak GPU memory.
+  For fp32 the same seed, weights and batches also train on the CPU, and the validation loss after
+  ``--ref-steps`` steps is compared (relative difference; cuDNN's TF32 convolutions and, in the VAE
+  and GAN, noise drawn from the device's own random generator make it differ from zero).
+* ``ray``: families through the real Ray Train job (``genlib.train.launch.fit``: worker placement with
+  ``train.gpus_per_worker=1``, the NCCL process group, device placement, checkpoints), fp32, and one
+  family in bf16: the metrics the worker reported and the wall time. (The dry run: one VAE job, fp32.)
+* ``knn``: the exact k-NN engine on the GPU against its CPU result (identical neighbours), then the time
+  of a 10k × 1M × 256 search on the GPU.
+* ``inception``: the FID Inception-v3 network (random weights: speed does not depend on them) at batch
+  200 on 299×299 inputs: images/s.
+* ``sampling``: 64 samples from every autoregressive family, with the cache where the family has one
+  and without: seconds each, and whether the two are identical.
+* ``evaluate``: the evaluate stage end to end (``eval.device=auto``: sampling, features and neighbour
+  search on the GPU) on the checkpoint the ``ray`` section trained, into a local MLflow store.
+
+Without CUDA it runs the same code paths on the CPU at tiny sizes and says so (``"dry_run": true``);
+``tests/integration/test_gpu_check.py`` runs that dry run in the suite, so the script cannot rot.
+Everything printed also goes to ``OUT/gpu_check.json``, rewritten after each section (a run cut short
+keeps what it measured). A section that fails is recorded with its traceback and the next one runs; the
+exit status is 1 if any failed.
+
+    python bench/gpu_check.py --out bench/results        # on a GPU machine: about 10 minutes on one H200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SECTIONS = ("machine", "loop", "ray", "knn", "inception", "sampling", "evaluate")
+LOSS_TOLERANCE = 0.05  # relative: see ``loop`` above for why CPU and GPU losses are not bit-equal
+
+
+@dataclass
+class Plan:
+    """What to run: full sizes with CUDA, tiny ones for the CPU dry run."""
+    cuda: bool
+    families: list[str]
+    ray_families: list[str]
+    sizes: tuple[int, ...] = (28, 32)
+    steps: int = 300
+    ref_steps: int = 20
+    warmup: int = 10
+    batch: int = 64
+    ray_epochs: int = 3
+    knn_check: tuple[int, int, int] = (2_000, 100_000, 256)  # queries × references × dims, against the CPU
+    knn_timed: tuple[int, int, int] = (10_000, 1_000_000, 256)
+    inception_batch: int = 200
+    inception_passes: int = 5
+    samples: int = 64
+    n_generated: int = 1000
+    iwae_k: int | None = None  # None: the preset's
+    real_digits: bool = False  # the ray and evaluate sections on the bundled 8×8 digits instead of upsampled ones
+    ray_bf16: bool = True  # also one Ray Train job in bf16
+    checkpoints: dict = field(default_factory=dict)  # family → a trained checkpoint (ray → evaluate)
+
+    @classmethod
+    def make(cls, cuda: bool, families: list[str], steps: int | None) -> Plan:
+        if cuda:
+            return cls(True, families, families, steps=steps or 300)
+        # One Ray Train job (the loop section covers bf16 autocast), a VAE: DDP-wrapped, with a likelihood bound.
+        ray_families = ["vae"] if "vae" in families else families[:1]
+        return cls(False, families, ray_families, sizes=(8,), steps=steps or 3, ref_steps=2, warmup=1, batch=8,
+                   ray_epochs=1, knn_check=(50, 500, 16), knn_timed=(100, 2_000, 16), inception_batch=2,
+                   inception_passes=1, samples=4, n_generated=60, iwae_k=2, ray_bf16=False, real_digits=True)
+
+    @property
+    def device(self):
+        import torch
+
+        return torch.device("cuda" if self.cuda else "cpu")
+
+
+# ----------------------------------------------------------------------------------------------- sections
+
+def machine(plan: Plan) -> dict:
+    import ray
+    import torch
+
+    from genlib.tracking import git_sha
+
+    info = {"host": platform.node(), "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            "ray": ray.__version__, "genlib_commit": git_sha()}
+    if plan.cuda:
+        props = torch.cuda.get_device_properties(0)
+        info |= {"gpu": props.name, "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+                 "compute_capability": f"{props.major}.{props.minor}", "gpus": torch.cuda.device_count(),
+                 "driver": _nvidia_smi("driver_version")}
+    return info
+
+
+def loop(plan: Plan) -> dict:
+    """Every family × size × precision through the loop's epoch function on the device."""
+    import torch
+
+    rows = []
+    for size in plan.sizes:
+        x, y = digits(size)
+        batches = [(x[i:i + plan.batch], y[i:i + plan.batch], torch.arange(i, i + plan.batch))
+                   for i in range(0, len(x) - plan.batch + 1, plan.batch)]
+        held = batches[-1]  # scored, never trained on
+        train = [batches[i % (len(batches) - 1)] for i in range(plan.warmup + plan.steps)]
+        for family in plan.families:
+            for precision in ("fp32", "bf16"):
+                row = {"family": family, "size": size, "precision": precision,
+                       **_steps(family, size, plan.device, precision, train, held, plan.warmup)}
+                if precision == "fp32":
+                    ref = train[:plan.ref_steps]
+                    here = _steps(family, size, plan.device, precision, ref, held, 0)["val_loss"]
+                    cpu = _steps(family, size, torch.device("cpu"), precision, ref, held, 0)["val_loss"]
+                    row |= {"ref_steps": len(ref), "val_loss_device": here, "val_loss_cpu": cpu,
+                            "relative_difference": abs(here - cpu) / max(abs(cpu), 1e-12)}
+                    row["within_tolerance"] = row["relative_difference"] <= LOSS_TOLERANCE
+                rows.append(row)
+                _say(row)
+    bad = [f"{r['family']} {r['size']}" for r in rows if r.get("within_tolerance") is False]
+    if bad:
+        raise AssertionError(f"fp32 losses on {plan.device.type} differ from the CPU's by more than "
+                             f"{LOSS_TOLERANCE:.0%}: {bad}; rows: {rows}")
+    return {"rows": rows, "loss_tolerance": LOSS_TOLERANCE}
+
+
+def _steps(family: str, size: int, device, precision: str, batches: list, held: tuple, warmup: int) -> dict:
+    import torch
+
+    from genlib.models import build_model
+    from genlib.models.base import Batch
+    from genlib.presets import load_config
+    from genlib.train.loop import _train_epoch
+
+    cfg = load_config("digits", [f"model.family={family}"])
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, (1, size, size), 256, 10).to(device)  # the same initial weights anywhere
+    torch.manual_seed(cfg.train.seed + 1)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(cfg.train.seed + 1)
+    optimizers = model.configure_optimizers(cfg.train)
+    model.train()
+    _train_epoch(model, batches[:warmup], optimizers, 0, device, None, precision)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    metrics, _, bad_step = _train_epoch(model, batches[warmup:], optimizers, warmup, device, None, precision)
+    _sync(device)
+    seconds = time.perf_counter() - started
+    model.eval()
+    with torch.no_grad():
+        val = model.validation_step(Batch.from_loader(held).to(device))
+    out = {"steps": len(batches) - warmup, "images_per_second": (len(batches) - warmup) * len(held[0]) / seconds,
+           "train_loss": metrics.get("loss"), "val_loss": val["loss"], "nonfinite_step": bad_step}
+    if device.type == "cuda":
+        out["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def ray_jobs(plan: Plan) -> dict:
+    """Families through the real Ray Train job: fp32 each, and bf16 for the first (with CUDA)."""
+    from genlib.data.prepare import prepare
+    from genlib.presets import load_config
+    from genlib.train import launch
+    from genlib.train.hooks import TrainHooks
+
+    data = (["data.source=digits"] if plan.real_digits else
+            ["data.source=npz", f"data.path={digits_npz(plan.sizes[0])}", "data.levels=256"])
+    rows = []
+    runs = [(family, "fp32") for family in plan.ray_families] + [(plan.ray_families[0], "bf16")] * plan.ray_bf16
+    for family, precision in runs:
+        cfg = load_config("digits", [f"model.family={family}", *data, f"train.epochs={plan.ray_epochs}",
+                                     f"train.batch_size={plan.batch}", "train.num_workers=1",
+                                     f"train.gpus_per_worker={1 if plan.cuda else 0}", "train.cpus_per_worker=1",
+                                     f"train.precision={precision}", f"train.checkpoint_every={plan.ray_epochs}",
+                                     f"train.sample_every={plan.ray_epochs}"])
+        dataset = prepare(cfg.data).path
+        started = time.perf_counter()
+        result = launch.fit(cfg, dataset, TrainHooks(), f"gpu-check-{family}-{precision}")
+        launch.check_finite(result, cfg)
+        wall = time.perf_counter() - started
+        checkpoint, metrics = launch.select_checkpoint(result, "last")
+        if precision == "fp32":
+            local = Path(tempfile.mkdtemp(prefix="gpu-check-ckpt-")) / family
+            launch.download(checkpoint, local)
+            plan.checkpoints[family] = (cfg, str(local), str(dataset))
+        row = {"family": family, "precision": precision, "epochs": int(metrics["epoch"]), "wall_seconds": wall,
+               "images_per_second": metrics["images_per_second"], "train_loss": metrics["train_loss"],
+               "val_loss": metrics["val_loss"], "gpus_per_worker": cfg.train.gpus_per_worker}
+        rows.append(row)
+        _say(row)
+    return {"rows": rows}
+
+
+def knn(plan: Plan) -> dict:
+    import numpy as np
+    import torch
+
+    from genlib.evaluate.knn import nearest_neighbours
+
+    rng = np.random.default_rng(0)
+    nq, nr, d = plan.knn_check
+    q, r = rng.standard_normal((nq, d), dtype=np.float32), rng.standard_normal((nr, d), dtype=np.float32)
+    started = time.perf_counter()
+    cpu = nearest_neighbours(q, r, k=2, device="cpu")
+    cpu_seconds = time.perf_counter() - started
+    on_device = nearest_neighbours(q, r, k=2, device=plan.device)
+    out = {"check_shape": plan.knn_check, "cpu_seconds": cpu_seconds,
+           "identical_indices": bool(np.array_equal(cpu.indices, on_device.indices)),
+           "max_distance_difference": float(np.abs(cpu.distances - on_device.distances).max())}
+    if not out["identical_indices"]:
+        raise AssertionError(f"k-NN on {plan.device.type} found other neighbours than on the CPU: {out}")
+    nq, nr, d = plan.knn_timed
+    q = torch.randn(nq, d, generator=torch.Generator().manual_seed(1)).numpy()
+    r = torch.randn(nr, d, generator=torch.Generator().manual_seed(2)).numpy()
+    nearest_neighbours(q[:64], r[:4096], k=2, device=plan.device)  # warm-up: kernels, allocator
+    _sync(plan.device)
+    started = time.perf_counter()
+    nearest_neighbours(q, r, k=2, device=plan.device)
+    _sync(plan.device)
+    out |= {"timed_shape": plan.knn_timed, "timed_seconds": time.perf_counter() - started}
+    _say(out)
+    return out
+
+
+def inception(plan: Plan) -> dict:
+    import torch
+
+    from genlib.evaluate.inception import INPUT_SIZE, FIDInceptionV3
+
+    torch.manual_seed(0)
+    net = FIDInceptionV3().eval().requires_grad_(False).to(plan.device)
+    x = torch.rand(plan.inception_batch, 3, INPUT_SIZE, INPUT_SIZE, device=plan.device) * 2 - 1
+    with torch.no_grad():
+        net(x)  # warm-up
+        _sync(plan.device)
+        if plan.cuda:
+            torch.cuda.reset_peak_memory_stats(plan.device)
+        started = time.perf_counter()
+        for _ in range(plan.inception_passes):
+            features = net(x)
+        _sync(plan.device)
+    seconds = time.perf_counter() - started
+    out = {"batch": plan.inception_batch, "passes": plan.inception_passes, "feature_dims": int(features.shape[1]),
+           "images_per_second": plan.inception_batch * plan.inception_passes / seconds}
+    if plan.cuda:
+        out["peak_memory_mib"] = torch.cuda.max_memory_allocated(plan.device) / 2**20
+    _say(out)
+    return out
+
+
+def sampling(plan: Plan) -> dict:
+    import torch
+
+    from genlib.models import build_model
+    from genlib.models.pixelcnn import AutoregressiveModel
+    from genlib.presets import load_config
+
+    size, rows = plan.sizes[0], []
+    for family in plan.families:
+        cfg = load_config("digits", [f"model.family={family}"])
+        torch.manual_seed(0)
+        model = build_model(cfg.model, (1, size, size), 256, 10)
+        if not isinstance(model, AutoregressiveModel):
+            continue
+        model = model.to(plan.device).eval()
+        row, images = {"family": family, "size": size, "n": plan.samples}, {}
+        for cached in (False, True):
+            if cached and not hasattr(model, "start_cache"):
+                row["cached_seconds"] = "no cached sampler"
+                continue
+            generator = torch.Generator(device=plan.device).manual_seed(1)
+            _sync(plan.device)
+            started = time.perf_counter()
+            images[cached] = model.sample(plan.samples, generator=generator, cached=cached).cpu()
+            _sync(plan.device)
+            row["cached_seconds" if cached else "naive_seconds"] = time.perf_counter() - started
+        if len(images) == 2:
+            row["identical"] = bool(torch.equal(images[False], images[True]))
+        rows.append(row)
+        _say(row)
+    if not rows:
+        raise AssertionError(f"no autoregressive family among {plan.families}")
+    return {"rows": rows}
+
+
+def evaluate(plan: Plan) -> dict:
+    from genlib.presets import config_from_dict
+    from genlib.stages.evaluate import evaluate as evaluate_stage
+    from genlib.tracking import Tracker
+
+    if not plan.checkpoints:
+        raise RuntimeError("the ray section trained no checkpoint to evaluate")
+    family, (cfg, checkpoint, dataset) = next(iter(plan.checkpoints.items()))
+    settings = cfg.to_dict()
+    settings["eval"] |= {"device": "auto", "n_generated": plan.n_generated,
+                         **({"iwae_k": plan.iwae_k} if plan.iwae_k else {})}
+    cfg = config_from_dict(settings)
+    tracker = Tracker(f"sqlite:///{Path(os.environ['GENLIB_HOME']) / 'mlflow.db'}")
+    started = time.perf_counter()
+    result = evaluate_stage(cfg, checkpoint, dataset, tracker)
+    seconds = time.perf_counter() - started
+    params = tracker.client.get_run(result.run_id).data.params
+    out = {"family": family, "wall_seconds": seconds, "eval_device": params.get("eval.device"),
+           "metrics": {k: v for k, v in sorted(result.metrics.items())}}
+    if out["eval_device"] != plan.device.type:
+        raise AssertionError(f"the evaluation ran on {out['eval_device']}, not on {plan.device.type}")
+    _say({k: v for k, v in out.items() if k != "metrics"})
+    return out
+
+
+RUNNERS = {"machine": machine, "loop": loop, "ray": ray_jobs, "knn": knn, "inception": inception,
+           "sampling": sampling, "evaluate": evaluate}
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+def digits(size: int):
+    """sklearn's real 8×8 digits, bilinearly upsampled to ``size``² with 256 levels: uint8 (N, 1, s, s), labels."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.from_numpy(data.images.astype(np.float32) / 16).unsqueeze(1)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    return x[order], torch.from_numpy(data.target)[order]
+
+
+def digits_npz(size: int) -> Path:
+    import numpy as np
+
+    x, y = digits(size)
+    path = Path(os.environ["GENLIB_HOME"]) / f"digits-{size}.npz"
+    np.savez(path, images=x[:, 0].numpy(), labels=y.numpy())
+    return path
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _nvidia_smi(field_name: str) -> str | None:
+    if shutil.which("nvidia-smi") is None:
+        return None
+    done = subprocess.run(["nvidia-smi", f"--query-gpu={field_name}", "--format=csv,noheader"],
+                          capture_output=True, text=True, check=False)
+    return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else None
+
+
+def _say(row: dict) -> None:
+    print("  " + ", ".join(f"{k}={_short(v)}" for k, v in row.items()), flush=True)
+
+
+def _short(value):
+    return f"{value:.4g}" if isinstance(value, float) else value
+
+
+def _write(path: Path, report: dict) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(report, indent=2, default=str))
+    partial.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="folder for gpu_check.json")
+    parser.add_argument("--steps", type=int, help="timed optimizer steps per family (default 300; dry run 3)")
+    parser.add_argument("--families", nargs="*", help="default: every registered family")
+    parser.add_argument("--sections", nargs="*", choices=SECTIONS, default=list(SECTIONS))
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("GENLIB_HOME", tempfile.mkdtemp(prefix="genlib-gpu-check-"))
+
+    import torch
+
+    from genlib.models import MODELS
+
+    plan = Plan.make(torch.cuda.is_available(), args.families or MODELS.names(), args.steps)
+    report = {"dry_run": not plan.cuda, "device": plan.device.type,
+              "plan": {k: v for k, v in asdict(plan).items() if k != "checkpoints"}, "sections": {}}
+    print(f"genlib GPU check on {plan.device.type}" + ("" if plan.cuda else
+          ": no CUDA here, so a dry run of the same code paths on the CPU at tiny sizes"), flush=True)
+    path = args.out / "gpu_check.json"
+    for name in args.sections:
+        print(f"== {name}", flush=True)
+        started = time.perf_counter()
+        try:
+            result, status = RUNNERS[name](plan), "ok"
+        except Exception:  # noqa: BLE001 - recorded, and the next section still runs
+            result, status = {"error": traceback.format_exc(limit=8)}, "failed"
+            print(result["error"], file=sys.stderr, flush=True)
+        report["sections"][name] = {"status": status, "seconds": time.perf_counter() - started, **result}
+        _write(path, report)
+    failed = [name for name, section in report["sections"].items() if section["status"] != "ok"]
+    print(f"\n{len(args.sections) - len(failed)} of {len(args.sections)} sections ok"
+          + (f"; failed: {failed}" if failed else "") + f"; everything above is in {path}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
