@@ -155,6 +155,9 @@ HEADLINES = (
     Headline("kid", "KID", "min", r"kid_(?!.*_std$).+", "every family"),
     Headline("precision", "precision", "max", r"precision_.+", "every family"),
     Headline("recall", "recall", "max", r"recall_.+", "every family"),
+    # about 1 for samples from the data's distribution: neither higher nor lower is "better"
+    Headline("density", "density", None, r"density_.+", "every family", leaderboard=False),
+    Headline("coverage", "coverage", "max", r"coverage_.+", "every family"),
     Headline("copy_rate_pixel", "copy rate", "min", r"copy_rate_.+", "every family", lead="copy_rate_pixel",
              summary=True),
     Headline("authenticity", "authenticity", "max", r"authenticity_.+", "every family", leaderboard=False),

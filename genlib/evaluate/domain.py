@@ -19,7 +19,7 @@ from torch import nn
 
 from genlib import paths
 from genlib.data.dataset import DatasetVersion
-from genlib.evaluate.extractor import EXTRACTORS, Extractor
+from genlib.evaluate.extractor import EXTRACTORS, Extractor, weights_digest
 from genlib.io import atomic_dir
 from genlib.models.base import to_unit
 
@@ -44,13 +44,18 @@ class DomainNet(nn.Module):
 def domain(version: DatasetVersion, epochs: int = 30, seed: int = 0) -> Extractor:
     """The dataset's own feature network, trained once per dataset hash and cached."""
     cache = paths.home() / "features" / f"domain-{version.content_hash[:16]}"
-    net = DomainNet(version.shape, version.levels, version.num_classes)
-    if (cache / "meta.json").is_file():
-        net.load_state_dict(load_file(cache / "weights.safetensors"))
-        info = json.loads((cache / "meta.json").read_text())
-    else:
-        info = _train_domain(net, version, epochs, seed)
-        _save_atomically(cache, net, info)
+    # Seeded before the network is built and trained, on a forked generator: the same dataset version
+    # gives the same weights (the SHA-256 below) whatever ran before in this process.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = DomainNet(version.shape, version.levels, version.num_classes)
+        if (cache / "meta.json").is_file():
+            net.load_state_dict(load_file(cache / "weights.safetensors"))
+            info = json.loads((cache / "meta.json").read_text())
+        else:
+            info = _train_domain(net, version, epochs, seed)
+            _save_atomically(cache, net, info)
+    info = {**info, "weights_sha256": weights_digest(net)}
     net.eval()
     kind = "classifier" if version.num_classes else "autoencoder"
     return Extractor("domain", f"domain-{kind}-{version.content_hash[:12]}", 128, net.features, info, net)
@@ -65,13 +70,13 @@ def _save_atomically(cache: Path, net: nn.Module, info: dict) -> None:
 
 
 def _train_domain(net: DomainNet, version: DatasetVersion, epochs: int, seed: int) -> dict:
-    torch.manual_seed(seed)
+    order = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(np.array(version.images("train"))).permute(0, 3, 1, 2)
     y = version.labels("train")
     labelled = version.num_classes is not None
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     for _ in range(epochs):
-        for idx in torch.randperm(len(x)).split(128):
+        for idx in torch.randperm(len(x), generator=order).split(128):
             out = net.head(net.features(x[idx]))
             loss = (F.cross_entropy(out, torch.from_numpy(y[idx.numpy()])) if labelled
                     else F.mse_loss(out, to_unit(x[idx], version.levels).flatten(1)))

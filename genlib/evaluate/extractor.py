@@ -7,6 +7,7 @@ cache key and logged name, so features from different networks are never mixed.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -58,6 +59,16 @@ class Extractor:
         return np.concatenate([self.encode(images[i:i + batch_size].to(device, non_blocking=True)).float().cpu().numpy()
                                for i in tqdm(starts, desc=f"{self.name} features", leave=False,
                                              disable=len(starts) < 4)])
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of a network's weights: every tensor of its state dict by name, dtype, shape and bytes.
+    Two feature spaces with the same digest are the same function of the images."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 EXTRACTORS: Registry[Callable[[DatasetVersion], Extractor]] = Registry("feature extractor")

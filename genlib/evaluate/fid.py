@@ -8,6 +8,11 @@
   averaged over random subsets, mean ± std.
 * Precision and recall [3]: the fraction of generated samples inside the real k-NN manifold
   (balls of radius the k-th neighbour distance, k = 3) and vice versa.
+* Density and coverage [4], from the same kind of balls around the real samples (k = 5, the paper's):
+  density counts how many real balls each generated sample falls in (divided by k; about 1 when the
+  two sets come from one distribution, above 1 where samples crowd the real modes), coverage is the
+  share of real balls holding at least one generated sample. Strict inequalities, as the authors'
+  ``prdc`` package has them.
 
 Feature extraction, caching and logging live elsewhere: these functions only compute.
 
@@ -16,6 +21,7 @@ Feature extraction, caching and logging live elsewhere: these functions only com
 [2] Bińkowski et al., "Demystifying MMD GANs", ICLR 2018.
 [3] Kynkäänniemi et al., "Improved Precision and Recall Metric for Assessing Generative
     Models", NeurIPS 2019.
+[4] Naeem et al., "Reliable Fidelity and Diversity Metrics for Generative Models", ICML 2020.
 """
 
 from __future__ import annotations
@@ -94,6 +100,21 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, block: int 
     precision = _inside_any_ball(fake_t, real_t, real_radii, block).float().mean().item()
     recall = _inside_any_ball(real_t, fake_t, fake_radii, block).float().mean().item()
     return precision, recall
+
+
+def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5, block: int = 4096) -> tuple[float, float]:
+    """Density and coverage [4] of ``fake`` against ``real``, with balls of the real k-NN radii."""
+    real_t, fake_t = (torch.as_tensor(np.asarray(a, np.float32)) for a in (real, fake))
+    if len(real_t) <= k or len(fake_t) == 0:
+        raise ValueError(f"density/coverage with k={k} needs more than {k} real samples and some generated ones, "
+                         f"got {len(real_t)} and {len(fake_t)}")
+    radii = _kth_neighbour(real_t, k, block)
+    inside, covered = 0, torch.zeros(len(real_t), dtype=torch.bool)
+    for start in range(0, len(fake_t), block):
+        within = torch.cdist(fake_t[start:start + block], real_t) < radii[None, :]  # (b, N)
+        inside += int(within.sum())
+        covered |= within.any(dim=0)
+    return inside / (k * len(fake_t)), covered.float().mean().item()
 
 
 def _kth_neighbour(points: torch.Tensor, k: int, block: int) -> torch.Tensor:

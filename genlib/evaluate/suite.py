@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from genlib.config import Config
 from genlib.data.dataset import DatasetVersion
-from genlib.evaluate.fid import frechet_distance, gaussian_stats, kid, precision_recall
+from genlib.evaluate.fid import density_coverage, frechet_distance, gaussian_stats, kid, precision_recall
 from genlib.evaluate.knn import Neighbours, approximate_neighbours, nearest_neighbours, recall_at_k
 from genlib.evaluate.likelihood import likelihood_metrics
 from genlib.evaluate.memorization import authenticity, copy_rate, data_copying_zscore
@@ -58,19 +58,26 @@ def generate(model, n: int, seed: int) -> torch.Tensor:
 
 
 def sample_quality(f_gen: np.ndarray, refs: References) -> Scores:
-    """FID, KID and precision/recall of generated features against the test split."""
+    """FID, KID, precision/recall and density/coverage of generated features against the test split."""
     f_test = refs.test_features
     mu, sigma, n_ref = refs.test_stats
     fd = frechet_distance(*gaussian_stats(f_gen), mu, sigma)
     kid_mean, kid_std = kid(f_test, f_gen, subsets=50, subset_size=min(1000, len(f_test), len(f_gen)))
     precision, recall = precision_recall(f_test, f_gen)
+    density, coverage = density_coverage(f_test, f_gen)
     extractor = refs.extractor
     name = extractor.name
+    numeric = {k: v for k, v in extractor.info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     metrics = {f"fid_{name}": fd.value, f"kid_{name}": kid_mean, f"kid_{name}_std": kid_std,
                f"precision_{name}": precision, f"recall_{name}": recall,
-               **{f"{name}_extractor_{k}": v for k, v in extractor.info.items()}}
-    params = {"quality.extractor": extractor.preprocessing, "quality.n_generated": len(f_gen),
+               f"density_{name}": density, f"coverage_{name}": coverage,
+               **{f"{name}_extractor_{k}": v for k, v in numeric.items()}}
+    # What the network is (its weights' SHA-256, a file name) goes with the protocol: numbers computed
+    # with different digests are not comparable.
+    params = {**{f"quality.extractor_{k}": v for k, v in extractor.info.items() if k not in numeric},
+              "quality.extractor": extractor.preprocessing, "quality.n_generated": len(f_gen),
               "quality.reference_split": "test", "quality.n_reference": n_ref,
+              "quality.precision_recall_k": 3, "quality.density_coverage_k": 5,
               "fid.clipped_eigenvalues": fd.clipped_eigenvalues}
     return Scores(metrics, params, {}, {})
 
@@ -106,6 +113,7 @@ def memorization(generated: torch.Tensor, f_gen: np.ndarray, refs: References, c
                **{f"knn_{k}_pixel": v for k, v in px_check.items()},
                **{f"knn_{k}_{name}": v for k, v in feat_check.items()}}
     params = {"memorization.reference_split": "train", "memorization.n_reference": len(train_px),
+              "memorization.extractor_weights_sha256": refs.extractor.info.get("weights_sha256"),
               "memorization.copy_threshold": "d1/d2 < 1/3",
               "memorization.knn": knn if knn == "exact" else f"ivf, {probes} probes of ~sqrt(N) cells"}
     try:

@@ -56,6 +56,7 @@ def test_pipeline_evaluation_logs_scores_protocol_and_figures(pipeline_store, tm
     tracker, scored = pipeline_store.tracker, _children(pipeline_store)["evaluate-vae"]
     scores = scored.data.metrics
     quality = {"fid_domain", "kid_domain", "kid_domain_std", "precision_domain", "recall_domain",
+               "density_domain", "coverage_domain",
                "domain_extractor_test_accuracy", "copy_rate_pixel", "copy_rate_domain", "authenticity_pixel"}
     assert set(scores) >= {"test_elbo_bpd", "test_iwae8_bpd"} | quality
     assert scores["domain_extractor_test_accuracy"] > 0.9  # the digits feature network works

@@ -42,3 +42,22 @@ def test_domain_classifier_learns_the_digits():
     assert EXTRACTORS.get("domain")(version).info["test_accuracy"] > 0.9
     with pytest.raises(ValueError, match="unknown feature extractor 'inception'"):
         EXTRACTORS.get("inception")
+
+
+def test_domain_network_trains_to_the_same_weights_whatever_ran_before(genlib_home, monkeypatch, tmp_path):
+    from genlib.evaluate.domain import domain
+    from genlib.evaluate.extractor import weights_digest
+
+    version = DatasetVersion(prepare(DataConfig(source="digits")).path)
+    digests = []
+    for i, home in enumerate((tmp_path / "a", tmp_path / "b")):
+        monkeypatch.setenv("GENLIB_HOME", str(home))
+        torch.manual_seed(100 + i)  # another history of the global generator each time
+        torch.rand(i + 1)
+        state = torch.get_rng_state()
+        extractor = domain(version, epochs=2)
+        assert torch.equal(torch.get_rng_state(), state)  # the caller's random stream is left alone
+        digests.append(extractor.info["weights_sha256"])
+        assert domain(version, epochs=2).info["weights_sha256"] == digests[-1]  # read back from the cache
+        assert weights_digest(extractor.module) == digests[-1]
+    assert digests[0] == digests[1] and len(digests[0]) == 64

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from genlib.evaluate.fid import frechet_distance, gaussian_stats, kid, precision_recall
+from genlib.evaluate.fid import density_coverage, frechet_distance, gaussian_stats, kid, precision_recall
 
 
 def test_frechet_closed_form_for_diagonal_gaussians():
@@ -74,3 +74,18 @@ def test_precision_recall_match_their_definition():
     assert p == pytest.approx(bp) and r == pytest.approx(br)
     assert precision_recall(real, real, k=3) == (1.0, 1.0)
     assert precision_recall(real, real + 100.0, k=3) == (0.0, 0.0)
+
+
+def test_density_and_coverage_equal_the_reference_prdc():
+    from prdc import compute_prdc
+
+    rng = np.random.default_rng(5)
+    for real, fake in [(rng.normal(size=(200, 8)), rng.normal(size=(150, 8)) * 1.3 + 0.2),
+                       (rng.normal(size=(120, 4)), rng.normal(size=(300, 4)) * 0.5)]:  # crowded: density > 1
+        reference = compute_prdc(real_features=real, fake_features=fake, nearest_k=5)
+        density, coverage = density_coverage(real, fake, k=5, block=37)  # small blocks exercise the blocking
+        assert density == pytest.approx(reference["density"], rel=1e-6)
+        assert coverage == pytest.approx(reference["coverage"], rel=1e-6)
+    assert density > 1  # the second pair's samples sit in the middle of the real balls
+    with pytest.raises(ValueError, match="needs more than 5 real samples"):
+        density_coverage(real[:5], fake)
