@@ -212,6 +212,9 @@ class EvalConfig(Checked):
     # generated → train neighbour search; "ivf" (approximate) for very large train sets
     knn: str = checked("exact", one_of("exact", "ivf"))
     knn_probes: int = checked(8, at_least(1))  # "ivf": k-means cells searched per query (of about √N); recall is logged
+    # copies found through shifts, flips, zooms and intensity changes (genlib.evaluate.copies), in pixel
+    # space only or in the extractor's feature space too (each query's versions pass through it); "off": plain only
+    robust_copies: str = checked("pixel+features", one_of("off", "pixel", "pixel+features"))
     # where sampling, features and neighbour search run: "auto" (a CUDA GPU when there is one), "cpu" or "cuda"
     device: str = checked("auto", one_of("auto", "cpu", "cuda"))
 

@@ -9,6 +9,7 @@ changes it — and holds it for the rest of the evaluation, so nothing is read o
 
 from __future__ import annotations
 
+import hashlib
 from functools import cached_property
 
 import numpy as np
@@ -16,6 +17,13 @@ import torch
 
 from genlib.data.dataset import DatasetVersion
 from genlib.evaluate.cache import cached_arrays
+from genlib.evaluate.copies import (
+    Calibration,
+    Invariances,
+    calibrate,
+    robust_feature_neighbours,
+    robust_pixel_neighbours,
+)
 from genlib.evaluate.extractor import Extractor, cached_features
 from genlib.evaluate.features import load_extractor
 from genlib.evaluate.fid import gaussian_stats
@@ -62,6 +70,27 @@ class References:
         return stats["mu"], stats["sigma"], len(feats)
 
     @cached_property
+    def test_images(self) -> torch.Tensor:
+        """uint8 (N, C, H, W): the held-out images the copy thresholds are calibrated on."""
+        return torch.from_numpy(np.array(self.version.images("test"))).permute(0, 3, 1, 2)
+
+    def robust_calibration(self, space: str, inv: Invariances) -> Calibration:
+        """The copy threshold in ``space`` ("pixel" or "features") that flags at most 1 % of the
+        held-out test images against the train split; their ratios cached per dataset and invariances."""
+        what = repr(inv) + (self.extractor.preprocessing if space == "features" else "")
+        key = f"{self.version.content_hash[:16]}-test-robust-{space}-{hashlib.sha256(what.encode()).hexdigest()[:16]}"
+
+        def ratios() -> dict[str, np.ndarray]:
+            if space == "pixel":
+                found = robust_pixel_neighbours(self.test_images, self.train_images, inv, self.device)
+            else:
+                found = robust_feature_neighbours(self.test_images, self.train_features, inv, self.extractor,
+                                                  self.version.levels, self.device)
+            return {"ratio": found.ratio}
+
+        return calibrate(cached_arrays(key, ratios)["ratio"])
+
+    @cached_property
     def train_self_neighbours(self) -> Neighbours:
         """Each training image's nearest other training image in pixel space, cached per dataset."""
         px = self.train_pixels
@@ -69,3 +98,4 @@ class References:
         found = cached_arrays(key, lambda: nearest_neighbours(px, px, k=1, exclude_self=True,
                                                                          device=self.device)._asdict())
         return Neighbours(found["distances"], found["indices"])
+

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from genlib.config import Config
 from genlib.data.dataset import DatasetVersion
+from genlib.evaluate.copies import FALSE_ALARM, Invariances, robust_feature_neighbours, robust_pixel_neighbours
 from genlib.evaluate.fid import density_coverage, frechet_distance, gaussian_stats, kid, precision_recall
 from genlib.evaluate.knn import Neighbours, approximate_neighbours, nearest_neighbours, recall_at_k
 from genlib.evaluate.likelihood import likelihood_metrics
@@ -97,9 +98,34 @@ def train_search(queries: np.ndarray, train: np.ndarray, method: str, probes: in
     return found, {"recall": recall}
 
 
+def robust_copies(generated: torch.Tensor, refs: References, spaces: str) -> tuple[dict, dict, dict]:
+    """Transform-robust copy rates (``copies.py``) in pixel space and, with "pixel+features", in the
+    extractor's space: (metrics, protocol params, per-space (flags, match)). Each rate comes with its
+    calibrated threshold and the share of held-out real images that threshold flags."""
+    if spaces == "off":
+        return {}, {"memorization.robust_copies": "off"}, {}
+    inv, name = Invariances(), refs.extractor.name
+    found = {"pixel": robust_pixel_neighbours(generated, refs.train_images, inv, refs.device)}
+    if spaces == "pixel+features":
+        found[name] = robust_feature_neighbours(generated, refs.train_features, inv, refs.extractor,
+                                                refs.version.levels, refs.device)
+    metrics, params, flags = {}, {}, {}
+    for space, match in found.items():
+        cal = refs.robust_calibration("pixel" if space == "pixel" else "features", inv)
+        flags[space] = (match.ratio < cal.threshold, match)
+        metrics |= {f"copy_rate_{space}_robust": float(flags[space][0].mean()),
+                    f"copy_threshold_{space}_robust": cal.threshold, f"copy_false_alarm_{space}_robust": cal.false_alarm}
+        params[f"memorization.robust_invariances_{space}"] = inv.describe("pixel" if space == "pixel" else "features")
+    params["memorization.robust_calibration"] = (
+        f"d1/d2 of the best-matching version below a threshold that flags at most {FALSE_ALARM:.0%} of the "
+        f"{cal.n} held-out test images scored against the train split the same way")
+    return metrics, params, flags
+
+
 def memorization(generated: torch.Tensor, f_gen: np.ndarray, refs: References, cells: int,
-                 knn: str = "exact", probes: int = 8) -> Scores:
-    """Copy rate, authenticity and data-copying z of samples against the train split."""
+                 knn: str = "exact", probes: int = 8, robust: str = "off") -> Scores:
+    """Copy rates (plain and transform-robust), authenticity and data-copying z of samples against
+    the train split."""
     version, train_images, train_px = refs.version, refs.train_images, refs.train_pixels
     gen_px = generated.flatten(1).float().numpy()
     f_train, f_test = refs.train_features, refs.test_features
@@ -112,7 +138,9 @@ def memorization(generated: torch.Tensor, f_gen: np.ndarray, refs: References, c
     metrics = {"copy_rate_pixel": copy_px, f"copy_rate_{name}": copy_rate(nn_feat)[0], "authenticity_pixel": auth_px,
                **{f"knn_{k}_pixel": v for k, v in px_check.items()},
                **{f"knn_{k}_{name}": v for k, v in feat_check.items()}}
-    params = {"memorization.reference_split": "train", "memorization.n_reference": len(train_px),
+    robust_metrics, robust_params, robust_flags = robust_copies(generated, refs, robust)
+    metrics |= robust_metrics
+    params = {**robust_params, "memorization.reference_split": "train", "memorization.n_reference": len(train_px),
               "memorization.extractor_weights_sha256": refs.extractor.info.get("weights_sha256"),
               "memorization.copy_threshold": "d1/d2 < 1/3",
               "memorization.knn": knn if knn == "exact" else f"ivf, {probes} probes of ~sqrt(N) cells"}
@@ -121,21 +149,30 @@ def memorization(generated: torch.Tensor, f_gen: np.ndarray, refs: References, c
         params["data_copying.cells"] = cells
     except ValueError as err:  # too few samples per cell: say so in the run rather than guess
         params["data_copying.skipped"] = str(err)
-    closest = np.argsort(nn_px.distances[:, 0])[:16]
-    pairs = torch.stack([generated[closest], train_images[nn_px.indices[closest, 0]]], 1).flatten(0, 1)
+    # The gallery: the samples most like a training image, by the robust score where there is one
+    # (a shifted copy then shows next to its original), else by pixel distance.
+    if "pixel" in robust_flags:
+        match = robust_flags["pixel"][1]
+        closest, matched = np.argsort(match.ratio)[:16], match.index
+        params["memorization.closest_pairs"] = "lowest robust pixel d1/d2"
+    else:
+        closest, matched = np.argsort(nn_px.distances[:, 0])[:16], nn_px.indices[:, 0]
+        params["memorization.closest_pairs"] = "lowest pixel distance"
+    pairs = torch.stack([generated[closest], train_images[matched[closest]]], 1).flatten(0, 1)
     figures = {CLOSEST_PAIRS: image_grid(pairs, version.levels, nrow=8)}
     tables = {}
     if version.num_classes:
         # A sample's class is that of its nearest training image in feature space: it works for
         # unconditional models too, and shows which classes are over- or under-produced.
         assigned = version.labels("train")[nn_feat.indices[:, 0]]
-        tables[PER_CLASS] = per_class_table(assigned, version.labels("train"), copied, authentic)
+        robust_copied = robust_flags["pixel"][0] if "pixel" in robust_flags else None
+        tables[PER_CLASS] = per_class_table(assigned, version.labels("train"), copied, authentic, robust_copied)
     return Scores(metrics, params, figures, tables)
 
 
 def per_class_table(assigned: np.ndarray, train_labels: np.ndarray, copied: np.ndarray,
-                    authentic: np.ndarray) -> list[dict[str, Any]]:
-    """Per class: share of samples vs share of training data, copy rate and authenticity."""
+                    authentic: np.ndarray, robust_copied: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Per class: share of samples vs share of training data, copy rates and authenticity."""
     rows = []
     for label in np.unique(train_labels):
         mine = assigned == label
@@ -143,6 +180,8 @@ def per_class_table(assigned: np.ndarray, train_labels: np.ndarray, copied: np.n
         rows.append({"class": int(label), "samples": n, "sample_share": n / len(assigned),
                      "train_share": float((train_labels == label).mean()),
                      "copy_rate_pixel": float(copied[mine].mean()) if n else None,
+                     **({"copy_rate_pixel_robust": float(robust_copied[mine].mean()) if n else None}
+                        if robust_copied is not None else {}),
                      "authenticity_pixel": float(authentic[mine].mean()) if n else None})
     return rows
 
@@ -175,5 +214,6 @@ def score(model: GenerativeModel, cfg: Config, version: DatasetVersion) -> list[
         generated = generate(model, cfg.eval.n_generated, cfg.train.seed + 1)
         f_gen = refs.extractor(generated)
         parts += [sample_quality(f_gen, refs),
-                  memorization(generated, f_gen, refs, cfg.eval.copying_cells, cfg.eval.knn, cfg.eval.knn_probes)]
+                  memorization(generated, f_gen, refs, cfg.eval.copying_cells, cfg.eval.knn, cfg.eval.knn_probes,
+                               cfg.eval.robust_copies)]
     return parts

@@ -56,7 +56,8 @@ def test_pipeline_evaluation_logs_scores_protocol_and_figures(pipeline_store, tm
     tracker, scored = pipeline_store.tracker, _children(pipeline_store)["evaluate-vae"]
     scores = scored.data.metrics
     quality = {"fid_domain", "kid_domain", "kid_domain_std", "precision_domain", "recall_domain",
-               "density_domain", "coverage_domain",
+               "density_domain", "coverage_domain", "copy_rate_pixel_robust", "copy_rate_domain_robust",
+               "copy_threshold_pixel_robust", "copy_false_alarm_pixel_robust",
                "domain_extractor_test_accuracy", "copy_rate_pixel", "copy_rate_domain", "authenticity_pixel"}
     assert set(scores) >= {"test_elbo_bpd", "test_iwae8_bpd"} | quality
     assert scores["domain_extractor_test_accuracy"] > 0.9  # the digits feature network works
@@ -66,6 +67,10 @@ def test_pipeline_evaluation_logs_scores_protocol_and_figures(pipeline_store, tm
     protocol = scored.data.params
     assert protocol["quality.n_generated"] == "100" and protocol["quality.reference_split"] == "test"
     assert protocol["quality.extractor"].startswith("domain-classifier-") and protocol["eval.split"] == "test"
+    assert scores["copy_false_alarm_pixel_robust"] <= 0.01 and "shifts up to ±2 px" in protocol[
+        "memorization.robust_invariances_pixel"] and "held-out test images" in protocol["memorization.robust_calibration"]
+    digest = protocol["quality.extractor_weights_sha256"]
+    assert len(digest) == 64 and protocol["memorization.extractor_weights_sha256"] == digest
     eval_artifacts = set(tracker.list_artifacts(scored.info.run_id))
     assert eval_artifacts >= {"memorization/closest_pairs.png", "memorization/per_class.json", "report.html",
                               "samples/final.png", "samples/interpolation.png", "samples/traversals.png"}
@@ -103,7 +108,8 @@ def test_pipeline_summary_compares_the_models_in_the_parent_run_and_on_the_termi
     # The terminal table: a header with the headline columns, then one line per model.
     lines = pipeline_store.stdout.splitlines()
     header = next(line for line in lines if line.split()[:3] == ["model", "family", "epoch"])
-    assert header.split()[3:] == ["test_bpd", "test_elbo_bpd", "test_iwae8_bpd", "fid_domain", "copy_rate_pixel"]
+    assert header.split()[3:] == ["test_bpd", "test_elbo_bpd", "test_iwae8_bpd", "fid_domain", "copy_rate_pixel",
+                                  "copy_rate_pixel_robust"]
     body = lines[lines.index(header) + 2:lines.index(header) + 5]
     assert [line.split()[0] for line in body] == ["vae", "categorical", "vae-reweighted"]
 
