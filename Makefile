@@ -49,7 +49,7 @@ ui: install
 # Re-resolve and pin every dependency (run after changing pyproject.toml's ranges).
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/pip install --quiet -e '.[test]'
+	.venv-lock/bin/pip install --quiet -e '.[test,bench]'
 	.venv-lock/bin/pip freeze --all --exclude-editable | grep -v '^-e ' > requirements.lock
 	rm -rf .venv-lock
 	$(MAKE) lock-cuda

@@ -84,9 +84,10 @@ def main() -> None:
     print(f"extractor {extractor.preprocessing} ({extractor.info}); {n} samples per model vs the test split; "
           f"copy rate: share with nearest/second-nearest train distance < 1/3; robust: through shifts, flips, "
           f"zooms and intensity changes, threshold calibrated to flag ≤ 1 % of held-out test images")
-    print(f"{'model':22}" + "".join(f"{c:>18}" for c in columns) + f"{'epoch':>7}{'train+eval s':>14}")
+    width = max(map(len, columns)) + 2
+    print(f"{'model':22}" + "".join(f"{c:>{width}}" for c in columns) + f"{'epoch':>7}{'train+eval s':>14}")
     for label, scores, epoch, seconds in rows:
-        print(f"{label:22}" + "".join(f"{scores.get(c, float('nan')):18.4f}" for c in columns)
+        print(f"{label:22}" + "".join(f"{scores.get(c, float('nan')):{width}.4f}" for c in columns)
               + f"{epoch:>7}{seconds:14.0f}")
 
 
