@@ -7,8 +7,9 @@ Written for the rare, brief loan of a GPU machine, so that one command covers ev
   and 32×32, through the training loop's own epoch function (``genlib.train.loop._train_epoch``: the
   batch transfer, bf16 autocast, the steps), in fp32 and bf16: images/s after warm-up and peak GPU memory.
   For fp32 the same seed, weights and batches also train on the CPU, and the validation loss after
-  ``--ref-steps`` steps is compared (relative difference; cuDNN's TF32 convolutions and, in the VAE
-  and GAN, noise drawn from the device's own random generator make it differ from zero).
+  ``ref_steps`` steps is compared (relative difference; cuDNN's TF32 convolutions and, in the VAE
+  and GAN, noise drawn from the device's own random generator make it differ from zero: the tolerance
+  is 5 %, or three times the difference two CPU runs with other noise seeds show, if larger).
 * ``ray``: families through the real Ray Train job (``genlib.train.launch.fit``: worker placement with
   ``train.gpus_per_worker=1``, the NCCL process group, device placement, checkpoints), fp32, and one
   family in bf16: the metrics the worker reported and the wall time. (The dry run: one VAE job, fp32.)
@@ -23,11 +24,13 @@ Written for the rare, brief loan of a GPU machine, so that one command covers ev
 
 Without CUDA it runs the same code paths on the CPU at tiny sizes and says so (``"dry_run": true``);
 ``tests/integration/test_gpu_check.py`` runs that dry run in the suite, so the script cannot rot.
-Everything printed also goes to ``OUT/gpu_check.json``, rewritten after each section (a run cut short
-keeps what it measured). A section that fails is recorded with its traceback and the next one runs; the
+Everything printed also goes to ``OUT/gpu_check.json`` (``gpu_check-<sections>.json`` for a subset),
+rewritten after each section (a run cut short keeps what it measured). A section that fails is recorded with its traceback and the next one runs; the
 exit status is 1 if any failed.
 
-    python bench/gpu_check.py --out bench/results        # on a GPU machine: about 10 minutes on one H200
+    python bench/gpu_check.py --out bench/results                 # every section: gpu_check.json
+    python bench/gpu_check.py --out bench/results --sections machine loop ray          # or in two calls,
+    python bench/gpu_check.py --out bench/results --sections knn inception sampling evaluate   # one file each
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 SECTIONS = ("machine", "loop", "ray", "knn", "inception", "sampling", "evaluate")
-LOSS_TOLERANCE = 0.05  # relative: see ``loop`` above for why CPU and GPU losses are not bit-equal
+LOSS_TOLERANCE = 0.05  # relative, or 3× the spread that other noise alone gives on the CPU, if larger
 
 
 @dataclass
@@ -128,9 +131,14 @@ def loop(plan: Plan) -> dict:
                     ref = train[:plan.ref_steps]
                     here = _steps(family, size, plan.device, precision, ref, held, 0)["val_loss"]
                     cpu = _steps(family, size, torch.device("cpu"), precision, ref, held, 0)["val_loss"]
+                    # The VAE's and the GAN's noise differs between devices: two CPU runs with other
+                    # noise seeds measure how far that alone moves the loss.
+                    other = _steps(family, size, torch.device("cpu"), precision, ref, held, 0, noise_seed=7)["val_loss"]
+                    noise = abs(other - cpu) / max(abs(cpu), 1e-12)
                     row |= {"ref_steps": len(ref), "val_loss_device": here, "val_loss_cpu": cpu,
-                            "relative_difference": abs(here - cpu) / max(abs(cpu), 1e-12)}
-                    row["within_tolerance"] = row["relative_difference"] <= LOSS_TOLERANCE
+                            "relative_difference": abs(here - cpu) / max(abs(cpu), 1e-12),
+                            "noise_difference_cpu": noise, "tolerance": max(LOSS_TOLERANCE, 3 * noise)}
+                    row["within_tolerance"] = row["relative_difference"] <= row["tolerance"]
                 rows.append(row)
                 _say(row)
     bad = [f"{r['family']} {r['size']}" for r in rows if r.get("within_tolerance") is False]
@@ -140,7 +148,8 @@ def loop(plan: Plan) -> dict:
     return {"rows": rows, "loss_tolerance": LOSS_TOLERANCE}
 
 
-def _steps(family: str, size: int, device, precision: str, batches: list, held: tuple, warmup: int) -> dict:
+def _steps(family: str, size: int, device, precision: str, batches: list, held: tuple, warmup: int,
+           noise_seed: int = 1) -> dict:
     import torch
 
     from genlib.models import build_model
@@ -151,9 +160,7 @@ def _steps(family: str, size: int, device, precision: str, batches: list, held: 
     cfg = load_config("digits", [f"model.family={family}"])
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, (1, size, size), 256, 10).to(device)  # the same initial weights anywhere
-    torch.manual_seed(cfg.train.seed + 1)
-    if device.type == "cuda":
-        torch.cuda.manual_seed(cfg.train.seed + 1)
+    torch.manual_seed(cfg.train.seed + noise_seed)  # the noise of training steps (CUDA's generator too)
     optimizers = model.configure_optimizers(cfg.train)
     model.train()
     _train_epoch(model, batches[:warmup], optimizers, 0, device, None, precision)
@@ -222,10 +229,13 @@ def knn(plan: Plan) -> dict:
     cpu = nearest_neighbours(q, r, k=2, device="cpu")
     cpu_seconds = time.perf_counter() - started
     on_device = nearest_neighbours(q, r, k=2, device=plan.device)
+    differ = cpu.indices != on_device.indices
+    gap = np.abs(cpu.distances - on_device.distances)
     out = {"check_shape": plan.knn_check, "cpu_seconds": cpu_seconds,
-           "identical_indices": bool(np.array_equal(cpu.indices, on_device.indices)),
-           "max_distance_difference": float(np.abs(cpu.distances - on_device.distances).max())}
-    if not out["identical_indices"]:
+           "identical_indices": bool(not differ.any()), "differing_neighbours": int(differ.sum()),
+           "max_distance_difference": float(gap.max())}
+    # A neighbour may differ only where two references tie to rounding (the distances still agree).
+    if differ.any() and not np.allclose(cpu.distances[differ], on_device.distances[differ], rtol=1e-5, atol=1e-6):
         raise AssertionError(f"k-NN on {plan.device.type} found other neighbours than on the CPU: {out}")
     nq, nr, d = plan.knn_timed
     q = torch.randn(nq, d, generator=torch.Generator().manual_seed(1)).numpy()
@@ -282,6 +292,7 @@ def sampling(plan: Plan) -> dict:
             continue
         model = model.to(plan.device).eval()
         row, images = {"family": family, "size": size, "n": plan.samples}, {}
+        _ieee_fp32()  # the naive sampler's convolutions and the cache's einsums in full fp32 alike
         for cached in (False, True):
             if cached and not hasattr(model, "start_cache"):
                 row["cached_seconds"] = "no cached sampler"
@@ -306,8 +317,9 @@ def evaluate(plan: Plan) -> dict:
     from genlib.stages.evaluate import evaluate as evaluate_stage
     from genlib.tracking import Tracker
 
-    if not plan.checkpoints:
-        raise RuntimeError("the ray section trained no checkpoint to evaluate")
+    if not plan.checkpoints:  # run on its own (--sections evaluate): train one model first
+        ray_jobs(Plan(**{**asdict(plan), "ray_families": plan.ray_families[:1], "ray_bf16": False,
+                         "checkpoints": plan.checkpoints}))
     family, (cfg, checkpoint, dataset) = next(iter(plan.checkpoints.items()))
     settings = cfg.to_dict()
     settings["eval"] |= {"device": "auto", "n_generated": plan.n_generated,
@@ -358,6 +370,14 @@ def digits_npz(size: int) -> Path:
 
 # --------------------------------------------------------------------------------------------- helpers
 
+def _ieee_fp32() -> None:
+    """No TF32 in cuDNN convolutions (torch's default allows it), so that two samplers computing the
+    same logits by different routes draw the same samples."""
+    import torch
+
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def _sync(device) -> None:
     import torch
 
@@ -406,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
               "plan": {k: v for k, v in asdict(plan).items() if k != "checkpoints"}, "sections": {}}
     print(f"genlib GPU check on {plan.device.type}" + ("" if plan.cuda else
           ": no CUDA here, so a dry run of the same code paths on the CPU at tiny sizes"), flush=True)
-    path = args.out / "gpu_check.json"
+    # One file per set of sections, so that two calls (see the docstring) do not overwrite each other.
+    path = args.out / ("gpu_check.json" if args.sections == list(SECTIONS) else f"gpu_check-{'-'.join(args.sections)}.json")
     for name in args.sections:
         print(f"== {name}", flush=True)
         started = time.perf_counter()

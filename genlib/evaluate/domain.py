@@ -46,7 +46,7 @@ def domain(version: DatasetVersion, epochs: int = 30, seed: int = 0) -> Extracto
     cache = paths.home() / "features" / f"domain-{version.content_hash[:16]}"
     # Seeded before the network is built and trained, on a forked generator: the same dataset version
     # gives the same weights (the SHA-256 below) whatever ran before in this process.
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):  # manual_seed reseeds CUDA too
         torch.manual_seed(seed)
         net = DomainNet(version.shape, version.levels, version.num_classes)
         if (cache / "meta.json").is_file():

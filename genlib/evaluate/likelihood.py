@@ -28,7 +28,8 @@ def log_probs(model: GenerativeModel, dataset, k: int = 1, batch_size: int = 128
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size)
     out = []
-    with torch.random.fork_rng(devices=[]):
+    device = model.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # manual_seed reseeds CUDA too
         torch.manual_seed(seed)
         for item in tqdm(loader, desc=desc, leave=False, disable=desc is None):
             batch = Batch.from_loader(item).to(model.device)

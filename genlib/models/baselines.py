@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from genlib.config import ModelConfig, at_least, checked, name, positive
 from genlib.models.base import LOG_PROB, MODELS, Batch, GenerativeModel
-from genlib.models.layers import bits_per_dim
+from genlib.models.layers import bits_per_dim, noise_device
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,11 @@ class _MixtureBase(GenerativeModel):
 
     @torch.no_grad()
     def training_step(self, batch: Batch, optimizers, step: int) -> dict[str, float]:
+        # Exact sums of thousands of log-probabilities: never in bf16 (train.precision=bf16 autocasts einsum).
+        with torch.autocast(batch.x.device.type, enabled=False):
+            return self._em_step(batch)
+
+    def _em_step(self, batch: Batch) -> dict[str, float]:
         joint = self._component_log_lik(batch.x) + self.log_pi  # (B, K)
         log_px = torch.logsumexp(joint, dim=1)
         resp = (joint - log_px[:, None]).exp()  # E-step: responsibilities (B, K)
@@ -106,8 +111,9 @@ class _MixtureBase(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n, labels=None, generator=None) -> torch.Tensor:
-        comp = torch.multinomial(self.log_pi.exp().cpu(), n, replacement=True, generator=generator)  # (n,)
-        probs = self.log_theta.exp().cpu()[comp]  # (n, D, L)
+        noise = noise_device(generator)
+        comp = torch.multinomial(self.log_pi.exp().to(noise), n, replacement=True, generator=generator)  # (n,)
+        probs = self.log_theta.exp().to(noise)[comp]  # (n, D, L)
         drawn = torch.multinomial(probs.reshape(-1, self.levels), 1, generator=generator)
         return drawn.view(n, *self.shape).to(torch.uint8).to(self.device)
 

@@ -31,7 +31,7 @@ from torch import nn
 
 from genlib.config import ANY, ModelConfig, TrainConfig, at_least, between, checked, name, one_of
 from genlib.models.base import INTERPOLATE, MODELS, Batch, GenerativeModel, to_unit
-from genlib.models.layers import downsample_steps, latent_path
+from genlib.models.layers import downsample_steps, latent_path, noise_device
 
 # --------------------------------------------------------------------------- losses
 # Each entry: (discriminator loss from real and fake logits, generator loss from fake logits).
@@ -223,7 +223,7 @@ class GAN(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n, labels=None, generator=None) -> torch.Tensor:
-        z = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
+        z = torch.randn(n, self.config.latent_dim, generator=generator, device=noise_device(generator)).to(self.device)
         return self.quantize(self.generate(z, self.class_labels(labels, n, default=True)))
 
     @torch.no_grad()

@@ -24,10 +24,19 @@ def bits_per_dim(nats_per_image: torch.Tensor | float, dims: int) -> torch.Tenso
     return nats_per_image / (dims * math.log(2.0))
 
 
+def noise_device(generator: torch.Generator | None) -> torch.device:
+    """Where sampling draws its random numbers: on the generator's device (a CUDA generator draws on
+    the GPU), else on the CPU; the draws then move to the model. The same generator and seed give the
+    same samples on any model device."""
+    return generator.device if generator is not None else torch.device("cpu")
+
+
 def latent_path(rows: int, steps: int, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``rows`` straight lines between pairs of N(0, I) latents, ``steps`` points each: (rows·steps, dim)."""
-    z0, z1 = (torch.randn(rows, 1, dim, generator=generator) for _ in range(2))
-    t = torch.linspace(0, 1, steps)[None, :, None]
+    """``rows`` straight lines between pairs of N(0, I) latents, ``steps`` points each: (rows·steps, dim),
+    on the generator's device."""
+    device = noise_device(generator)
+    z0, z1 = (torch.randn(rows, 1, dim, generator=generator, device=device) for _ in range(2))
+    t = torch.linspace(0, 1, steps, device=device)[None, :, None]
     return (z0 + t * (z1 - z0)).flatten(0, 1)
 
 

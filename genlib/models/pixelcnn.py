@@ -33,7 +33,13 @@ from torch import nn
 
 from genlib.config import ANY, ModelConfig, at_least, checked, name, odd_at_least
 from genlib.models.base import COMPLETE, LOG_PROB, MODELS, Batch, GenerativeModel, to_unit
-from genlib.models.layers import MaskedConv2d, bits_per_dim, categorical_log_likelihood, channel_groups
+from genlib.models.layers import (
+    MaskedConv2d,
+    bits_per_dim,
+    categorical_log_likelihood,
+    channel_groups,
+    noise_device,
+)
 
 
 class AutoregressiveModel(GenerativeModel):
@@ -108,7 +114,8 @@ class AutoregressiveModel(GenerativeModel):
                     else:
                         logits = self.logits(x, labels)[:, c, :, i, j]
                     # Gumbel-max with noise drawn in the same order by both samplers.
-                    u = torch.rand(len(x), self.levels, generator=generator).clamp_(1e-12, 1 - 1e-7)
+                    u = torch.rand(len(x), self.levels, generator=generator,
+                                   device=noise_device(generator)).clamp_(1e-12, 1 - 1e-7)
                     drawn = (logits + (-(-u.log()).log()).to(logits.device)).argmax(-1).to(torch.uint8)
                     if observed is not None:
                         drawn = torch.where(observed[:, i, j], x[:, c, i, j], drawn)

@@ -28,7 +28,14 @@ import torch.nn.functional as F
 
 from genlib.config import ANY, ModelConfig, at_least, checked, name, positive
 from genlib.models.base import ENCODE, INTERPOLATE, LOG_PROB, MODELS, TRAVERSE, Batch, GenerativeModel, to_unit
-from genlib.models.layers import ConvDecoder, ConvEncoder, bits_per_dim, categorical_log_likelihood, latent_path
+from genlib.models.layers import (
+    ConvDecoder,
+    ConvEncoder,
+    bits_per_dim,
+    categorical_log_likelihood,
+    latent_path,
+    noise_device,
+)
 
 
 @dataclass(frozen=True)
@@ -112,11 +119,12 @@ class VAE(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n, labels=None, generator=None) -> torch.Tensor:
-        z = torch.randn(n, self.config.latent_dim, generator=generator, device="cpu").to(self.device)
+        noise = noise_device(generator)
+        z = torch.randn(n, self.config.latent_dim, generator=generator, device=noise).to(self.device)
         probs = self.decode_logits(z, self._onehot(labels, n, default=True)).softmax(dim=2)  # (n, C, L, H, W)
-        flat = probs.movedim(2, -1).reshape(-1, self.levels).cpu()
+        flat = probs.movedim(2, -1).reshape(-1, self.levels).to(noise)
         drawn = torch.multinomial(flat, 1, generator=generator).view(n, *self.shape)
-        return drawn.to(torch.uint8)
+        return drawn.to(torch.uint8).to(self.device)
 
     @torch.no_grad()
     def decode_mean(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -215,8 +215,9 @@ def _first_bad_step(bad_step: int | None, device) -> int | None:
 def _validate(model: GenerativeModel, loader, device, seed: int) -> dict[str, float]:
     sums: dict[str, float] = defaultdict(float)
     count = 0
-    # Fixed randomness: stochastic bounds (one-sample ELBO) are comparable across epochs.
-    with torch.random.fork_rng(devices=[]):
+    # Fixed randomness: stochastic bounds (one-sample ELBO) are comparable across epochs. The device's
+    # generator is forked too: manual_seed reseeds CUDA, which must not replay training noise each epoch.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for item in loader:
             batch = Batch.from_loader(item).to(device)
