@@ -78,6 +78,8 @@ def cached_features(extractor: Extractor, version: DatasetVersion, split: str) -
     """Features of a dataset split, cached by (dataset hash, split, extractor preprocessing, n)."""
     images = np.array(version.images(split))
     key = f"{version.content_hash[:16]}-{split}-{extractor.preprocessing}-{len(images)}"
+    if extractor.device.type != "cpu":  # GPU features differ in rounding (TF32): never mixed with CPU ones
+        key += f"-{extractor.device.type}"
 
     def compute() -> dict[str, np.ndarray]:
         return {"features": extractor(torch.from_numpy(images).permute(0, 3, 1, 2))}
