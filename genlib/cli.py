@@ -72,6 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--run", help="MLflow run id of a training run: its checkpoint, config and dataset")
     ev.add_argument("--checkpoint", help="checkpoint directory (with PRESET and --dataset, instead of --run)")
     ev.add_argument("--dataset", help="prepared dataset directory")
+    au = command("audit", _audit, "score samples from any generator (a folder of PNG/JPEG files or an .npz) "
+                 "against a prepared dataset: sample quality vs its test split, memorization vs its train split, "
+                 "an MLflow run and an HTML report", preset=False)
+    au.add_argument("--samples", required=True, help="folder of PNG/JPEG files, or an .npz with an 'images' array")
+    au.add_argument("--dataset", required=True, help="prepared dataset: its directory, its hash (a prefix of 8+ "
+                                                     "characters), or a preset whose data to prepare")
+    au.add_argument("--name", help="what the samples are called in MLflow and the report (default: the file name)")
+    au.add_argument("--resize", action="store_true", help="resize samples of another size to the dataset's (bicubic)")
+    au.add_argument("--quantise", action="store_true", help="map the samples' levels (0..255 for PNGs) onto the "
+                                                            "dataset's (e.g. 0..16 for digits)")
     runs = command("runs", _runs, "leaderboard of every finished evaluation in the tracking store "
                    "(bits/dim, FID, KID, precision/recall, copy rate), or the training runs", preset=False)
     runs.add_argument("--stage", choices=["evaluate", "train", "all"], default="evaluate",
@@ -179,6 +189,18 @@ def _evaluate(args, overrides) -> int:
         raise ValueError("say what to evaluate: --run RUN_ID, or PRESET --checkpoint DIR --dataset DIR")
     for key, value in sorted(result.metrics.items()):
         print(f"{key:>24}  {value:.4f}")
+    print(f"MLflow run {result.run_id}; the report: {result.report}")
+    return 0
+
+
+def _audit(args, overrides) -> int:
+    from genlib.stages.audit import audit
+    from genlib.stages.checks import resolve_dataset
+
+    cfg, dataset = resolve_dataset(args.dataset, overrides)
+    result = audit(cfg, args.samples, dataset, args.name, args.resize, args.quantise)
+    for key, value in sorted(result.metrics.items()):
+        print(f"{key:>30}  {value:.4f}")
     print(f"MLflow run {result.run_id}; the report: {result.report}")
     return 0
 

@@ -124,15 +124,16 @@ def _checkpoint(tracker: Tracker, run_id: str, tags: dict[str, str]) -> Path:
 
 def leaderboard(tracker: Tracker, dataset: str | None = None, sort: str | None = None,
                 experiment: str | None = None) -> list[dict[str, Any]]:
-    """One row per finished evaluation run: model, family, dataset, headline metrics, run ids.
+    """One row per finished evaluation run (and audit run: samples of another generator, family
+    "external"): model, family, dataset, headline metrics, run ids.
 
     ``dataset`` keeps rows whose dataset (``<source>-<hash12>``) contains it; ``sort`` is a
     headline column (in its better-first direction); default: bits/dim, then FID."""
     experiments = tracker.experiment_ids(experiment)
     if not experiments:
         return []
-    where = f"tags.`{Tag.STAGE}` = '{Stage.EVALUATE}' and attributes.status = 'FINISHED'"
-    rows = [_leaderboard_row(run) for run in tracker.search_runs(experiments, where)]
+    rows = [_leaderboard_row(run) for stage in (Stage.EVALUATE, Stage.AUDIT) for run in
+            tracker.search_runs(experiments, f"tags.`{Tag.STAGE}` = '{stage}' and attributes.status = 'FINISHED'")]
     rows = [r for r in rows if not dataset or dataset in r["dataset"]]
     key = sort or ("bpd" if any("bpd" in r for r in rows) else "fid")
     if rows and not any(key in r for r in rows):

@@ -86,6 +86,7 @@ class Stage:
     TRAIN = "train"
     EVALUATE = "evaluate"
     REWEIGHT = "reweight"
+    AUDIT = "audit"  # samples from any generator scored like an evaluation (genlib audit)
 
 
 # Artifact paths. Writers and readers (the report, `genlib sample`, the registry) use these names.

@@ -210,10 +210,17 @@ def score(model: GenerativeModel, cfg: Config, version: DatasetVersion) -> list[
     parts = [Scores(likelihood_metrics(model, test, cfg.eval.iwae_k, cfg.eval.batch_size, cfg.train.seed),
                     protocol, sample_figures(model, cfg), {})]
     if cfg.eval.n_generated > 0:
-        refs = References.load(version, cfg.eval.extractor, model.device)
-        generated = generate(model, cfg.eval.n_generated, cfg.train.seed + 1)
-        f_gen = refs.extractor(generated)
-        parts += [sample_quality(f_gen, refs),
-                  memorization(generated, f_gen, refs, cfg.eval.copying_cells, cfg.eval.knn, cfg.eval.knn_probes,
-                               cfg.eval.robust_copies)]
+        parts += sample_scores(generate(model, cfg.eval.n_generated, cfg.train.seed + 1), cfg, version, model.device)
     return parts
+
+
+def sample_scores(generated: torch.Tensor, cfg: Config, version: DatasetVersion,
+                  device: torch.device | str = "cpu") -> list[Scores]:
+    """Sample quality against the test split and memorization against the train split of images
+    (uint8 (N, C, H, W) in the version's shape and levels), whoever made them: a model's samples
+    (``score``) or a folder of another generator's (the audit stage)."""
+    refs = References.load(version, cfg.eval.extractor, device)
+    f_gen = refs.extractor(generated)
+    return [sample_quality(f_gen, refs),
+            memorization(generated, f_gen, refs, cfg.eval.copying_cells, cfg.eval.knn, cfg.eval.knn_probes,
+                         cfg.eval.robust_copies)]

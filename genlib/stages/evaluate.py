@@ -42,7 +42,7 @@ def evaluate(cfg: Config, checkpoint: str | Path, dataset: str | Path, tracker: 
         tracker.log_params(run_id, {"checkpoint": str(checkpoint)})
         tracker.log_dataset(run_id, version.manifest, version.path, context="test")
         view = run_view(name, run_id, tags, score(model, cfg, version))
-        _log(tracker, run_id, view)
+        log_view(tracker, run_id, view)
         tracker.log_text(run_id, render(f"genlib evaluation: {cfg.model.label}", [view]), REPORT)
     return EvalResult(run_id, view.metrics, report_location(tracker, run_id))
 
@@ -69,7 +69,7 @@ def run_view(name: str, run_id: str, tags: dict[str, str], parts: list[Scores]) 
     return view
 
 
-def _log(tracker: Tracker, run_id: str, view: RunView) -> None:
+def log_view(tracker: Tracker, run_id: str, view: RunView) -> None:
     """Record what the report shows: the same metrics, params, PNG bytes and tables."""
     tracker.log_metrics(run_id, view.metrics)
     tracker.log_params(run_id, view.params)

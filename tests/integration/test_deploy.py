@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHEAP = ["train.epochs=1", "train.num_workers=1", "models=[{family: categorical}]", "reweight.retrain=[]",
          "eval.n_generated=0"]
 EXPECTED = {"genlib-pipeline/nightly": "pipeline", "genlib-evaluate/on-demand": "evaluate_flow",
-            "genlib-reweight/on-demand": "reweight_flow"}
+            "genlib-reweight/on-demand": "reweight_flow", "genlib-audit/on-demand": "audit_flow"}
 
 
 def _client():
@@ -58,7 +58,7 @@ def test_prefect_yaml_parses_and_every_entrypoint_is_a_flow():
     except ImportError:
         PrefectYamlModel = None
     if PrefectYamlModel is not None:
-        assert len(PrefectYamlModel.model_validate(raw).deployments) == 3
+        assert len(PrefectYamlModel.model_validate(raw).deployments) == len(EXPECTED)
 
     found = {}
     for entry in read_deployments(ROOT / "prefect.yaml"):
