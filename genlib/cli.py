@@ -228,7 +228,12 @@ def _runs(args, overrides) -> int:
         if rows:
             _print_table(rows, ["model", "family", "dataset", *(h.column for h in HEADLINES if h.leaderboard
                                                                  and any(h.column in r for r in rows)),
-                                "eval_run_id", "train_run_id"])
+                                "extractor", "eval_run_id", "train_run_id"])
+            networks = sorted({r["extractor"] for r in rows if r["extractor"]})
+            if len(networks) > 1:
+                print(f"\nnot comparable across extractors: FID, KID, precision/recall, density/coverage and the "
+                      f"feature-space copy rates came from {len(networks)} feature networks ({', '.join(networks)}); "
+                      f"compare rows of one extractor, or evaluate again with --eval.extractor_from=<run id>")
             lower = [h.label for h in HEADLINES if h.leaderboard and h.direction == "min" and h.column != "bpd"]
             print(f"\nevaluations in {tracker.uri}; bits/dim: exact where the model has it, else its tightest "
                   f"bound; lower is better for bpd, {', '.join(lower[:-1])} and {lower[-1]}")

@@ -186,6 +186,10 @@ class TrainConfig(Checked):
     max_failures: int = checked(2, at_least(0))  # worker-group restarts from the last checkpoint before the run fails
     checkpoint_every: int = checked(1, at_least(1))  # epochs between checkpoints (the last epoch always checkpoints)
     sample_every: int = checked(10, at_least(1))  # epochs between sample-grid images logged to MLflow
+    # epochs between memorization checks of eval_samples samples (copy rates, data-copying z) logged as
+    # curves over training, to see when memorization starts; null: off
+    eval_every: int | None = checked(None, at_least(1))
+    eval_samples: int = checked(200, at_least(20))  # samples per check (the data-copying test needs ≥ 20 per cell)
     select_by: str = checked("val_loss", one_of(*SELECT_BY))  # metric that picks the checkpoint to evaluate
     # stop after this many epochs without a lower val_loss; null: run every epoch
     patience: int | None = checked(None, at_least(1))
@@ -208,13 +212,18 @@ class EvalConfig(Checked):
     n_samples: int = checked(64, at_least(1))  # images in the final sample grid
     n_generated: int = checked(1000, at_least(0))  # samples scored for quality and memorization; 0 skips those metrics
     extractor: str = checked("domain", name())  # registered feature extractor (genlib.evaluate.features.EXTRACTORS)
+    # the domain network of another evaluation, so that two stores compare like with like: the MLflow run id of
+    # an evaluation or audit in this store, or a folder (or its weights.safetensors) exported from one; null:
+    # this dataset's own network
+    extractor_from: str | None = checked(None, ANY)
     copying_cells: int = checked(5, at_least(1))  # k-means cells of the data-copying test (each needs 20 test samples)
     # generated → train neighbour search; "ivf" (approximate) for very large train sets
     knn: str = checked("exact", one_of("exact", "ivf"))
     knn_probes: int = checked(8, at_least(1))  # "ivf": k-means cells searched per query (of about √N); recall is logged
     # copies found through shifts, flips, zooms and intensity changes (genlib.evaluate.copies), in pixel
-    # space only or in the extractor's feature space too (each query's versions pass through it); "off": plain only
-    robust_copies: str = checked("pixel+features", one_of("off", "pixel", "pixel+features"))
+    # space only or in the extractor's feature space too (each query's versions pass through it);
+    # "none": the plain copy rate only ("none", not "off": YAML reads off as false)
+    robust_copies: str = checked("pixel+features", one_of("none", "pixel", "pixel+features"))
     # where sampling, features and neighbour search run: "auto" (a CUDA GPU when there is one), "cpu" or "cuda"
     device: str = checked("auto", one_of("auto", "cpu", "cuda"))
 

@@ -38,3 +38,21 @@ def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def curves(series: dict[str, list[tuple[int, float]]], xlabel: str, title: str) -> Image.Image:
+    """Line plot of named (step, value) series: one line each, in a shared axis."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.5), dpi=100)  # not pyplot: no global state, safe in workers
+    ax = fig.add_subplot()
+    for name, points in sorted(series.items()):
+        steps, values = zip(*sorted(points)) if points else ((), ())
+        ax.plot(steps, values, marker="o", label=name)
+    ax.set(xlabel=xlabel, title=title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    FigureCanvasAgg(fig).print_png(buffer)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")

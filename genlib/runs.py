@@ -178,4 +178,5 @@ def _leaderboard_row(run) -> dict[str, Any]:
     return {"model": tags.get(Tag.MODEL, run.info.run_name), "family": tags.get(Tag.FAMILY, ""),
             "dataset": tags.get(Tag.DATASET, tags.get(Tag.DATASET_HASH, "")[:12]),
             "eval_run_id": run.info.run_id, "train_run_id": tags.get(Tag.TRAIN_RUN, ""),
+            "extractor": tags.get(Tag.EXTRACTOR, "")[:8],
             **headline_row(run.data.metrics)}

@@ -72,6 +72,8 @@ class Tag:
     VAE_RUN = "genlib.vae_run_id"  # the VAE run the weights came from
     # evaluation
     TRAIN_RUN = "genlib.train_run_id"  # the training run an evaluation scored
+    EXTRACTOR = "genlib.extractor_sha256"  # the feature network's weights: equal digests, comparable numbers
+    EXTRACTOR_LOGGED = "genlib.extractor_logged"  # "true" on the run whose extractor/ artifacts hold that network
     # pipeline
     PREFECT_FLOW_RUN = "genlib.prefect_flow_run_id"
     # registered model versions
@@ -97,6 +99,7 @@ SAMPLES = "samples/final.png"
 INTERPOLATION = "samples/interpolation.png"
 TRAVERSALS = "samples/traversals.png"
 CLOSEST_PAIRS = "memorization/closest_pairs.png"
+DURING_TRAINING = "memorization/during_training.png"  # the curve train.eval_every logs, drawn by the evaluation
 WEIGHT_HISTOGRAM = "reweight/weight_histogram.png"
 MOST_WEIGHTED = "reweight/most_weighted.png"
 LEAST_WEIGHTED = "reweight/least_weighted.png"
@@ -107,7 +110,9 @@ FIGURES = {
     SAMPLES: "samples",
     INTERPOLATION: "latent interpolations (rows)",
     TRAVERSALS: "latent traversals (one dimension per row)",
-    CLOSEST_PAIRS: "closest generated → train pairs in pixel space (generated left, train right)",
+    CLOSEST_PAIRS: "closest generated → train pairs in pixel space (generated left, train right; ordered by the "
+                   "transform-robust score where it ran: a moved or mirrored copy sits beside its original)",
+    DURING_TRAINING: "memorization during training (train.eval_every): copy rates and data-copying z per epoch",
     WEIGHT_HISTOGRAM: "sampling weights × N (1 = uniform)",
     MOST_WEIGHTED: "the most weighted training images (rarest latent regions)",
     LEAST_WEIGHTED: "the least weighted training images",

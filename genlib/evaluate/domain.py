@@ -97,3 +97,36 @@ def _accuracy(net: DomainNet, version: DatasetVersion) -> float:
 def _recon_mse(net: DomainNet, version: DatasetVersion) -> float:
     x = torch.from_numpy(np.array(version.images("test"))).permute(0, 3, 1, 2)
     return float(F.mse_loss(net.head(net.features(x)), to_unit(x, version.levels).flatten(1)))
+
+
+WEIGHTS, META = "weights.safetensors", "meta.json"  # an exported network: what evaluations log under extractor/
+
+
+def import_domain(version: DatasetVersion, source: Path) -> Extractor:
+    """The domain network exported by another evaluation (a folder holding ``weights.safetensors`` and
+    ``meta.json``, or the weights file itself), for ``version``'s images: two stores, one feature space."""
+    source = Path(source)
+    weights = source / WEIGHTS if source.is_dir() else source
+    if not weights.is_file():
+        raise FileNotFoundError(f"eval.extractor_from: no {WEIGHTS} at {source}")
+    net = DomainNet(version.shape, version.levels, version.num_classes)
+    state = load_file(weights)
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found != expected:
+        raise ValueError(f"eval.extractor_from: the network in {weights} was made for other images or classes "
+                         f"({found} vs this dataset's {expected})")
+    net.load_state_dict(state)
+    net.eval()
+    meta = weights.with_name(META)
+    info = {**(json.loads(meta.read_text()) if meta.is_file() else {}), "weights_sha256": weights_digest(net)}
+    kind = "classifier" if version.num_classes else "autoencoder"
+    return Extractor("domain", f"domain-{kind}-imported-{info['weights_sha256'][:12]}", 128, net.features, info, net)
+
+
+def export_domain(extractor: Extractor, folder: Path) -> Path:
+    """Write a domain extractor's network as ``import_domain`` reads it; returns the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in extractor.module.state_dict().items()}, folder / WEIGHTS)
+    (folder / META).write_text(json.dumps({k: v for k, v in extractor.info.items() if k != "weights_sha256"}))
+    return folder

@@ -39,9 +39,11 @@ class References:
         self.device = torch.device(device)  # where features are extracted and neighbours searched
 
     @classmethod
-    def load(cls, version: DatasetVersion, extractor: str, device: torch.device | str = "cpu") -> References:
-        """References in the registered extractor ``extractor``'s space (its network loaded once)."""
-        return cls(version, load_extractor(extractor, version), device)
+    def load(cls, version: DatasetVersion, extractor: str, device: torch.device | str = "cpu",
+             weights=None) -> References:
+        """References in the registered extractor ``extractor``'s space (its network loaded once;
+        ``weights``: a domain network exported by another evaluation, see ``features.load_extractor``)."""
+        return cls(version, load_extractor(extractor, version, weights), device)
 
     @cached_property
     def train_images(self) -> torch.Tensor:

@@ -102,8 +102,8 @@ def robust_copies(generated: torch.Tensor, refs: References, spaces: str) -> tup
     """Transform-robust copy rates (``copies.py``) in pixel space and, with "pixel+features", in the
     extractor's space: (metrics, protocol params, per-space (flags, match)). Each rate comes with its
     calibrated threshold and the share of held-out real images that threshold flags."""
-    if spaces == "off":
-        return {}, {"memorization.robust_copies": "off"}, {}
+    if spaces == "none":
+        return {}, {"memorization.robust_copies": "none"}, {}
     inv, name = Invariances(), refs.extractor.name
     found = {"pixel": robust_pixel_neighbours(generated, refs.train_images, inv, refs.device)}
     if spaces == "pixel+features":
@@ -123,7 +123,7 @@ def robust_copies(generated: torch.Tensor, refs: References, spaces: str) -> tup
 
 
 def memorization(generated: torch.Tensor, f_gen: np.ndarray, refs: References, cells: int,
-                 knn: str = "exact", probes: int = 8, robust: str = "off") -> Scores:
+                 knn: str = "exact", probes: int = 8, robust: str = "none") -> Scores:
     """Copy rates (plain and transform-robust), authenticity and data-copying z of samples against
     the train split."""
     version, train_images, train_px = refs.version, refs.train_images, refs.train_pixels
@@ -201,7 +201,7 @@ def sample_figures(model: GenerativeModel, cfg: Config) -> dict[str, Any]:
     return figures
 
 
-def score(model: GenerativeModel, cfg: Config, version: DatasetVersion) -> list[Scores]:
+def score(model: GenerativeModel, cfg: Config, version: DatasetVersion, refs: References | None = None) -> list[Scores]:
     """Every part of the evaluation of ``model`` on ``version`` (model in eval mode, on the device
     where sampling, feature extraction and neighbour search run)."""
     test = version.dataset("test")
@@ -210,17 +210,43 @@ def score(model: GenerativeModel, cfg: Config, version: DatasetVersion) -> list[
     parts = [Scores(likelihood_metrics(model, test, cfg.eval.iwae_k, cfg.eval.batch_size, cfg.train.seed),
                     protocol, sample_figures(model, cfg), {})]
     if cfg.eval.n_generated > 0:
-        parts += sample_scores(generate(model, cfg.eval.n_generated, cfg.train.seed + 1), cfg, version, model.device)
+        parts += sample_scores(generate(model, cfg.eval.n_generated, cfg.train.seed + 1), cfg, version, model.device,
+                               refs)
     return parts
 
 
 def sample_scores(generated: torch.Tensor, cfg: Config, version: DatasetVersion,
-                  device: torch.device | str = "cpu") -> list[Scores]:
+                  device: torch.device | str = "cpu", refs: References | None = None) -> list[Scores]:
     """Sample quality against the test split and memorization against the train split of images
     (uint8 (N, C, H, W) in the version's shape and levels), whoever made them: a model's samples
-    (``score``) or a folder of another generator's (the audit stage)."""
-    refs = References.load(version, cfg.eval.extractor, device)
+    (``score``) or a folder of another generator's (the audit stage). ``refs``: loaded by the caller
+    (default: this dataset's own, for ``cfg.eval.extractor``)."""
+    refs = refs or References.load(version, cfg.eval.extractor, device)
     f_gen = refs.extractor(generated)
     return [sample_quality(f_gen, refs),
             memorization(generated, f_gen, refs, cfg.eval.copying_cells, cfg.eval.knn, cfg.eval.knn_probes,
                          cfg.eval.robust_copies)]
+
+
+# Metric names of the memorization curve a training run logs every ``train.eval_every`` epochs.
+CURVE_PREFIX = "during_training_"
+
+
+def memorization_curve_point(model: GenerativeModel, cfg: Config, version: DatasetVersion) -> dict[str, float]:
+    """One point of the memorization curve: the copy rates (plain and, unless off, transform-robust) in
+    pixel space and the data-copying z of ``train.eval_samples`` fresh samples (model in eval mode)."""
+    refs = References.load(version, cfg.eval.extractor, model.device)
+    generated = generate(model, cfg.train.eval_samples, cfg.train.seed + 2)
+    nn_px = nearest_neighbours(generated.flatten(1).float().numpy(), refs.train_pixels, k=2, device=refs.device)
+    point = {"copy_rate_pixel": copy_rate(nn_px)[0]}
+    if cfg.eval.robust_copies != "none":
+        inv = Invariances()
+        match = robust_pixel_neighbours(generated, refs.train_images, inv, refs.device)
+        point["copy_rate_pixel_robust"] = float((match.ratio < refs.robust_calibration("pixel", inv).threshold).mean())
+    try:
+        z, _ = data_copying_zscore(refs.train_features, refs.test_features, refs.extractor(generated),
+                                   min(cfg.eval.copying_cells, cfg.train.eval_samples // 20), device=refs.device)
+        point[f"data_copying_z_{refs.extractor.name}"] = z
+    except ValueError:  # too few samples in every cell this time: the point has no z
+        pass
+    return {CURVE_PREFIX + k: v for k, v in point.items()}

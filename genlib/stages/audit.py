@@ -12,6 +12,7 @@ protocol.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from genlib.evaluate.suite import Scores, sample_scores
 from genlib.figures import image_grid
 from genlib.report import render
 from genlib.stages.evaluate import EvalResult, log_view, run_view
+from genlib.stages.extractors import load_references, record_network
 from genlib.stages.locations import report_location
 from genlib.tracking import REPORT, SAMPLES, Stage, Tag, Tracker
 
@@ -50,7 +52,10 @@ def audit(cfg: Config, samples: str | Path, dataset: str | Path, name: str | Non
         tracker.log_dataset(run_id, version.manifest, version.path, context="test")
         generated = torch.from_numpy(images)
         grid = image_grid(generated[:cfg.eval.n_samples], version.levels)
-        parts = [Scores({}, protocol, {SAMPLES: grid}, {}), *sample_scores(generated, cfg, version, device)]
+        with tempfile.TemporaryDirectory() as scratch:
+            refs = load_references(cfg, version, device, tracker, Path(scratch))
+            parts = [Scores({}, protocol, {SAMPLES: grid}, {}), *sample_scores(generated, cfg, version, device, refs)]
+        record_network(tracker, run_id, refs.extractor)
         view = run_view(run_name, run_id, tags, parts)
         log_view(tracker, run_id, view)
         tracker.log_text(run_id, render(f"genlib audit: {name}", [view]), REPORT)

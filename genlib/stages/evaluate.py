@@ -3,19 +3,21 @@ with an HTML report rendered from the scores in memory."""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from genlib.config import Config
 from genlib.data.dataset import DatasetVersion
 from genlib.evaluate.extractor import eval_device
-from genlib.evaluate.suite import Scores, score
-from genlib.figures import png_bytes
+from genlib.evaluate.suite import CURVE_PREFIX, Scores, score
+from genlib.figures import curves, png_bytes
 from genlib.models.io import load_model
 from genlib.report import RunView, render
 from genlib.runs import trained_run
+from genlib.stages.extractors import load_references, record_network
 from genlib.stages.locations import report_location
-from genlib.tracking import REPORT, Stage, Tag, Tracker, experiment_name, param_text
+from genlib.tracking import DURING_TRAINING, REPORT, Stage, Tag, Tracker, experiment_name, param_text
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,30 @@ def evaluate(cfg: Config, checkpoint: str | Path, dataset: str | Path, tracker: 
     with tracker.run(experiment_name(cfg), name, parent_run_id, tags) as run_id:
         tracker.log_params(run_id, {"checkpoint": str(checkpoint)})
         tracker.log_dataset(run_id, version.manifest, version.path, context="test")
-        view = run_view(name, run_id, tags, score(model, cfg, version))
+        with tempfile.TemporaryDirectory() as scratch:
+            refs = load_references(cfg, version, model.device, tracker, Path(scratch)) \
+                if cfg.eval.n_generated > 0 else None
+            parts = score(model, cfg, version, refs)
+        if refs is not None:
+            record_network(tracker, run_id, refs.extractor)
+        if train_run_id:
+            parts += memorization_curves(tracker, train_run_id)
+        view = run_view(name, run_id, tags, parts)
         log_view(tracker, run_id, view)
         tracker.log_text(run_id, render(f"genlib evaluation: {cfg.model.label}", [view]), REPORT)
     return EvalResult(run_id, view.metrics, report_location(tracker, run_id))
+
+
+def memorization_curves(tracker: Tracker, train_run_id: str) -> list[Scores]:
+    """The memorization curve the training run logged (``train.eval_every``), as a figure of the
+    evaluation: copy rates and data-copying z against the epoch. None when it logged none."""
+    keys = [k for k in tracker.get_run(train_run_id).data.metrics if k.startswith(CURVE_PREFIX)]
+    if not keys:
+        return []
+    series = {k.removeprefix(CURVE_PREFIX): [(m.step, m.value) for m in tracker.client.get_metric_history(train_run_id, k)]
+              for k in keys}
+    figure = curves(series, "epoch", "memorization during training (copy rate < 1 is a share; z ≪ 0 flags copying)")
+    return [Scores({}, {"memorization.during_training": ", ".join(sorted(series))}, {DURING_TRAINING: figure}, {})]
 
 
 def evaluate_run(train_run_id: str, overrides: list[str] | None = None,

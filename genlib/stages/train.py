@@ -85,7 +85,8 @@ def _train_in_run(cfg: Config, version: DatasetVersion, tracker: Tracker, parent
         live = sys.stdout.isatty()  # a bar on a terminal; one line per epoch in logs (CI, Prefect)
         try:
             with EpochBar(tracker, run_id, cfg) if live else contextlib.nullcontext():
-                result = fit(cfg, version.path, MLflowEpochs(tracker, run_id, lines=not live), ray_name, weights)
+                result = fit(cfg, version.path, MLflowEpochs(tracker, run_id, lines=not live,
+                                                                      dataset=str(version.path)), ray_name, weights)
         except (KeyboardInterrupt, SystemExit) as err:  # Ray Train's Ctrl-C handler exits with SystemExit(1)
             raise KeyboardInterrupt(f"training {cfg.model.label} interrupted: MLflow run {run_id} is marked KILLED; "
                                     f"the same command resumes it from its last checkpoint") from err
@@ -115,8 +116,9 @@ class MLflowEpochs(TrainHooks):
     """Rank 0's records in the run the driver opened: per-epoch metrics, sample grids, a progress
     line on the console, and tags for a resume, an early stop or a non-finite loss."""
 
-    def __init__(self, tracker: Tracker, run_id: str, lines: bool = True):
+    def __init__(self, tracker: Tracker, run_id: str, lines: bool = True, dataset: str | None = None):
         self.tracker, self.run_id = tracker, run_id
+        self.dataset = dataset  # the version trained on: the memorization curve's references
         self.lines = lines  # print a progress line per epoch (False: the driver draws a bar instead)
         self.logged = 0  # epochs up to this one are in the MLflow history already
 
@@ -140,6 +142,12 @@ class MLflowEpochs(TrainHooks):
         if samples:
             images = model.sample(cfg.eval.n_samples, generator=torch.Generator().manual_seed(cfg.train.seed))
             self.tracker.log_image(self.run_id, image_grid(images, model.levels), epoch_samples(epoch))
+        if cfg.train.eval_every and self.dataset and (epoch % cfg.train.eval_every == 0 or epoch == 1):
+            from genlib.data.dataset import DatasetVersion
+            from genlib.evaluate.suite import memorization_curve_point
+
+            self.tracker.log_metrics(self.run_id, memorization_curve_point(model, cfg, DatasetVersion(self.dataset)),
+                                     step=epoch)
         if stopped_early:
             self.tracker.set_tags(self.run_id, {Tag.STOPPED_EARLY_AT_EPOCH: epoch})
 

@@ -56,6 +56,20 @@ def test_audit_of_a_png_folder_finds_the_planted_copies_and_records_an_evaluatio
     board = capsys.readouterr().out
     assert "planted" in board and "external" in board and run_id in board
 
+    # The feature network: logged once per store, with its digest; another dataset version can use it.
+    digest = params["quality.extractor_weights_sha256"]
+    assert tags[Tag.EXTRACTOR] == digest and tags[Tag.EXTRACTOR_LOGGED] == "true"
+    assert {"extractor/weights.safetensors", "extractor/meta.json"} <= set(tracker.list_artifacts(run_id))
+    assert main(["audit", "--samples", str(folder), "--dataset", str(version.path), "--name", "again", "--quantise",
+                 "--eval.robust_copies=none"]) == 0
+    again = tracker.get_run(capsys.readouterr().out.split("MLflow run ")[1].split(";")[0])
+    assert again.data.tags[Tag.EXTRACTOR] == digest and Tag.EXTRACTOR_LOGGED not in again.data.tags  # once
+    other = prepare(DataConfig(source="digits", seed=7)).path  # another split: its own network would differ
+    assert main(["audit", "--samples", str(folder), "--dataset", str(other), "--name", "shared", "--quantise",
+                 "--eval.robust_copies=none", f"--eval.extractor_from={again.info.run_id}"]) == 0
+    shared = tracker.get_run(capsys.readouterr().out.split("MLflow run ")[1].split(";")[0]).data.params
+    assert shared["quality.extractor_weights_sha256"] == digest and "-imported-" in shared["quality.extractor"]
+
 
 def test_audit_of_an_npz_through_the_prefect_flow_is_cached(digits, prefect_api, tmp_path, monkeypatch):
     from flows.audit import audit_flow

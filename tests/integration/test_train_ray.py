@@ -27,7 +27,8 @@ def two_worker_vae(tmp_path_factory, ray_local, _digits_domain_cache):
     shutil.copytree(_digits_domain_cache, home / "features" / _digits_domain_cache.name)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("GENLIB_HOME", str(home))
-        cfg = load_config("digits-quick", QUICK + ["train.epochs=3", "train.num_workers=2", "train.sample_every=2"])
+        cfg = load_config("digits-quick", QUICK + ["train.epochs=3", "train.num_workers=2", "train.sample_every=2",
+                                                   "train.eval_every=2", "train.eval_samples=60"])
         return home, cfg, train(cfg, prepare(cfg.data).path)
 
 
@@ -52,6 +53,11 @@ def test_two_workers_ddp_logs_epochs_samples_and_checkpoint(two_worker_vae, monk
     assert result.epoch == min(val, key=val.get)
     assert read_state(result.checkpoint)["epoch"] == result.epoch
     assert val[3] < val[1] and load_model(result.checkpoint).config == cfg.model
+    # The memorization curve (train.eval_every=2): epoch 1, then every second epoch.
+    for key in ("during_training_copy_rate_pixel", "during_training_copy_rate_pixel_robust"):
+        assert _history(tracker, result.run_id, key) == [1, 2], key
+    assert all(0.0 <= m.value <= 1.0 for m in tracker.client.get_metric_history(
+        result.run_id, "during_training_copy_rate_pixel_robust"))
 
 
 def test_evaluate_a_training_run_by_id(two_worker_vae, monkeypatch, tmp_path, capsys):
@@ -73,6 +79,7 @@ def test_evaluate_a_training_run_by_id(two_worker_vae, monkeypatch, tmp_path, ca
     assert 0.5 <= scores["knn_recall_pixel"] <= 1.0  # the approximate index, its recall logged
     assert 0.0 < scores["test_iwae4_bpd"] <= scores["test_elbo_bpd"] + 0.01 < 5.0 and scores["fid_domain"] > 0
     assert runs[0].info.status == "FINISHED" and "report.html" in tracker.list_artifacts(runs[0].info.run_id)
+    assert "memorization/during_training.png" in tracker.list_artifacts(runs[0].info.run_id)  # the training's curve
     # The report was rendered from the scores in memory; it is the page the recorded run gives.
     logged = tracker.download_artifacts(runs[0].info.run_id, "report.html", tmp_path).read_text()
     assert logged == render("genlib evaluation: vae", [collect(tracker, runs[0].info.run_id)])
