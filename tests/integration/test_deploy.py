@@ -148,7 +148,7 @@ def test_genlib_deploy_serves_a_run_to_completion(prefect_api, ray_local, genlib
         served = subprocess.Popen([sys.executable, "-m", "genlib.cli", "deploy", "--schedule"], cwd=ROOT, env=env,
                                   stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait_for("genlib deploy to start serving", lambda: "Serving 3 genlib deployment(s)" in log.read_text()
+        _wait_for("genlib deploy to start serving", lambda: f"Serving {len(EXPECTED)} genlib deployment(s)" in log.read_text()
                   or served.poll() is not None, timeout=90)
         assert served.poll() is None, log.read_text()
         text = log.read_text()

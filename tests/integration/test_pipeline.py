@@ -85,12 +85,20 @@ def test_pipeline_evaluation_logs_scores_protocol_and_figures(pipeline_store, tm
     assert "test_elbo_bpd" not in exact and 2.0 < exact["test_bpd"] < 3.0  # independent pixels: ~2.43
 
 
-def test_pipeline_reweight_stage_weights_the_vae_and_feeds_the_retraining(pipeline_store):
+def test_pipeline_reweight_stage_weights_the_vae_and_feeds_the_retraining(pipeline_store, tmp_path):
+    from genlib.data.weights import read_weights
+
     children, summary = _children(pipeline_store), pipeline_store.summary
     reweight_run = children["reweight-max"]
     assert summary["reweight"]["run_id"] == reweight_run.info.run_id
     assert reweight_run.data.tags["genlib.vae_run_id"] == children["train-vae"].info.run_id
-    assert children["train-vae-reweighted"].data.params["train.weights"] == reweight_run.info.run_id
+    retrained = children["train-vae-reweighted"]
+    assert retrained.data.params["train.weights"] == reweight_run.info.run_id
+    # The retraining drew its batches with exactly those weights, on two DDP ranks.
+    _, meta = read_weights(pipeline_store.tracker.download_artifacts(reweight_run.info.run_id, "weights.parquet",
+                                                                     tmp_path))
+    assert retrained.data.tags["genlib.weights_key"] == meta["key"] and retrained.data.params["train.num_workers"] == "2"
+    assert retrained.info.status == "FINISHED" and retrained.data.metrics["val_loss"] > 0
 
 
 def test_pipeline_summary_compares_the_models_in_the_parent_run_and_on_the_terminal(pipeline_store, tmp_path):
