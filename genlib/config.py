@@ -447,7 +447,9 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if tp is float and isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
         return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
     if tp is int and isinstance(value, bool) or not isinstance(value, tp):
-        raise TypeError(f"{path}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+        hint = ("; YAML reads unquoted on/off/yes/no as true/false: quote the word you meant"
+                if tp is str and isinstance(value, bool) else "")
+        raise TypeError(f"{path}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__}){hint}")
     return value
 
 

@@ -232,17 +232,15 @@ def sample_scores(generated: torch.Tensor, cfg: Config, version: DatasetVersion,
 CURVE_PREFIX = "during_training_"
 
 
-def memorization_curve_point(model: GenerativeModel, cfg: Config, version: DatasetVersion) -> dict[str, float]:
+def memorization_curve_point(model: GenerativeModel, cfg: Config, refs: References) -> dict[str, float]:
     """One point of the memorization curve: the copy rates (plain and, unless off, transform-robust) in
     pixel space and the data-copying z of ``train.eval_samples`` fresh samples (model in eval mode)."""
-    refs = References.load(version, cfg.eval.extractor, model.device)
     generated = generate(model, cfg.train.eval_samples, cfg.train.seed + 2)
     nn_px = nearest_neighbours(generated.flatten(1).float().numpy(), refs.train_pixels, k=2, device=refs.device)
     point = {"copy_rate_pixel": copy_rate(nn_px)[0]}
     if cfg.eval.robust_copies != "none":
-        inv = Invariances()
-        match = robust_pixel_neighbours(generated, refs.train_images, inv, refs.device)
-        point["copy_rate_pixel_robust"] = float((match.ratio < refs.robust_calibration("pixel", inv).threshold).mean())
+        robust, _, _ = robust_copies(generated, refs, "pixel")
+        point["copy_rate_pixel_robust"] = robust["copy_rate_pixel_robust"]
     try:
         z, _ = data_copying_zscore(refs.train_features, refs.test_features, refs.extractor(generated),
                                    min(cfg.eval.copying_cells, cfg.train.eval_samples // 20), device=refs.device)

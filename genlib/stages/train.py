@@ -119,6 +119,7 @@ class MLflowEpochs(TrainHooks):
     def __init__(self, tracker: Tracker, run_id: str, lines: bool = True, dataset: str | None = None):
         self.tracker, self.run_id = tracker, run_id
         self.dataset = dataset  # the version trained on: the memorization curve's references
+        self._refs = None  # built on rank 0 at the first curve point, then kept for the run
         self.lines = lines  # print a progress line per epoch (False: the driver draws a bar instead)
         self.logged = 0  # epochs up to this one are in the MLflow history already
 
@@ -144,10 +145,11 @@ class MLflowEpochs(TrainHooks):
             self.tracker.log_image(self.run_id, image_grid(images, model.levels), epoch_samples(epoch))
         if cfg.train.eval_every and self.dataset and (epoch % cfg.train.eval_every == 0 or epoch == 1):
             from genlib.data.dataset import DatasetVersion
+            from genlib.evaluate.references import References
             from genlib.evaluate.suite import memorization_curve_point
 
-            self.tracker.log_metrics(self.run_id, memorization_curve_point(model, cfg, DatasetVersion(self.dataset)),
-                                     step=epoch)
+            self._refs = self._refs or References.load(DatasetVersion(self.dataset), cfg.eval.extractor, model.device)
+            self.tracker.log_metrics(self.run_id, memorization_curve_point(model, cfg, self._refs), step=epoch)
         if stopped_early:
             self.tracker.set_tags(self.run_id, {Tag.STOPPED_EARLY_AT_EPOCH: epoch})
 
