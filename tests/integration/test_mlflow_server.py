@@ -49,7 +49,7 @@ def test_three_pipelines_at_once_lose_nothing(ray_local, mlflow_server, prefect_
         env = dict(base)
         cmd = [sys.executable, "-m", "genlib.cli", "pipeline", "digits-quick", "--models=[{family: categorical}]",
                "--train.epochs=2", "--train.num_workers=1", "--eval.n_generated=0", "--reweight.retrain=[]",
-               f"--tracking.run_name=pipeline-{i}"]
+               f"--tracking.run_name=pipeline-{i}", f"--train.seed={i}"]  # no stage shared through the cache
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     for proc, out in zip(procs, outputs):
