@@ -15,6 +15,7 @@ VARIANTS = {
     "vae-conditional": ("vae", {**TINY["vae"], "conditional": True}),
     "pixelcnn-conditional": ("pixelcnn", {**TINY["pixelcnn"], "conditional": True}),
     "gated-pixelcnn-conditional": ("gated-pixelcnn", {**TINY["gated-pixelcnn"], "conditional": True}),
+    "pixelrnn-diagonal": ("pixelrnn", {**TINY["pixelrnn"], "layer": "diagonal-bilstm"}),
     "gan-wgan-gp-conditional": ("gan", {**TINY["gan"], "loss": "wgan-gp", "n_critic": 2, "conditional": True}),
 }
 ALL = {**{name: (name, cfg) for name, cfg in TINY.items()}, **VARIANTS}
