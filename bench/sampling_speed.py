@@ -59,7 +59,7 @@ def main() -> None:
     print(f"\nmachine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, {args.threads} torch threads; "
           f"torch {torch.__version__}")
     print(f"batch {args.batch}, {args.size}×{args.size}, {args.levels} levels\n")
-    print(f"| model | naive s | cached s | naive/cached | identical samples |\n|---|---|---|---|---|")
+    print("| model | naive s | cached s | naive/cached | identical samples |\n|---|---|---|---|---|")
     for name, naive, cached, same in rows:
         print(f"| {name} | {naive:.2f} | {cached:.2f} | {naive / cached:.1f}× | {same} |")
 

@@ -9,6 +9,8 @@ TINY = {
     "gan": {"hidden": 16, "latent_dim": 16},
     "beta-vae": {"latent_dim": 4, "hidden": 8},
     "pixelrnn": {"hidden": 8, "layers": 1, "head": 16},
+    "aae": {"latent_dim": 4, "hidden": 8, "disc_hidden": 16},
+    "pixelvae": {"latent_dim": 4, "hidden": 8, "layers": 2, "head": 16, "kl_warmup": 10},
 }
 # Variants that must honour the contract too (label-conditional models need labels in batches).
 VARIANTS = {
@@ -16,6 +18,7 @@ VARIANTS = {
     "pixelcnn-conditional": ("pixelcnn", {**TINY["pixelcnn"], "conditional": True}),
     "gated-pixelcnn-conditional": ("gated-pixelcnn", {**TINY["gated-pixelcnn"], "conditional": True}),
     "pixelrnn-diagonal": ("pixelrnn", {**TINY["pixelrnn"], "layer": "diagonal-bilstm"}),
+    "aae-mixture-conditional": ("aae", {**TINY["aae"], "prior": "mixture", "conditional": True}),
     "gan-wgan-gp-conditional": ("gan", {**TINY["gan"], "loss": "wgan-gp", "n_critic": 2, "conditional": True}),
 }
 ALL = {**{name: (name, cfg) for name, cfg in TINY.items()}, **VARIANTS}

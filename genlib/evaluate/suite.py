@@ -29,12 +29,12 @@ from genlib.data.dataset import DatasetVersion
 from genlib.evaluate.copies import FALSE_ALARM, Invariances, robust_feature_neighbours, robust_pixel_neighbours
 from genlib.evaluate.fid import density_coverage, frechet_distance, gaussian_stats, kid, precision_recall
 from genlib.evaluate.knn import Neighbours, approximate_neighbours, nearest_neighbours, recall_at_k
-from genlib.evaluate.likelihood import likelihood_metrics
+from genlib.evaluate.likelihood import LATENT_MMD_IMAGES, latent_metrics, likelihood_metrics
 from genlib.evaluate.memorization import authenticity, copy_rate, data_copying_zscore
 from genlib.evaluate.references import References
 from genlib.figures import image_grid
 from genlib.models import GenerativeModel
-from genlib.models.base import INTERPOLATE, TRAVERSE
+from genlib.models.base import INTERPOLATE, LATENT_PRIOR, TRAVERSE
 from genlib.tracking import CLOSEST_PAIRS, INTERPOLATION, PER_CLASS, SAMPLES, TRAVERSALS
 
 SAMPLE_BATCH = 256
@@ -207,8 +207,11 @@ def score(model: GenerativeModel, cfg: Config, version: DatasetVersion, refs: Re
     test = version.dataset("test")
     protocol = {"eval.split": "test", "eval.n": len(test), "eval.iwae_k": cfg.eval.iwae_k, "eval.seed": cfg.train.seed,
                 "eval.device": model.device.type}
-    parts = [Scores(likelihood_metrics(model, test, cfg.eval.iwae_k, cfg.eval.batch_size, cfg.train.seed),
-                    protocol, sample_figures(model, cfg), {})]
+    if LATENT_PRIOR in model.capabilities:
+        protocol["eval.latent_mmd_images"] = min(len(test), LATENT_MMD_IMAGES)
+    metrics = {**likelihood_metrics(model, test, cfg.eval.iwae_k, cfg.eval.batch_size, cfg.train.seed),
+               **latent_metrics(model, test, cfg.eval.batch_size, cfg.train.seed)}
+    parts = [Scores(metrics, protocol, sample_figures(model, cfg), {})]
     if cfg.eval.n_generated > 0:
         parts += sample_scores(generate(model, cfg.eval.n_generated, cfg.train.seed + 1), cfg, version, model.device,
                                refs)

@@ -23,7 +23,11 @@ ENCODE = "encode"  # encode(x): latent means, used by reweighting
 COMPLETE = "complete"  # complete(x, mask): fill unobserved pixels
 INTERPOLATE = "interpolate"  # interpolate(rows, steps, generator): latent interpolation grids
 TRAVERSE = "traverse"  # traverse(steps, span): one latent dimension varied per row
-KNOWN_CAPABILITIES = frozenset({LOG_PROB, ENCODE, COMPLETE, INTERPOLATE, TRAVERSE})
+RECONSTRUCT = "reconstruct"  # reconstruction_log_prob(x): log p(x | z = the encoder's point estimate), nats per image
+# latent_samples(x, labels, generator): draws of q(z|x) and, as many, of the prior p(z) (matching labels
+# for a class-conditional prior): how far the aggregate posterior is from the prior
+LATENT_PRIOR = "latent_prior"
+KNOWN_CAPABILITIES = frozenset({LOG_PROB, ENCODE, COMPLETE, INTERPOLATE, TRAVERSE, RECONSTRUCT, LATENT_PRIOR})
 
 
 @dataclass(frozen=True)

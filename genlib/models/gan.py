@@ -31,7 +31,7 @@ from torch import nn
 
 from genlib.config import ANY, ModelConfig, TrainConfig, at_least, between, checked, name, one_of
 from genlib.models.base import INTERPOLATE, MODELS, Batch, GenerativeModel, to_unit
-from genlib.models.layers import downsample_steps, latent_path, noise_device
+from genlib.models.layers import downsample_steps, latent_path, mmd2, noise_device
 
 # --------------------------------------------------------------------------- losses
 # Each entry: (discriminator loss from real and fake logits, generator loss from fake logits).
@@ -206,7 +206,7 @@ class GAN(GenerativeModel):
     def validation_step(self, batch: Batch) -> dict[str, float]:
         fake = self.generate(torch.randn(len(batch.x), self.config.latent_dim, device=batch.x.device),
                              self.class_labels(batch.labels, len(batch.x), default=True))
-        mmd = pixel_mmd2(to_unit(batch.x, self.levels).flatten(1), fake.flatten(1))
+        mmd = mmd2(to_unit(batch.x, self.levels).flatten(1), fake.flatten(1))
         return {"loss": mmd, "mmd2": mmd}
 
     @torch.no_grad()
@@ -239,16 +239,3 @@ class GAN(GenerativeModel):
         """The image of mean(a) − mean(b) + mean(c), for three sets of latents (N_i, latent_dim)."""
         z = (a.mean(0) - b.mean(0) + c.mean(0))[None].to(self.device)
         return self.quantize(self.generate(z, self.class_labels(labels, 1, default=True)))
-
-
-def pixel_mmd2(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Unbiased squared MMD between two samples (N, D) and (M, D), Gaussian kernel with the
-    median pairwise distance as bandwidth."""
-    xy = torch.cat([x, y])
-    d2 = torch.cdist(xy, xy).pow(2)
-    bandwidth = d2[d2 > 0].median().clamp_min(1e-6)
-    k = torch.exp(-d2 / bandwidth)
-    n, m = len(x), len(y)
-    kxx = (k[:n, :n].sum() - k[:n, :n].diagonal().sum()) / max(n * (n - 1), 1)
-    kyy = (k[n:, n:].sum() - k[n:, n:].diagonal().sum()) / max(m * (m - 1), 1)
-    return (kxx + kyy - 2 * k[:n, n:].mean()).item()

@@ -19,6 +19,23 @@ def categorical_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.T
     return picked.flatten(1).sum(1)
 
 
+def categorical_sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw of every sub-pixel's categorical, logits (B, C, L, H, W) → uint8 (B, C, H, W), drawn on
+    the generator's device and returned on the logits' device."""
+    b, c, levels, h, w = logits.shape
+    flat = logits.softmax(dim=2).movedim(2, -1).reshape(-1, levels).to(noise_device(generator))
+    drawn = torch.multinomial(flat, 1, generator=generator).view(b, c, h, w)
+    return drawn.to(torch.uint8).to(logits.device)
+
+
+def categorical_mean(logits: torch.Tensor) -> torch.Tensor:
+    """Every sub-pixel's expected level, rounded: logits (B, C, L, H, W) → uint8 (B, C, H, W) — the
+    smooth picture of a decoder's output, without per-pixel sampling noise."""
+    probs = logits.softmax(dim=2)
+    levels = torch.arange(logits.shape[2], device=logits.device, dtype=probs.dtype).view(1, 1, -1, 1, 1)
+    return (probs * levels).sum(2).round().to(torch.uint8)
+
+
 def bits_per_dim(nats_per_image: torch.Tensor | float, dims: int) -> torch.Tensor | float:
     """Negative log-likelihood in nats per image → bits per dimension."""
     return nats_per_image / (dims * math.log(2.0))
@@ -38,6 +55,46 @@ def latent_path(rows: int, steps: int, dim: int, generator: torch.Generator | No
     z0, z1 = (torch.randn(rows, 1, dim, generator=generator, device=device) for _ in range(2))
     t = torch.linspace(0, 1, steps, device=device)[None, :, None]
     return (z0 + t * (z1 - z0)).flatten(0, 1)
+
+
+def traversal_latents(dim: int, steps: int, span: float, z: torch.Tensor | None, device) -> torch.Tensor:
+    """Latent traversals, (dim·steps, dim): row d varies latent d from −span to +span, the others
+    held at ``z`` (default the prior mean, 0)."""
+    base = torch.zeros(dim, device=device) if z is None else z.to(device)
+    grid = base.repeat(dim, steps, 1)  # (dim, steps, dim)
+    grid[torch.arange(dim), :, torch.arange(dim)] = torch.linspace(-span, span, steps, device=device)
+    return grid.flatten(0, 1)
+
+
+def normal_log_density(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, 1) per element."""
+    return -0.5 * (z.pow(2) + math.log(2 * math.pi))
+
+
+def posterior_and_prior(mu: torch.Tensor, logvar: torch.Tensor,
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One draw of N(mu, exp(logvar)) per row and as many of N(0, I), on mu's device."""
+    noise = noise_device(generator)
+    eps, prior = (torch.randn(mu.shape, generator=generator, device=noise).to(mu.device) for _ in range(2))
+    return mu + eps * (0.5 * logvar).exp(), prior
+
+
+def importance_weighted_bound(mu: torch.Tensor, logvar: torch.Tensor, k: int, log_likelihood) -> torch.Tensor:
+    """The IWAE bound [Burda et al. 2016] log (1/k) Σ_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x) =
+    N(mu, exp(logvar)) (B, Z) each, prior N(0, I), in nats per image (B,). ``log_likelihood(z, kk)``
+    returns log p(x|z) (kk·B,) for latents (kk·B, Z) stacked sample-major (the batch repeated kk
+    times). The k samples go through in chunks, so memory stays bounded for large k."""
+    std = (0.5 * logvar).exp()
+    chunk = max(1, 4096 // max(1, len(mu)))
+    log_w = []
+    for start in range(0, k, chunk):
+        kk = min(chunk, k - start)
+        eps = torch.randn(kk, *mu.shape, device=mu.device)  # (kk, B, Z)
+        z = mu + eps * std
+        log_q = normal_log_density(eps).sum(-1) - std.log().sum(-1)  # (kk, B)
+        log_p_z = normal_log_density(z).sum(-1)
+        log_w.append(log_likelihood(z.flatten(0, 1), kk).view(kk, -1) + log_p_z - log_q)
+    return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)
 
 
 def downsample_steps(size: int, smallest: int = 4) -> int:
@@ -126,3 +183,16 @@ class MaskedConv2d(nn.Conv2d):
         k = self.kernel_size[0]
         window = padded[:, :, i:i + k, j:j + k]  # (B, in, k, k)
         return torch.einsum("bchw,ochw->bo", window, self.weight * self.mask) + self.bias
+
+
+def mmd2(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Unbiased squared MMD between two samples (N, D) and (M, D), Gaussian kernel with the
+    median pairwise distance as bandwidth."""
+    xy = torch.cat([x, y])
+    d2 = torch.cdist(xy, xy).pow(2)
+    bandwidth = d2[d2 > 0].median().clamp_min(1e-6)
+    k = torch.exp(-d2 / bandwidth)
+    n, m = len(x), len(y)
+    kxx = (k[:n, :n].sum() - k[:n, :n].diagonal().sum()) / max(n * (n - 1), 1)
+    kyy = (k[n:, n:].sum() - k[n:, n:].diagonal().sum()) / max(m * (m - 1), 1)
+    return (kxx + kyy - 2 * k[:n, n:].mean()).item()

@@ -45,18 +45,11 @@ from genlib.models.layers import (
 )
 
 
-class AutoregressiveModel(GenerativeModel):
-    """Training, exact likelihood, sampling and completion shared by the pixel-by-pixel models.
-
-    Subclasses implement ``logits(x, labels) -> (B, C, L, H, W)``; a subclass with a cached
-    sampler also implements ``start_cache`` and ``position_logits``.
-    """
-
-    capabilities = frozenset({LOG_PROB, COMPLETE})
-    log_prob_exact = True
+class PixelHead:
+    """The 1×1 output head shared by every model here (and PixelVAE's decoder): features → C·L logits,
+    mask B. Mixed into a GenerativeModel (needs ``shape`` and ``levels``)."""
 
     def build_head(self, hidden: int, width: int) -> None:
-        """The 1×1 output head shared by every model here: features → C·L logits, mask B."""
         c = self.shape[0]
         self.head1 = MaskedConv2d(hidden, width, 1, "B", c)
         self.head2 = MaskedConv2d(width, c * self.levels, 1, "B", c)
@@ -65,6 +58,17 @@ class AutoregressiveModel(GenerativeModel):
         """(B, hidden, H, W) features → logits (B, C, L, H, W)."""
         out = self.head2(F.relu(self.head1(F.relu(features))))
         return out.view(len(out), self.shape[0], self.levels, *out.shape[2:])
+
+
+class AutoregressiveModel(PixelHead, GenerativeModel):
+    """Training, exact likelihood, sampling and completion shared by the pixel-by-pixel models.
+
+    Subclasses implement ``logits(x, labels) -> (B, C, L, H, W)``; a subclass with a cached
+    sampler also implements ``start_cache`` and ``position_logits``.
+    """
+
+    capabilities = frozenset({LOG_PROB, COMPLETE})
+    log_prob_exact = True
 
     def logits(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError

@@ -20,21 +20,36 @@ to the decoder (next to z); its bounds are on log p(x | y).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from genlib.config import ANY, ModelConfig, at_least, checked, name, positive
-from genlib.models.base import ENCODE, INTERPOLATE, LOG_PROB, MODELS, TRAVERSE, Batch, GenerativeModel, to_unit
+from genlib.models.base import (
+    ENCODE,
+    INTERPOLATE,
+    LATENT_PRIOR,
+    LOG_PROB,
+    MODELS,
+    RECONSTRUCT,
+    TRAVERSE,
+    Batch,
+    GenerativeModel,
+    to_unit,
+)
 from genlib.models.layers import (
     ConvDecoder,
     ConvEncoder,
     bits_per_dim,
     categorical_log_likelihood,
+    categorical_mean,
+    categorical_sample,
+    importance_weighted_bound,
     latent_path,
     noise_device,
+    posterior_and_prior,
+    traversal_latents,
 )
 
 
@@ -56,7 +71,7 @@ class BetaVAEConfig(VAEConfig):
 @MODELS.register("vae")
 class VAE(GenerativeModel):
     config_class = VAEConfig
-    capabilities = frozenset({LOG_PROB, ENCODE, INTERPOLATE, TRAVERSE})
+    capabilities = frozenset({LOG_PROB, ENCODE, INTERPOLATE, TRAVERSE, RECONSTRUCT, LATENT_PRIOR})
     log_prob_exact = False
 
     def __init__(self, config: VAEConfig, shape, levels, num_classes=None):
@@ -121,18 +136,13 @@ class VAE(GenerativeModel):
     def sample(self, n, labels=None, generator=None) -> torch.Tensor:
         noise = noise_device(generator)
         z = torch.randn(n, self.config.latent_dim, generator=generator, device=noise).to(self.device)
-        probs = self.decode_logits(z, self._onehot(labels, n, default=True)).softmax(dim=2)  # (n, C, L, H, W)
-        flat = probs.movedim(2, -1).reshape(-1, self.levels).to(noise)
-        drawn = torch.multinomial(flat, 1, generator=generator).view(n, *self.shape)
-        return drawn.to(torch.uint8).to(self.device)
+        return categorical_sample(self.decode_logits(z, self._onehot(labels, n, default=True)), generator)
 
     @torch.no_grad()
     def decode_mean(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The decoder's expected level per sub-pixel, rounded: (B, C, H, W) uint8 — the smooth
         picture of a latent, without the per-pixel sampling noise of ``sample``."""
-        probs = self.decode_logits(z, self._onehot(labels, len(z), default=True)).softmax(dim=2)
-        levels = torch.arange(self.levels, device=z.device, dtype=probs.dtype).view(1, 1, -1, 1, 1)
-        return (probs * levels).sum(2).round().to(torch.uint8)
+        return categorical_mean(self.decode_logits(z, self._onehot(labels, len(z), default=True)))
 
     @torch.no_grad()
     def interpolate(self, rows: int = 8, steps: int = 8, generator=None) -> torch.Tensor:
@@ -143,16 +153,22 @@ class VAE(GenerativeModel):
     def traverse(self, steps: int = 8, span: float = 3.0, z: torch.Tensor | None = None) -> torch.Tensor:
         """Latent traversals: row d varies latent d from −span to +span, the others held at ``z``
         (default the prior mean). (latent_dim·steps, C, H, W) decoder means."""
-        dim = self.config.latent_dim
-        base = torch.zeros(dim, device=self.device) if z is None else z.to(self.device)
-        grid = base.repeat(dim, steps, 1)  # (dim, steps, dim)
-        values = torch.linspace(-span, span, steps, device=self.device)
-        grid[torch.arange(dim), :, torch.arange(dim)] = values
-        return self.decode_mean(grid.flatten(0, 1))
+        return self.decode_mean(traversal_latents(self.config.latent_dim, steps, span, z, self.device))
 
     @torch.no_grad()
     def encode(self, x, labels=None) -> torch.Tensor:
         return self.posterior(x, self._onehot(labels, len(x)))[0]
+
+    @torch.no_grad()
+    def reconstruction_log_prob(self, x, labels=None) -> torch.Tensor:
+        """log p(x | z = the posterior mean), nats per image (B,)."""
+        y = self._onehot(labels, len(x))
+        return categorical_log_likelihood(self.decode_logits(self.posterior(x, y)[0], y), x)
+
+    @torch.no_grad()
+    def latent_samples(self, x, labels=None, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One draw of q(z|x) per image and as many of the prior N(0, I), (B, latent_dim) each."""
+        return posterior_and_prior(*self.posterior(x, self._onehot(labels, len(x))), generator)
 
     @torch.no_grad()
     def log_prob(self, x, labels=None, k: int = 1) -> torch.Tensor:
@@ -164,20 +180,12 @@ class VAE(GenerativeModel):
             return -(terms["recon"] + terms["kl"])
         y = self._onehot(labels, len(x))
         mu, logvar = self.posterior(x, y)
-        std = (0.5 * logvar).exp()
-        # Chunk the k samples so memory stays bounded for large k.
-        chunk = max(1, 4096 // max(1, len(x)))
-        log_w = []
-        for start in range(0, k, chunk):
-            kk = min(chunk, k - start)
-            eps = torch.randn(kk, *mu.shape, device=mu.device)  # (kk, B, Z)
-            z = mu + eps * std
-            log_q = _normal_log_density(eps).sum(-1) - std.log().sum(-1)  # (kk, B)
-            log_p_z = _normal_log_density(z).sum(-1)
-            logits = self.decode_logits(z.flatten(0, 1), None if y is None else y.repeat(kk, 1))
-            log_px_z = categorical_log_likelihood(logits, x.repeat(kk, 1, 1, 1)).view(kk, -1)
-            log_w.append(log_px_z + log_p_z - log_q)
-        return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)
+
+        def log_likelihood(z: torch.Tensor, kk: int) -> torch.Tensor:
+            logits = self.decode_logits(z, None if y is None else y.repeat(kk, 1))
+            return categorical_log_likelihood(logits, x.repeat(kk, 1, 1, 1))
+
+        return importance_weighted_bound(mu, logvar, k, log_likelihood)
 
 
 @MODELS.register("beta-vae")
@@ -185,7 +193,3 @@ class BetaVAE(VAE):
     """The VAE with β > 1 by default [2]; only the config differs."""
 
     config_class = BetaVAEConfig
-
-
-def _normal_log_density(z: torch.Tensor) -> torch.Tensor:
-    return -0.5 * (z.pow(2) + math.log(2 * math.pi))

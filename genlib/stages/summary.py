@@ -21,6 +21,7 @@ from genlib.tracking import (
     Tag,
     Tracker,
     experiment_name,
+    headline,
     headline_metrics,
     ranking_metric,
 )
@@ -114,7 +115,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     widths = [max(len(line[i]) for line in table) for i in range(len(head))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    unscored = [r["model"] for r in rows if not any(k in r for k in metric_keys if k.endswith("_bpd"))]
+    unscored = [r["model"] for r in rows if not headline("bpd").matching(r, lead=True)]
     if unscored:
         lines.append(f"(no likelihood: {', '.join(unscored)}; see their samples and sample-quality scores in MLflow)")
     return "\n".join([

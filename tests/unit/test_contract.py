@@ -5,9 +5,11 @@ import torch
 from sklearn.datasets import load_digits
 
 from genlib.config import TrainConfig
+from genlib.evaluate.likelihood import latent_metrics
 from genlib.models import MODELS, build_model
-from genlib.models.base import INTERPOLATE, KNOWN_CAPABILITIES, LOG_PROB, TRAVERSE, Batch
+from genlib.models.base import INTERPOLATE, KNOWN_CAPABILITIES, LATENT_PRIOR, LOG_PROB, RECONSTRUCT, TRAVERSE, Batch
 from genlib.models.io import load_model, save_checkpoint
+from genlib.models.layers import bits_per_dim, mmd2
 from genlib.presets import config_from_dict
 from tests.families import ALL, TINY
 
@@ -89,3 +91,44 @@ def test_log_prob_where_declared(variant):
     assert (lp <= 1e-4).all()  # a discrete likelihood (or a bound on one) is at most 1
     if model.log_prob_exact:  # exact: deterministic (that it sums to one: test_exact_likelihood.py)
         assert torch.equal(lp, model.log_prob(batch.x, batch.labels))
+
+
+class _Digits(torch.utils.data.Dataset):
+    """The first digits as an ImageDataset would serve them: (x, label, index)."""
+
+    def __init__(self, n: int):
+        self.batch = _digits(n)
+
+    def __len__(self):
+        return len(self.batch.x)
+
+    def __getitem__(self, i):
+        return self.batch.x[i], self.batch.labels[i], self.batch.index[i]
+
+
+@pytest.mark.parametrize("variant", sorted(v for v, (family, _) in ALL.items()
+                                           if {RECONSTRUCT, LATENT_PRIOR} & MODELS.get(family).capabilities))
+def test_latent_measures_where_declared(variant):
+    model = _build(variant).eval()
+    batch, dataset = _digits(40), _Digits(40)
+    metrics = latent_metrics(model, dataset, batch_size=16, seed=3)
+    if RECONSTRUCT in model.capabilities:
+        nats = model.reconstruction_log_prob(batch.x, batch.labels)
+        assert nats.shape == (40,) and (nats <= 1e-4).all()
+        assert metrics["test_recon_bpd"] == pytest.approx(bits_per_dim(-nats.mean().item(), 64), rel=1e-5)
+    if LATENT_PRIOR in model.capabilities:
+        gen = torch.Generator().manual_seed(3)
+        posterior, prior = zip(*(model.latent_samples(batch.x[s], batch.labels[s], gen)
+                                 for s in (slice(0, 16), slice(16, 32), slice(32, 40))))
+        posterior, prior = torch.cat(posterior), torch.cat(prior)
+        assert posterior.shape == prior.shape == (40, model.config.latent_dim)
+        assert metrics["test_latent_mmd"] == pytest.approx(mmd2(posterior.double(), prior.double()), rel=1e-6)
+
+
+def test_conditional_prior_draws_each_class_from_its_own_component():
+    model = _build("aae-mixture-conditional").eval()
+    labels = torch.arange(10).repeat(50)
+    z = model.prior_sample(500, labels, torch.Generator().manual_seed(0))
+    nearest = torch.cdist(z, model.means).argmin(1)
+    assert (nearest == labels).float().mean() > 0.95
+    assert model.sample(4, labels=torch.tensor([0, 1, 2, 3])).shape == (4, *SHAPE)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from genlib.models import build_model
-from genlib.models.gan import LOSSES, GANConfig, pixel_mmd2
+from genlib.models.gan import LOSSES, GANConfig
+from genlib.models.layers import mmd2
 
 
 def test_losses_are_selected_by_config():
@@ -58,5 +59,5 @@ def test_latent_arithmetic_and_mmd():
     image = model.latent_arithmetic(a, b, c)
     assert image.shape == (1, 1, 8, 8) and image.dtype == torch.uint8
     x = torch.randn(50, 10)
-    assert abs(pixel_mmd2(x[:25], x[25:])) < 0.05  # same distribution: near zero
-    assert pixel_mmd2(x, x + 3.0) > 0.5
+    assert abs(mmd2(x[:25], x[25:])) < 0.05  # same distribution: near zero
+    assert mmd2(x, x + 3.0) > 0.5

@@ -46,6 +46,15 @@ def test_ranking_metric_is_bits_per_dim_else_fid():
     assert ranking_metric({"kid_domain": 0.1}) is None
 
 
+def test_reconstruction_bits_per_dim_is_its_own_column_and_never_ranks_as_a_likelihood():
+    aae = {"test_recon_bpd": 0.9, "test_latent_mmd": 0.02, "fid_domain": 40.0}
+    assert headline_row(aae) == {"recon": 0.9, "latent_mmd": 0.02, "fid": 40.0}
+    assert ranking_metric(aae) == ("fid_domain", 40.0)  # not the reconstruction
+    vae = {**VAE, "test_recon_bpd": 1.5}
+    assert headline_row(vae)["bpd"] == 2.0 and headline_row(vae)["recon"] == 1.5
+    assert ranking_metric(vae) == ("test_iwae8_bpd", 2.0)
+
+
 def test_unknown_headline_names_the_known_ones():
     with pytest.raises(ValueError, match="no headline metric 'nope'; known: \\['bpd', 'fid'"):
         headline("nope")
