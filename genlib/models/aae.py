@@ -14,6 +14,9 @@ prior (``latent_prior``), and the sample-quality metrics every family gets.
 [1] Makhzani et al., "Adversarial Autoencoders", ICLR workshop 2016.
 
 NOTE: the encoder is deterministic (the first of the three choices of q(z|x) in [1]).
+NOTE: the encoder's adversarial loss is the non-saturating −log D(E(x)) rather than [1]'s
+log(1 − D(E(x))), as GAN practice has it; the decoder is a categorical over the levels per
+sub-pixel where [1] uses a sigmoid output on binarized or continuous MNIST.
 NOTE: [1] trains with SGD and momentum; here all three updates use Adam at ``train.lr``, with
 β₁ = 0.5 for the adversarial pair, as DCGAN-style training does.
 NOTE: the mixture prior places its components on a circle of radius 4 in the first two latent
@@ -73,7 +76,7 @@ class AAEConfig(ModelConfig):
     prior: str = checked("gaussian", one_of(*PRIORS))  # gaussian: N(0, I); mixture: Gaussians on a circle
     components: int = checked(10, at_least(2))  # components of the mixture prior (conditional: one per class)
     disc_hidden: int = checked(128, at_least(1))  # units of each of the latent discriminator's two hidden layers
-    conditional: bool = checked(False, ANY)  # class-conditional prior: a class's codes go to its own component
+    conditional: bool = checked(False, ANY)  # class-conditional mixture prior (whatever `prior`): a class's codes go to its component
 
 
 @MODELS.register("aae")
@@ -90,7 +93,8 @@ class AAE(GenerativeModel):
             raise ValueError(f"the AAE expects square images, got {h}×{w}")
         mixture = config.prior == "mixture" or config.conditional
         if mixture and config.latent_dim < 2:
-            raise ValueError(f"a mixture prior needs latent_dim ≥ 2 (its circle), got {config.latent_dim}")
+            raise ValueError(f"a mixture prior (prior: mixture, or conditional: true, which gives each class a "
+                             f"component) needs latent_dim ≥ 2 (its circle), got {config.latent_dim}")
         self.classes = num_classes if config.conditional else 0
         self.encoder = ConvEncoder(c, h, config.hidden, config.latent_dim)
         self.decoder = ConvDecoder(config.latent_dim, h, config.hidden, c * levels)

@@ -79,13 +79,15 @@ def posterior_and_prior(mu: torch.Tensor, logvar: torch.Tensor,
     return mu + eps * (0.5 * logvar).exp(), prior
 
 
-def importance_weighted_bound(mu: torch.Tensor, logvar: torch.Tensor, k: int, log_likelihood) -> torch.Tensor:
+def importance_weighted_bound(mu: torch.Tensor, logvar: torch.Tensor, k: int, log_likelihood,
+                              chunk_images: int = 4096) -> torch.Tensor:
     """The IWAE bound [Burda et al. 2016] log (1/k) Σ_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x) =
     N(mu, exp(logvar)) (B, Z) each, prior N(0, I), in nats per image (B,). ``log_likelihood(z, kk)``
     returns log p(x|z) (kk·B,) for latents (kk·B, Z) stacked sample-major (the batch repeated kk
-    times). The k samples go through in chunks, so memory stays bounded for large k."""
+    times). The k samples go through in chunks of about ``chunk_images`` decoded images, so memory
+    stays bounded for large k."""
     std = (0.5 * logvar).exp()
-    chunk = max(1, 4096 // max(1, len(mu)))
+    chunk = max(1, chunk_images // max(1, len(mu)))
     log_w = []
     for start in range(0, k, chunk):
         kk = min(chunk, k - start)

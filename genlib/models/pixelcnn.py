@@ -10,7 +10,9 @@ the one position that just became computable; the Gated PixelCNN computes its ve
 once per row and its horizontal stacks once per position; the PixelRNN layers keep their
 recurrent states and advance them one position (the Diagonal BiLSTM's right-to-left direction
 one row) at a time. The naive and cached samplers consume the same random numbers in the same
-order, so they draw the same images; ``complete`` uses the cached one too.
+order and compute the same logits up to float rounding (about 1e-7 in fp32: with TF32 convolutions
+on a GPU a near-tie could go the other way), so they draw the same images; ``complete`` uses the
+cached one too.
 
 [1] van den Oord, Kalchbrenner & Kavukcuoglu, "Pixel Recurrent Neural Networks", ICML 2016.
 [2] van den Oord et al., "Conditional Image Generation with PixelCNN Decoders", NeurIPS 2016.
@@ -34,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlib.config import ANY, ModelConfig, at_least, checked, name, odd_at_least, one_of
+from genlib.config import ANY, ConfigValueError, ModelConfig, at_least, checked, name, odd_at_least, one_of
 from genlib.models.base import COMPLETE, LOG_PROB, MODELS, Batch, GenerativeModel, to_unit
 from genlib.models.layers import (
     MaskedConv2d,
@@ -124,7 +126,8 @@ def raster_sample(x: torch.Tensor, observed: torch.Tensor | None, levels: int, g
     channels R → G → B), from ``position_logits(i, j) -> (B, C, L)``, the logits at (i, j) given
     ``x`` as it is when called. Pixels where ``observed`` (B, H, W) is True keep their values.
     Every sampler draws the same Gumbel noise in the same order, so the same generator gives the
-    same images whichever way the logits are computed; ``greedy`` takes the most likely level."""
+    same images whichever way the (equal up to rounding) logits are computed; ``greedy`` takes the
+    most likely level."""
     b, c_n, h_n, w_n = x.shape
     for i in range(h_n):
         for j in range(w_n):
@@ -318,10 +321,10 @@ class GatedCache:
             weight = (layer.h_conv.weight * layer.h_mask)[:, :, 0]
             pre = torch.einsum("bcw,ocw->bo", window, weight) + layer.h_conv.bias + self.v_to_h[k][:, :, j]
             gated = _gate(pre + _at(self.biases[k][1], i, j))
-            h_in = self.h[k][:, :, i, j + p]
-            h_out = h_in if layer.residual is None else \
-                layer.residual.at(gated[:, :, None, None], 0, 0) + (0 if layer.first else h_in)
-            self.h[k + 1][:, :, i, j + p] = h_out
+            if layer.residual is not None:  # the last layer's horizontal output feeds nothing
+                h_in = self.h[k][:, :, i, j + p]
+                self.h[k + 1][:, :, i, j + p] = layer.residual.at(gated[:, :, None, None], 0, 0) + \
+                    (0 if layer.first else h_in)
             skips = skips + layer.skip.at(gated[:, :, None, None], 0, 0)
         return skips
 
@@ -362,9 +365,16 @@ class PixelRNNConfig(ModelConfig):
     layer: str = checked("row", one_of(*LAYERS))  # row (Row LSTM) or diagonal-bilstm (Diagonal BiLSTM)
     hidden: int = checked(32, at_least(1))  # channels of the LSTM state
     layers: int = checked(2, at_least(1))  # LSTM layers after the mask-A input layer
-    kernel: int = checked(3, odd_at_least(1))  # Row LSTM: width of its input-to-state and state-to-state convolutions
+    kernel: int = checked(3, odd_at_least(1))  # Row LSTM only: width of its input-to-state and state-to-state convolutions
     first_kernel: int = checked(7, odd_at_least(1))  # kernel of the mask-A input layer
     head: int = checked(64, at_least(1))  # channels of the 1×1 output head
+
+    def check(self) -> None:
+        # A 1×1 mask-A input sees nothing of the current row, and the diagonal layers' 1×1 input-to-state
+        # adds nothing to it: the pixels to the left would never be seen.
+        if self.layer == "diagonal-bilstm" and self.first_kernel < 3:
+            raise ConfigValueError("first_kernel", self.first_kernel,
+                                   "≥ 3 with layer: diagonal-bilstm (a 1×1 mask-A input sees no pixel of the current row)")
 
 
 def _lstm_update(gates: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -451,11 +461,11 @@ class DiagonalLSTM(nn.Module):
         gates_in = self.input_to_state(x)  # (B, 4h, H, W)
         cols = w + h - 1
         shift = torch.arange(h, device=x.device)[:, None]
-        skewed = x.new_zeros(b, 4 * ch, h, cols)
+        skewed = gates_in.new_zeros(b, 4 * ch, h, cols)  # gates_in's dtype: bfloat16 under autocast
         skewed.scatter_(3, (shift + torch.arange(w, device=x.device)).expand(b, 4 * ch, h, w), gates_in)
         k = torch.arange(cols, device=x.device)
-        inside = ((k >= shift) & (k < shift + w)).to(x.dtype)  # (H, cols)
-        state = cell = x.new_zeros(b, ch, h)
+        inside = ((k >= shift) & (k < shift + w)).to(gates_in.dtype)  # (H, cols)
+        state = cell = gates_in.new_zeros(b, ch, h)
         states = []
         for col in range(cols):
             state, cell = _lstm_update(skewed[:, :, :, col] + self.state_to_state(F.pad(state, (1, 0))), cell)

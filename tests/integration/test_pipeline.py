@@ -116,8 +116,8 @@ def test_pipeline_summary_compares_the_models_in_the_parent_run_and_on_the_termi
     # The terminal table: a header with the headline columns, then one line per model.
     lines = pipeline_store.stdout.splitlines()
     header = next(line for line in lines if line.split()[:3] == ["model", "family", "epoch"])
-    assert header.split()[3:] == ["test_bpd", "test_elbo_bpd", "test_iwae8_bpd", "fid_domain", "copy_rate_pixel",
-                                  "copy_rate_pixel_robust"]
+    assert header.split()[3:] == ["test_bpd", "test_elbo_bpd", "test_iwae8_bpd", "test_recon_bpd", "fid_domain",
+                                  "copy_rate_pixel", "copy_rate_pixel_robust"]
     body = lines[lines.index(header) + 2:lines.index(header) + 5]
     assert [line.split()[0] for line in body] == ["vae", "categorical", "vae-reweighted"]
 

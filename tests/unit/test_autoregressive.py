@@ -14,6 +14,9 @@ CONFIGS = [PixelCNNConfig(hidden=16, layers=2, head=16),
            GatedPixelCNNConfig(hidden=16, layers=3, head=16, kernel=3, conditional=True),
            PixelRNNConfig(hidden=15, layers=2, head=16, first_kernel=3),
            PixelRNNConfig(hidden=15, layers=2, head=16, first_kernel=3, layer="diagonal-bilstm")]
+# One layer: the gated stack's first layer is also its last (no residual), and a single recurrent layer.
+ONE_LAYER = [GatedPixelCNNConfig(hidden=16, layers=1, head=16, kernel=3),
+             PixelRNNConfig(hidden=15, layers=1, head=16, first_kernel=3, layer="diagonal-bilstm")]
 SHAPES = [((1, 6, 6), 17), ((3, 5, 5), 4)]  # grey, and colour with R → G → B ordering
 
 
@@ -56,7 +59,7 @@ def _perturbed(cfg, shape, levels):
 
 
 @pytest.mark.parametrize("shape, levels", SHAPES, ids=["grey", "rgb"])
-@pytest.mark.parametrize("cfg", CONFIGS, ids=_name)
+@pytest.mark.parametrize("cfg", CONFIGS + ONE_LAYER, ids=lambda c: _name(c) + f"-{c.layers}")
 def test_cached_sampler_draws_the_naive_samples(cfg, shape, levels):
     model = _perturbed(cfg, shape, levels)
     cached = model.sample(5, generator=torch.Generator().manual_seed(7), cached=True)
@@ -92,6 +95,21 @@ def _blind_pairs(cfg, size: int = 5) -> list[tuple[tuple[int, int], tuple[int, i
         out = model.logits(changed.flatten(0, 1), None).view(len(positions) + 1, 8, 1, levels, size, size)
     return [((i, j), (ei, ej)) for i, j in positions for n, (ei, ej) in enumerate(positions, start=1)
             if (ei, ej) < (i, j) and torch.equal(out[n, :, 0, :, i, j], out[0, :, 0, :, i, j])]
+
+
+def test_diagonal_bilstm_needs_an_input_convolution_that_sees_the_current_row():
+    with pytest.raises(ValueError, match="first_kernel=1 is not allowed; expected ≥ 3 with layer: diagonal-bilstm"):
+        PixelRNNConfig(layer="diagonal-bilstm", first_kernel=1)
+    assert PixelRNNConfig(layer="row", first_kernel=1).first_kernel == 1
+
+
+def test_diagonal_bilstm_trains_under_bfloat16_autocast():
+    model = _perturbed(PixelRNNConfig(hidden=8, layers=1, head=8, first_kernel=3, layer="diagonal-bilstm"), (3, 4, 4), 4)
+    x = torch.randint(0, 4, (2, 3, 4, 4), dtype=torch.uint8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x).mean()
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in model.lstms.parameters())
 
 
 def test_diagonal_bilstm_sees_every_earlier_pixel_where_the_row_lstm_does_not():

@@ -56,7 +56,7 @@ def test_reconstruction_bits_per_dim_is_its_own_column_and_never_ranks_as_a_like
 
 
 def test_unknown_headline_names_the_known_ones():
-    with pytest.raises(ValueError, match="no headline metric 'nope'; known: \\['bpd', 'fid'"):
+    with pytest.raises(ValueError, match="no headline metric 'nope'; known: \\['bpd', 'recon', 'fid'"):
         headline("nope")
 
 
