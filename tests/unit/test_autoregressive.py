@@ -1,6 +1,5 @@
-"""Properties particular to the pixel-by-pixel models: causality, cached sampling, completion."""
-
-import itertools
+"""Properties particular to the pixel-by-pixel models: cached sampling, completion, receptive fields.
+(Causality and exact normalisation of every autoregressive family: test_exact_likelihood.py.)"""
 
 import pytest
 import torch
@@ -22,30 +21,6 @@ SHAPES = [((1, 6, 6), 17), ((3, 5, 5), 4)]  # grey, and colour with R → G → 
 
 def _name(cfg) -> str:
     return f"{cfg.family}{'-' + cfg.layer if hasattr(cfg, 'layer') else ''}{'-cond' if getattr(cfg, 'conditional', False) else ''}"
-
-
-@pytest.mark.parametrize("cfg", CONFIGS, ids=_name)
-@pytest.mark.parametrize("shape, levels", SHAPES, ids=["grey", "rgb"])
-def test_each_sub_pixel_sees_only_its_predecessors(cfg, shape, levels):
-    torch.manual_seed(0)
-    model = build_model(cfg, shape, levels, num_classes=3).eval()
-    # Eight images, so that no dependence hides behind ReLUs that happen to be off for all of them.
-    labels = torch.arange(8) % 3 if getattr(cfg, "conditional", False) else None
-    x = torch.randint(0, levels, (8, *shape), dtype=torch.uint8)
-    base = model.logits(x, labels)
-    c_n, h_n, w_n = shape
-    order = list(itertools.product(range(h_n), range(w_n), range(c_n)))  # raster, channels last
-    for n, (i, j, c) in enumerate(order):
-        changed = x.clone()
-        for ii, jj, cc in order[n:]:  # this sub-pixel and everything after it
-            changed[:, cc, ii, jj] = (changed[:, cc, ii, jj] + 1) % levels
-        assert torch.allclose(model.logits(changed, labels)[:, c, :, i, j], base[:, c, :, i, j], atol=1e-5), \
-            f"logits of sub-pixel {(i, j, c)} depend on itself or a later one"
-        if j > 0 or c > 0:  # ...and do depend on the sub-pixel just before it on the same row
-            pi, pj, pc = order[n - 1]
-            before = x.clone()
-            before[:, pc, pi, pj] = (before[:, pc, pi, pj] + 1) % levels
-            assert not torch.allclose(model.logits(before, labels)[:, c, :, i, j], base[:, c, :, i, j])
 
 
 def _perturbed(cfg, shape, levels):
