@@ -33,13 +33,11 @@ def log_probs(model: GenerativeModel, dataset, k: int = 1, batch_size: int = 128
               seed: int = 0, desc: str | None = None) -> np.ndarray:
     """Per-image log p(x) (or its bound with k samples) in nats over a dataset, (N,)."""
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size)
     out = []
     device = model.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # manual_seed reseeds CUDA too
         torch.manual_seed(seed)
-        for item in tqdm(loader, desc=desc, leave=False, disable=desc is None):
-            batch = Batch.from_loader(item).to(model.device)
+        for batch in _batches(model, dataset, batch_size, desc):
             out.append(model.log_prob(batch.x, labels=batch.labels, k=k).cpu().numpy())
     return np.concatenate(out)
 
@@ -63,12 +61,11 @@ def latent_metrics(model: GenerativeModel, dataset, batch_size: int = 128, seed:
                    split: str = "test") -> dict[str, float]:
     """``{split}_recon_bpd`` for models that reconstruct, ``{split}_latent_mmd`` for models with a prior."""
     out: dict[str, float] = {}
+    model.eval()
     if RECONSTRUCT in model.capabilities:
-        model.eval()
         nats = [model.reconstruction_log_prob(b.x, b.labels).cpu().numpy() for b in _batches(model, dataset, batch_size)]
         out[f"{split}_recon_bpd"] = mean_bits_per_dim(np.concatenate(nats), model.dims)
     if LATENT_PRIOR in model.capabilities:
-        model.eval()
         generator = torch.Generator(device=model.device).manual_seed(seed)
         n = min(len(dataset), LATENT_MMD_IMAGES)
         draws = [model.latent_samples(b.x, b.labels, generator)
@@ -78,7 +75,7 @@ def latent_metrics(model: GenerativeModel, dataset, batch_size: int = 128, seed:
     return out
 
 
-def _batches(model: GenerativeModel, dataset, batch_size: int):
-    """Batches of ``dataset`` on the model's device."""
-    for item in DataLoader(dataset, batch_size=batch_size):
+def _batches(model: GenerativeModel, dataset, batch_size: int, desc: str | None = None):
+    """Batches of ``dataset`` on the model's device, in order (a progress bar when ``desc`` is given)."""
+    for item in tqdm(DataLoader(dataset, batch_size=batch_size), desc=desc, leave=False, disable=desc is None):
         yield Batch.from_loader(item).to(model.device)

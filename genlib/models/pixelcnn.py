@@ -401,7 +401,9 @@ class RowLSTM(nn.Module):
         self.register_buffer("mask", mask, persistent=False)
         self.state_to_state = nn.Conv1d(hidden, 4 * hidden, kernel, padding=self.p)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """The states (B, h, H, W) of input features ``x``; ``u``, the image, is the Diagonal BiLSTM's
+        and unused here (the two layers share one interface)."""
         b, ch, h, w = x.shape
         gates_in = F.conv2d(x, self.input_to_state.weight * self.mask, self.input_to_state.bias,
                             padding=(0, self.p))  # (B, 4h, H, W)
@@ -416,7 +418,8 @@ class RowLSTM(nn.Module):
 
     def start(self, n: int, w: int, device) -> dict:
         zeros = lambda: torch.zeros(n, self.hidden, w, device=device)  # noqa: E731
-        return {"state": zeros(), "cell": zeros(), "above": zeros(), "above_cell": zeros(), "s2s": None}
+        return {"state": zeros(), "cell": zeros(), "above": zeros(), "above_cell": zeros(), "s2s": None,
+                "inputs": torch.zeros(n, self.hidden, w + 2 * self.p, device=device)}  # row i's inputs, padded p
 
     def start_row(self, cache: dict, i: int, u_above: torch.Tensor | None) -> None:
         if i > 0:
@@ -424,8 +427,9 @@ class RowLSTM(nn.Module):
         cache["s2s"] = self.state_to_state(cache["above"])  # (B, 4h, W)
 
     def at(self, cache: dict, inputs: torch.Tensor, i: int, j: int) -> torch.Tensor:
-        """The state (B, h) at (i, j); ``inputs``: this layer's input row i, (B, h, W + 2p) padded p each side."""
-        window = inputs[:, :, j:j + 2 * self.p + 1]
+        """The state (B, h) at (i, j) from this layer's input there (B, h)."""
+        cache["inputs"][:, :, j + self.p] = inputs
+        window = cache["inputs"][:, :, j:j + 2 * self.p + 1]
         weight = (self.input_to_state.weight * self.mask)[:, :, 0]
         gates = torch.einsum("bcw,ocw->bo", window, weight) + self.input_to_state.bias + cache["s2s"][:, :, j]
         state, cell = _lstm_update(gates, cache["above_cell"][:, :, j])
@@ -558,7 +562,7 @@ class PixelRNN(AutoregressiveModel):
         u = to_unit(x, self.levels)
         h = self.conv_in(u)
         for lstm in self.lstms:
-            h = h + (lstm(h) if isinstance(lstm, RowLSTM) else lstm(h, u))
+            h = h + lstm(h, u)
         return self.head_logits(h)
 
     # -- cached sampler: recurrent states instead of re-running the image ----------------------
@@ -566,9 +570,7 @@ class PixelRNN(AutoregressiveModel):
     def start_cache(self, n: int, labels) -> dict:
         c, h, w = self.shape
         p_in = self.config.first_kernel // 2
-        p = self.config.kernel // 2 if self.config.layer == "row" else 0
         return {"x": torch.zeros(n, c, h + 2 * p_in, w + 2 * p_in, device=self.device), "row": -1,
-                "inputs": [torch.zeros(n, self.config.hidden, w + 2 * p, device=self.device) for _ in self.lstms],
                 "lstms": [lstm.start(n, w, self.device) for lstm in self.lstms]}
 
     def position_logits(self, cache: dict, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
@@ -581,12 +583,8 @@ class PixelRNN(AutoregressiveModel):
                 lstm.start_row(state, i, u_above)
             cache["row"] = i
         h = self.conv_in.at(cache["x"], i, j)
-        for lstm, inputs, state in zip(self.lstms, cache["inputs"], cache["lstms"]):
-            if isinstance(lstm, RowLSTM):
-                inputs[:, :, j + lstm.p] = h
-                h = h + lstm.at(state, inputs, i, j)
-            else:
-                h = h + lstm.at(state, h, i, j)
+        for lstm, state in zip(self.lstms, cache["lstms"]):
+            h = h + lstm.at(state, h, i, j)
         return self.head_logits(h[:, :, None, None])[..., 0, 0]
 
 

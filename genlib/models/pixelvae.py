@@ -46,7 +46,6 @@ from genlib.models.base import (
     MODELS,
     TRAVERSE,
     Batch,
-    GenerativeModel,
     to_unit,
 )
 from genlib.models.layers import (
@@ -54,13 +53,12 @@ from genlib.models.layers import (
     ConvEncoder,
     bits_per_dim,
     categorical_log_likelihood,
-    importance_weighted_bound,
     latent_path,
     noise_device,
-    posterior_and_prior,
     traversal_latents,
 )
 from genlib.models.pixelcnn import GatedCache, GatedLayer, PixelHead, gated_skips, raster_sample
+from genlib.models.vae import GaussianLatentModel
 
 ACTIVE_UNIT = 0.01  # [4]'s threshold on the variance of a latent's posterior mean across the data
 
@@ -77,10 +75,9 @@ class PixelVAEConfig(ModelConfig):
 
 
 @MODELS.register("pixelvae")
-class PixelVAE(PixelHead, GenerativeModel):
+class PixelVAE(PixelHead, GaussianLatentModel):
     config_class = PixelVAEConfig
     capabilities = frozenset({LOG_PROB, ENCODE, COMPLETE, INTERPOLATE, TRAVERSE, LATENT_PRIOR})
-    log_prob_exact = False
 
     def __init__(self, config: PixelVAEConfig, shape, levels, num_classes=None):
         super().__init__(config, shape, levels, num_classes)
@@ -103,6 +100,17 @@ class PixelVAE(PixelHead, GenerativeModel):
         mu, logvar = self.encoder(to_unit(x, self.levels)).chunk(2, dim=1)
         return mu, logvar.clamp(-12.0, 8.0)
 
+    def q(self, x, labels):
+        return self.posterior(x)
+
+    def decoded_log_likelihood(self, x, labels, z):
+        return categorical_log_likelihood(self.decode_logits(x, z), x)
+
+    @property
+    def iwae_chunk_images(self) -> int:
+        # The PixelCNN decoder keeps every layer's activations at full resolution: 4096 images of 8×8, fewer when larger.
+        return max(16, 4096 * 64 // self.dims)
+
     def conditions(self, z: torch.Tensor) -> list[torch.Tensor]:
         """One conditioning map (B, 4·hidden, H, W) per gated layer."""
         features = torch.relu(self.latent_map(z))
@@ -115,10 +123,8 @@ class PixelVAE(PixelHead, GenerativeModel):
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per-image terms of the negative ELBO with one reparameterised sample, and the posterior."""
         mu, logvar = self.posterior(x)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        recon = -categorical_log_likelihood(self.decode_logits(x, z), x)  # (B,)
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)  # (B,) analytic KL to N(0, I)
-        return {"recon": recon, "kl": kl, "mu": mu}
+        z, kl = self.reparameterise(mu, logvar)
+        return {"recon": -categorical_log_likelihood(self.decode_logits(x, z), x), "kl": kl, "mu": mu}  # (B,) each
 
     def kl_weight(self, step: int) -> float:
         warmup = self.config.kl_warmup
@@ -143,37 +149,6 @@ class PixelVAE(PixelHead, GenerativeModel):
         spread = terms["mu"].var(0) if len(batch.x) > 1 else torch.zeros_like(terms["mu"][0])
         metrics["active_units"] = float((spread > ACTIVE_UNIT).sum())
         return metrics
-
-    def _metrics(self, terms: dict[str, torch.Tensor], loss: torch.Tensor) -> dict[str, float]:
-        nelbo = (terms["recon"] + terms["kl"]).mean().item()
-        return {"loss": loss.item(), "recon": terms["recon"].mean().item(),
-                "kl": terms["kl"].mean().item(), "elbo_bpd": bits_per_dim(nelbo, self.dims)}
-
-    @torch.no_grad()
-    def log_prob(self, x, labels=None, k: int = 1) -> torch.Tensor:
-        """ELBO (k=1) or the IWAE bound with k importance samples, in nats per image (B,)."""
-        if k < 1:
-            raise ValueError(f"k must be ≥ 1, got {k}")
-        if k == 1:
-            terms = self(x)
-            return -(terms["recon"] + terms["kl"])
-        mu, logvar = self.posterior(x)
-
-        def log_likelihood(z: torch.Tensor, kk: int) -> torch.Tensor:
-            repeated = x.repeat(kk, 1, 1, 1)
-            return categorical_log_likelihood(self.decode_logits(repeated, z), repeated)
-
-        # The PixelCNN decoder keeps every layer's activations at full resolution: 4096 images of 8×8, fewer when larger.
-        return importance_weighted_bound(mu, logvar, k, log_likelihood, chunk_images=max(16, 4096 * 64 // self.dims))
-
-    @torch.no_grad()
-    def encode(self, x, labels=None) -> torch.Tensor:
-        return self.posterior(x)[0]
-
-    @torch.no_grad()
-    def latent_samples(self, x, labels=None, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One draw of q(z|x) per image and as many of the prior N(0, I), (B, latent_dim) each."""
-        return posterior_and_prior(*self.posterior(x), generator)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, generator=None, greedy: bool = False, x: torch.Tensor | None = None,

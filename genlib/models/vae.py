@@ -68,11 +68,60 @@ class BetaVAEConfig(VAEConfig):
     beta: float = checked(4.0, positive())  # β > 1 trades reconstruction for a more factorised latent space [2]
 
 
+class GaussianLatentModel(GenerativeModel):
+    """What the VAE and PixelVAE share: a Gaussian posterior q(z|x) against a N(0, I) prior, the ELBO's
+    terms, its metrics, the IWAE bound, ``encode`` and ``latent_samples``. A subclass implements
+    ``q(x, labels) -> (mu, logvar)`` and ``decoded_log_likelihood(x, labels, z) -> log p(x|z)`` (B,)."""
+
+    log_prob_exact = False
+    iwae_chunk_images = 4096  # decoded images per chunk of the IWAE bound's samples
+
+    def q(self, x: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def decoded_log_likelihood(self, x: torch.Tensor, labels: torch.Tensor | None, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @staticmethod
+    def reparameterise(mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One draw z of N(mu, exp(logvar)) and the analytic KL to N(0, I) per image (B,)."""
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        return z, 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
+
+    def _metrics(self, terms: dict[str, torch.Tensor], loss: torch.Tensor) -> dict[str, float]:
+        nelbo = (terms["recon"] + terms["kl"]).mean().item()
+        return {"loss": loss.item(), "recon": terms["recon"].mean().item(),
+                "kl": terms["kl"].mean().item(), "elbo_bpd": bits_per_dim(nelbo, self.dims)}
+
+    @torch.no_grad()
+    def encode(self, x, labels=None) -> torch.Tensor:
+        return self.q(x, labels)[0]
+
+    @torch.no_grad()
+    def latent_samples(self, x, labels=None, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One draw of q(z|x) per image and as many of the prior N(0, I), (B, latent_dim) each."""
+        return posterior_and_prior(*self.q(x, labels), generator)
+
+    @torch.no_grad()
+    def log_prob(self, x, labels=None, k: int = 1) -> torch.Tensor:
+        """ELBO (k=1) or the IWAE bound with k importance samples, in nats per image (B,)."""
+        if k < 1:
+            raise ValueError(f"k must be ≥ 1, got {k}")
+        if k == 1:
+            terms = self(x, labels)
+            return -(terms["recon"] + terms["kl"])
+        mu, logvar = self.q(x, labels)
+
+        def log_likelihood(z: torch.Tensor, kk: int) -> torch.Tensor:
+            return self.decoded_log_likelihood(x.repeat(kk, 1, 1, 1), None if labels is None else labels.repeat(kk), z)
+
+        return importance_weighted_bound(mu, logvar, k, log_likelihood, chunk_images=self.iwae_chunk_images)
+
+
 @MODELS.register("vae")
-class VAE(GenerativeModel):
+class VAE(GaussianLatentModel):
     config_class = VAEConfig
     capabilities = frozenset({LOG_PROB, ENCODE, INTERPOLATE, TRAVERSE, RECONSTRUCT, LATENT_PRIOR})
-    log_prob_exact = False
 
     def __init__(self, config: VAEConfig, shape, levels, num_classes=None):
         super().__init__(config, shape, levels, num_classes)
@@ -97,6 +146,12 @@ class VAE(GenerativeModel):
         mu, logvar = self.encoder(inp).chunk(2, dim=1)
         return mu, logvar.clamp(-12.0, 8.0)
 
+    def q(self, x, labels):
+        return self.posterior(x, self._onehot(labels, len(x)))
+
+    def decoded_log_likelihood(self, x, labels, z):
+        return categorical_log_likelihood(self.decode_logits(z, self._onehot(labels, len(x))), x)
+
     def decode_logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         c, h, w = self.shape
         if y is not None:
@@ -106,11 +161,8 @@ class VAE(GenerativeModel):
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per-image terms of the negative ELBO with one reparameterised sample."""
         y = self._onehot(labels, len(x))
-        mu, logvar = self.posterior(x, y)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        recon = -categorical_log_likelihood(self.decode_logits(z, y), x)  # (B,)
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)  # (B,) analytic KL to N(0, I)
-        return {"recon": recon, "kl": kl}
+        z, kl = self.reparameterise(*self.posterior(x, y))
+        return {"recon": -categorical_log_likelihood(self.decode_logits(z, y), x), "kl": kl}  # each (B,)
 
     # -- contract ---------------------------------------------------------------------------
 
@@ -126,11 +178,6 @@ class VAE(GenerativeModel):
         terms = self(batch.x, batch.labels)
         # Validation reports the true negative ELBO (β=1) so checkpoints are chosen on the bound.
         return self._metrics(terms, (terms["recon"] + terms["kl"]).mean())
-
-    def _metrics(self, terms: dict[str, torch.Tensor], loss: torch.Tensor) -> dict[str, float]:
-        nelbo = (terms["recon"] + terms["kl"]).mean().item()
-        return {"loss": loss.item(), "recon": terms["recon"].mean().item(),
-                "kl": terms["kl"].mean().item(), "elbo_bpd": bits_per_dim(nelbo, self.dims)}
 
     @torch.no_grad()
     def sample(self, n, labels=None, generator=None) -> torch.Tensor:
@@ -156,36 +203,9 @@ class VAE(GenerativeModel):
         return self.decode_mean(traversal_latents(self.config.latent_dim, steps, span, z, self.device))
 
     @torch.no_grad()
-    def encode(self, x, labels=None) -> torch.Tensor:
-        return self.posterior(x, self._onehot(labels, len(x)))[0]
-
-    @torch.no_grad()
     def reconstruction_log_prob(self, x, labels=None) -> torch.Tensor:
         """log p(x | z = the posterior mean), nats per image (B,)."""
-        y = self._onehot(labels, len(x))
-        return categorical_log_likelihood(self.decode_logits(self.posterior(x, y)[0], y), x)
-
-    @torch.no_grad()
-    def latent_samples(self, x, labels=None, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One draw of q(z|x) per image and as many of the prior N(0, I), (B, latent_dim) each."""
-        return posterior_and_prior(*self.posterior(x, self._onehot(labels, len(x))), generator)
-
-    @torch.no_grad()
-    def log_prob(self, x, labels=None, k: int = 1) -> torch.Tensor:
-        """ELBO (k=1) or the IWAE bound with k importance samples, in nats per image (B,)."""
-        if k < 1:
-            raise ValueError(f"k must be ≥ 1, got {k}")
-        if k == 1:
-            terms = self(x, labels)
-            return -(terms["recon"] + terms["kl"])
-        y = self._onehot(labels, len(x))
-        mu, logvar = self.posterior(x, y)
-
-        def log_likelihood(z: torch.Tensor, kk: int) -> torch.Tensor:
-            logits = self.decode_logits(z, None if y is None else y.repeat(kk, 1))
-            return categorical_log_likelihood(logits, x.repeat(kk, 1, 1, 1))
-
-        return importance_weighted_bound(mu, logvar, k, log_likelihood)
+        return self.decoded_log_likelihood(x, labels, self.encode(x, labels))
 
 
 @MODELS.register("beta-vae")
