@@ -41,7 +41,7 @@ bench: install
 	$(PY) bench/knn_speed.py
 	$(PY) bench/digits_quality.py
 	$(PY) bench/digits_fid.py
-	$(PY) bench/reweight_imbalance.py
+	$(PY) bench/reweight_rarity.py
 
 ui: install
 	$(VENV)/bin/genlib ui

@@ -134,6 +134,9 @@ class Checked:
         """Rules that relate several fields; raise ``ConfigValueError`` naming the field to change."""
 
 
+STYLE_NAMES = ("thick", "slant")  # genlib.data.styles.STYLES; a test keeps them equal
+
+
 @dataclass(frozen=True)
 class DataConfig(Checked):
     source: str = checked("digits", name())  # registered dataset source (genlib.data.sources.SOURCES)
@@ -151,8 +154,21 @@ class DataConfig(Checked):
     rare_class: int | None = checked(None, at_least(0))
     # share of rare_class's train images kept (seeded; val and test stay whole)
     rare_keep: float = checked(1.0, between(0, 1, low_open=True))
+    # a style (genlib.data.styles: "thick" strokes, "slant"ed) drawn on part of every class's images;
+    # with style_class, a rare combination of one class and the style
+    style: str | None = checked(None, one_of(None, *STYLE_NAMES))
+    style_share: float = checked(0.02, between(0, 1))  # share of each class's train images in the style
+    style_class: int | None = checked(None, at_least(0))  # this class's train images take style_class_share instead
+    style_class_share: float = checked(0.15, between(0, 1))
+    style_eval_share: float = checked(0.5, between(0, 1))  # share of each class's val and test images in the style
 
     def check(self) -> None:
+        if self.rare_class is not None and self.style is not None:
+            raise ConfigValueError("style", self.style,
+                                   f"no style together with rare_class={self.rare_class} (one rarity per dataset); "
+                                   f"for a rare combination of a class and a style set style_class instead")
+        if self.style_class is not None and self.style is None:
+            raise ConfigValueError("style_class", self.style_class, "a style to combine with; set data.style too")
         if self.val_fraction + self.test_fraction >= 1:
             raise ConfigValueError("test_fraction", self.test_fraction,
                                    f"val_fraction + test_fraction < 1 (val_fraction is {self.val_fraction}), "
@@ -198,6 +214,9 @@ class TrainConfig(Checked):
     precision: str = checked("fp32", one_of(*PRECISIONS))
     # per-sample sampling weights: a weights .parquet or the MLflow run id of a reweight run
     weights: str | None = checked(None, ANY)
+    # adaptive reweighting (DB-VAE): every this many epochs, recompute the sampling weights from the model being
+    # trained (its latent means, weighted as reweight.* says; a family that declares encode); null: off
+    reweight_every: int | None = checked(None, at_least(1))
 
     def check(self) -> None:
         if self.batch_size < self.num_workers:
@@ -228,37 +247,64 @@ class EvalConfig(Checked):
     device: str = checked("auto", one_of("auto", "cpu", "cuda"))
 
 
-# DB-VAE reweighting (genlib.evaluate.reweight): per-dimension histograms combined as in the MIT 6.S191
-# lab ("max") or the paper ("product"), or a joint density ("gmm", "kde").
-METHODS = ("max", "product", "gmm", "kde")
-DEFAULT_ALPHA = {"max": 1e-3, "product": 1e-3, "gmm": 0.0, "kde": 0.0}
+# DB-VAE reweighting (genlib.evaluate.reweight). Rarity signals: per-dimension latent histograms combined
+# as in the MIT 6.S191 lab ("max") or the paper ("product"); joint latent densities ("gmm", "kde", "knn":
+# the distance to the k-th nearest neighbour); the per-sample negative ELBO of the images ("elbo"). A method
+# is one signal or several joined by "+" ("knn+elbo"), each standardised before they are summed.
+SIGNALS = ("max", "product", "gmm", "kde", "knn", "elbo")
+METHODS = SIGNALS  # the single-signal methods; any "+"-combination of them is a method too
+DEFAULT_ALPHA = {"max": 1e-3, "product": 1e-3, "gmm": 0.0, "kde": 0.0, "knn": 0.0, "elbo": 0.0}
+LATENT_SCALINGS = ("raw", "standardise", "whiten")
 _BANDWIDTH = Rule(lambda v: v in ("scott", "silverman") or (_number(v) and v > 0),
                   "a number > 0, 'scott' or 'silverman'", "wide")
 
 
+def _is_method(v: Any) -> bool:
+    parts = v.split("+") if isinstance(v, str) else []
+    return bool(parts) and all(p in SIGNALS for p in parts) and len(set(parts)) == len(parts)
+
+
+_METHOD = Rule(_is_method, f"one of {list(SIGNALS)} or several of them joined by '+' (e.g. 'knn+elbo')", "median")
+
+
 @dataclass(frozen=True)
 class ReweightConfig(Checked):
-    # "max" (the lab's combination), "product" (the paper's), "gmm" or "kde"
-    method: str = checked("max", one_of(*METHODS))
+    # the rarity signal(s), see SIGNALS above; the default was chosen by bench/reweight_rarity.py (README)
+    method: str = checked("knn", _METHOD)
     bins: int = checked(10, at_least(1))  # histogram bins per latent dimension (10 in the lab)
-    alpha: float | None = checked(None, at_least(0))  # smoothing added to the density; None: DEFAULT_ALPHA[method]
+    # smoothing added to each density before inverting it; None: DEFAULT_ALPHA per signal
+    alpha: float | None = checked(None, at_least(0))
+    k: int = checked(10, at_least(1))  # "knn": the neighbour whose distance measures the density
+    # latents before a joint density: as encoded, each dimension scaled to unit variance, or PCA-whitened
+    latents: str = checked("raw", one_of(*LATENT_SCALINGS))
+    # temper the weights (w ∝ exp(τ·log w), largest τ ≤ 1) so the effective sample size stays at least this
+    # share of N; null: never temper
+    min_ess: float | None = checked(0.2, between(0, 1, low_open=True))
     n_components: int = checked(10, at_least(1))  # "gmm": mixture components (full covariances); no published default
     # "kde": Gaussian kernel width, a number or "scott"/"silverman"
     bandwidth: float | str = checked("scott", _BANDWIDTH)
-    seed: int = checked(0, at_least(0))  # "gmm": k-means initialisation seed
+    seed: int = checked(0, at_least(0))  # "gmm": k-means initialisation seed; "elbo": the ELBO's draw of z
     encoder: str = checked("vae", ANY)  # pipeline: label of the trained model whose latent means are weighted
     # pipeline: labels of models retrained with the weights; empty: no reweight stage
     retrain: tuple[str, ...] = checked((), ANY)
 
     @property
+    def signals(self) -> tuple[str, ...]:
+        return tuple(self.method.split("+"))
+
+    def smoothing_of(self, signal: str) -> float:
+        """The α a signal actually uses."""
+        return DEFAULT_ALPHA[signal] if self.alpha is None else self.alpha
+
+    @property
     def smoothing(self) -> float:
-        """The α actually used."""
-        return DEFAULT_ALPHA[self.method] if self.alpha is None else self.alpha
+        """The α actually used (of the first signal, for a combination)."""
+        return self.smoothing_of(self.signals[0])
 
     def params(self) -> dict[str, Any]:
         """The fields with α resolved: what to log and to store with the weights."""
         density = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("encoder", "retrain")}
-        return {**density, "alpha": self.smoothing}
+        return {**density, "alpha": self.smoothing if len(self.signals) == 1 else self.alpha}
 
 
 @dataclass(frozen=True)

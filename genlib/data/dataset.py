@@ -46,6 +46,13 @@ class DatasetVersion:
         path = self.path / f"{split}_labels.npy"
         return np.load(path) if path.exists() else None
 
+    def rare(self, split: str) -> np.ndarray | None:
+        """(N,) bool: which images are in the rare subgroup the config induced (``data.rare_class``,
+        ``data.style``); None for a version without one. For reports and benchmarks only."""
+        _check_split(split)
+        path = self.path / f"{split}_rare.npy"
+        return np.load(path) if path.exists() else None
+
     def dataset(self, split: str) -> ImageDataset:
         return ImageDataset(self.path, split)
 

@@ -1,10 +1,13 @@
 """Prepare immutable, content-hashed dataset versions.
 
 A dataset version is a directory ``<GENLIB_HOME>/datasets/<source>-<hash12>/`` holding
-``{split}_images.npy`` (uint8, N×H×W×C), ``{split}_labels.npy`` when labelled, and
-``manifest.json``. The hash covers every array and the levels, so the same inputs give the same
-directory and preparing them again is a cache hit. Writing goes to a temporary directory that is
-renamed into place only when complete, so a failure leaves nothing behind.
+``{split}_images.npy`` (uint8, N×H×W×C), ``{split}_labels.npy`` when labelled,
+``{split}_rare.npy`` (bool, N) when the config induces a rarity (``data.rare_class`` or
+``data.style``: which images belong to the rare subgroup — a report-only label that training and
+reweighting never read), and ``manifest.json``. The hash covers every array and the levels, so
+the same inputs give the same directory and preparing them again is a cache hit. Writing goes to a
+temporary directory that is renamed into place only when complete, so a failure leaves nothing
+behind.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def prepare(cfg: DataConfig, root: Path | None = None) -> Prepared:
     splits = split_indices(source, cfg)
     arrays = {name: (source.images[idx], None if source.labels is None else source.labels[idx])
               for name, idx in splits.items()}
+    arrays = induce_rarity(arrays, source.levels, cfg)
     content_hash = hash_arrays(arrays, source.levels)
     root = Path(root) if root else paths.datasets_dir()
     target = root / f"{cfg.source}-{content_hash[:12]}"
@@ -111,15 +115,50 @@ def _stratified(pool: np.ndarray, labels: np.ndarray | None, fractions: dict[str
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
-def hash_arrays(arrays: dict[str, tuple[np.ndarray, np.ndarray | None]], levels: int) -> str:
-    digest = hashlib.sha256(f"genlib-dataset-v{FORMAT_VERSION};levels={levels}".encode())
+def induce_rarity(arrays: dict[str, tuple], levels: int, cfg: DataConfig) -> dict[str, tuple]:
+    """``(images, labels, rare)`` per split: the style drawn on its share of each class (seeded, the
+    same rule in every split) and the report-only rare flag; ``rare`` is None without a rarity."""
+    if cfg.style is None:
+        return {name: (images, labels, None if cfg.rare_class is None else labels == cfg.rare_class)
+                for name, (images, labels) in arrays.items()}
+    from genlib.data.styles import STYLES
+
+    if cfg.style_class is not None and (arrays["train"][1] is None or cfg.style_class not in arrays["train"][1]):
+        raise ValueError(f"data.style_class={cfg.style_class} has no training images; a rare combination needs "
+                         f"a labelled source and a class present in it")
+    rng = np.random.default_rng([cfg.seed, 1])  # its own stream: the split does not depend on the style
+    out = {}
     for name in SPLITS:
         images, labels = arrays[name]
+        styled = np.zeros(len(images), dtype=bool)
+        groups = [np.arange(len(images))] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+        for group in groups:
+            share = cfg.style_eval_share if name != "train" else (
+                cfg.style_class_share if labels is not None and labels[group[0]] == cfg.style_class else cfg.style_share)
+            styled[rng.choice(group, int(round(share * len(group))), replace=False)] = True
+        images = images.copy()
+        images[styled] = STYLES[cfg.style](images[styled], levels)
+        rare = styled if cfg.style_class is None else styled & (labels == cfg.style_class)
+        out[name] = (images, labels, rare)
+    if not out["train"][2].any():
+        raise ValueError(f"data.style={cfg.style!r} leaves no rare training image at these shares; raise "
+                         f"data.style_share (or data.style_class_share for a rare combination)")
+    return out
+
+
+def hash_arrays(arrays: dict[str, tuple], levels: int) -> str:
+    """SHA-256 over the levels and every split's images, labels and rare flags (when present)."""
+    digest = hashlib.sha256(f"genlib-dataset-v{FORMAT_VERSION};levels={levels}".encode())
+    for name in SPLITS:
+        images, labels, rare = arrays[name]
         digest.update(f";{name};{images.shape}".encode())
         digest.update(np.ascontiguousarray(images).tobytes())
         if labels is not None:
             digest.update(b";labels")
             digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+        if rare is not None:
+            digest.update(b";rare")
+            digest.update(np.ascontiguousarray(rare, dtype=bool).tobytes())
     return digest.hexdigest()
 
 
@@ -135,9 +174,9 @@ def verify_version(path: Path) -> None:
     manifest = read_manifest(path)
     arrays = {}
     for name in SPLITS:
-        labels_path = Path(path) / f"{name}_labels.npy"
+        optional = [Path(path) / f"{name}_{kind}.npy" for kind in ("labels", "rare")]
         arrays[name] = (np.load(Path(path) / f"{name}_images.npy"),
-                        np.load(labels_path) if labels_path.exists() else None)
+                        *(np.load(p) if p.exists() else None for p in optional))
     actual = hash_arrays(arrays, manifest["levels"])
     if actual != manifest["content_hash"]:
         raise ValueError(f"{path}: content hash is {actual}, manifest says {manifest['content_hash']}")
@@ -156,6 +195,7 @@ def _manifest(cfg: DataConfig, source: SourceData, arrays, content_hash: str) ->
         "num_classes": int(source.labels.max()) + 1 if labelled else None,
         "class_names": list(source.class_names) if source.class_names else None,
         "splits": {name: int(len(arrays[name][0])) for name in SPLITS},
+        "rare": {name: int(arrays[name][2].sum()) for name in SPLITS} if arrays["train"][2] is not None else None,
         "seed": cfg.seed,
         "content_hash": content_hash,
     }
@@ -164,10 +204,12 @@ def _manifest(cfg: DataConfig, source: SourceData, arrays, content_hash: str) ->
 def _write_atomically(target: Path, arrays, manifest: dict[str, Any]) -> None:
     # A version prepared meanwhile by another process is identical, and is kept.
     with atomic_dir(target) as tmp:
-        for name, (images, labels) in arrays.items():
+        for name, (images, labels, rare) in arrays.items():
             np.save(tmp / f"{name}_images.npy", np.ascontiguousarray(images))
             if labels is not None:
                 np.save(tmp / f"{name}_labels.npy", labels.astype(np.int64))
+            if rare is not None:
+                np.save(tmp / f"{name}_rare.npy", rare.astype(bool))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         for f in tmp.iterdir():
             f.chmod(0o444)  # a version is never modified

@@ -51,6 +51,15 @@ class WeightedDistributedSampler(Sampler[int]):
         self.epoch = 0
         self.per_rank = math.ceil(self.num_samples / num_replicas)
 
+    def set_weights(self, weights: Sequence[float] | np.ndarray | torch.Tensor) -> None:
+        """Draw from new weights (one per sample, as many as before) from the next ``draw`` on; every
+        rank must set the same weights before the same epoch (adaptive reweighting)."""
+        w = _check_weights(weights, len(self.weights))
+        if not self.replacement and self.num_samples > int((w > 0).sum()):
+            raise ValueError(f"cannot draw {self.num_samples} distinct indices from {int((w > 0).sum())} non-zero "
+                             f"weights")
+        self.weights = w
+
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch's draw; every rank must set the same epoch."""
         self.epoch = epoch

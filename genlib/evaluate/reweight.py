@@ -4,15 +4,21 @@ Encode every training image to its posterior mean z, estimate how dense the data
 z, and give a sample a sampling weight that grows as its density shrinks, so that rare kinds of
 images are seen more often in training. The pieces, all pure functions over arrays:
 
-* ``latent_means``: posterior means (N, d) of a model that declares ``encode``;
+* ``latent_means``: posterior means (N, d) of a model that declares ``encode``; ``sample_losses``:
+  per-image negative ELBOs of a model that declares ``log_prob``;
 * densities, as LOG densities so that products over many dimensions neither overflow nor
-  underflow: ``histogram_log_density`` per dimension (N, d), ``gmm_log_density`` and
-  ``kde_log_density`` joint (N,);
-* ``log_weights`` combines them (method "product" [1], "max" [2], "gmm", "kde") and
-  ``normalise`` turns log weights into weights that sum to 1; ``estimate_weights`` does both
-  from a ``ReweightConfig``;
+  underflow: ``histogram_log_density`` per dimension (N, d), ``gmm_log_density``,
+  ``kde_log_density`` and ``knn_log_density`` joint (N,), over latents ``scale_latents`` may
+  standardise or whiten;
+* ``log_weights`` turns one rarity signal (method "knn", "max" [2], "product" [1], "gmm", "kde",
+  "elbo") or a "+"-sum of standardised signals into log weights; ``temper`` flattens them just
+  enough to keep an effective sample size; ``estimate_weights`` does all of it from a
+  ``ReweightConfig``;
 * diagnostics (``effective_sample_size``, ``diagnostics``, ``per_label_table``) and figures
   (``weight_histogram``, ``extreme_samples``).
+
+The default ("knn", tempered to an ESS of 20 %) was chosen on ``bench/reweight_rarity.py``: rare
+classes, rare styles and a rare class-style combination; the README gives the table.
 
 The weights file is ``genlib/data/weights.py``; the stage that writes it and records the run is
 ``genlib/stages/reweight.py``.
@@ -34,16 +40,21 @@ is a constant per dimension, which the normalisation over samples cancels, so it
 NOTE: Q̂_i is the histogram *density* (count / (N · bin width)), as ``np.histogram(density=True)``
 in [2], so α is on that scale: it is an absolute floor added to a density in units of 1/z.
 NOTE: [1] recomputes the weights every epoch while the VAE trains jointly with a classifier;
-here the VAE is trained first and the weights are computed once from its final encoder.
-NOTE: "gmm" and "kde" are additions: a joint density instead of a product of marginals, weight
-1 / (p(z) + α). A d-dimensional density is small (≈ 0.4^d at the mode of N(0, I)), so the
-α = 1e-3 of the histogram methods would flatten it; their default α is 0 (see ``ReweightConfig``).
+``genlib reweight`` computes them once from a trained VAE, ``train.reweight_every``
+(``genlib/train/adaptive.py``) recomputes them while the model trains.
+NOTE: neither [1] nor [2] tempers; with d = 16 latents the paper's product gives one or two
+images most of the weight (ESS < 1 % on digits), so every method is tempered to ``min_ess``.
+NOTE: "gmm", "kde", "knn" and "elbo" are additions: a joint density instead of a product of
+marginals, weight 1 / (p(z) + α) (for "elbo", exp(−ELBO) ≥ 1 / p(x)). A d-dimensional density
+is small (≈ 0.4^d at the mode of N(0, I)), so the α = 1e-3 of the histogram methods would
+flatten it; their default α is 0 (see ``ReweightConfig``).
 """
 
 from __future__ import annotations
 
 import io
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -150,35 +161,138 @@ def _smooth(log_q: np.ndarray, alpha: float) -> np.ndarray:
 # --------------------------------------------------------------------------- weights
 
 
-def log_weights(z: np.ndarray, method: str = "max", bins: int = 10, alpha: float | None = None,
-                n_components: int = 10, bandwidth: float | str = "scott", seed: int = 0) -> np.ndarray:
-    """Unnormalised log sampling weights (N,) of latents z (N, d); see ``ReweightConfig``.
+def knn_log_density(z: np.ndarray, k: int = 10) -> np.ndarray:
+    """log p(z) of the k-nearest-neighbour estimate k / ((N − 1) · V_d · r_k(z)^d): (N,).
+
+    r_k is the distance from each sample to its k-th nearest other sample (the exact engine of
+    ``genlib.evaluate.knn``) and V_d the volume of the unit d-ball. Distances are floored at
+    1e-12 times the data's spread, so duplicates give a large finite density, not an infinite one."""
+    from genlib.evaluate.knn import nearest_neighbours
+
+    z = _check_latents(z)
+    n, d = z.shape
+    if n <= k:
+        raise ValueError(f"the {k}-nearest-neighbour density needs more than {k} samples, got {n}")
+    r_k = nearest_neighbours(z.astype(np.float32), z.astype(np.float32), k=k, exclude_self=True).distances[:, -1]
+    floor = 1e-12 * max(float(np.sqrt(z.var(axis=0).sum())), 1e-300)
+    log_unit_ball = 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)
+    return math.log(k) - math.log(n - 1) - log_unit_ball - d * np.log(np.maximum(r_k.astype(np.float64), floor))
+
+
+def scale_latents(z: np.ndarray, how: str = "raw", eps: float = 1e-6) -> np.ndarray:
+    """Latents for a joint density: as they are ("raw"), every dimension divided by its standard
+    deviation ("standardise"), or rotated onto their principal axes and each divided by its
+    standard deviation ("whiten"). Dimensions (axes) whose spread is below ``eps`` times the
+    largest carry no information and are dropped instead of being blown up."""
+    z = _check_latents(z)
+    if how == "raw":
+        return z
+    centred = z - z.mean(axis=0)
+    if how == "standardise":
+        std = centred.std(axis=0)
+        keep = std > eps * std.max() if std.max() > 0 else np.zeros(len(std), bool)
+        return centred[:, keep] / std[keep] if keep.any() else centred[:, :1]
+    if how == "whiten":
+        _, sing, axes = np.linalg.svd(centred, full_matrices=False)
+        std = sing / math.sqrt(len(z))
+        keep = std > eps * std.max() if std.max() > 0 else np.zeros(len(std), bool)
+        return (centred @ axes[keep].T) / std[keep] if keep.any() else centred[:, :1]
+    raise ValueError(f"latents={how!r} is not a latent scaling; expected one of 'raw', 'standardise', 'whiten'")
+
+
+def log_weights(z: np.ndarray, method: str = "max", bins: int = 10, alpha: float | None = None, k: int = 10,
+                latents: str = "raw", n_components: int = 10, bandwidth: float | str = "scott", seed: int = 0,
+                losses: np.ndarray | None = None) -> np.ndarray:
+    """Unnormalised log sampling weights (N,) of latents z (N, d), untempered; see ``ReweightConfig``.
 
     * product [1]: −Σ_i log(Q̂_i(z_i) + α);
     * max [2]: max_i log p_i, with p_i ∝ 1 / (Q̂_i(z_i) + α) normalised over samples;
-    * gmm / kde: −log(p(z) + α) with p a joint density."""
-    cfg = ReweightConfig(method=method, bins=bins, alpha=alpha, n_components=n_components,
+    * gmm / kde / knn: −log(p(z) + α) with p a joint density of the (scaled) latents;
+    * elbo: the per-sample loss ``losses`` (N,) itself, the negative ELBO in nats: log 1/p(x)
+      bounded from above;
+    * a "+"-combination: each signal's log weights standardised (zero mean, unit variance over
+      the samples), then summed."""
+    cfg = ReweightConfig(method=method, bins=bins, alpha=alpha, k=k, latents=latents, n_components=n_components,
                          bandwidth=bandwidth, seed=seed)
-    return _combine(_log_density(z, cfg), cfg)
+    return _log_weights(z, cfg, losses)[0]
 
 
-def estimate_weights(z: np.ndarray, config: ReweightConfig = ReweightConfig()) -> tuple[np.ndarray, np.ndarray]:
-    """Weights (N,) summing to 1, and the log density (N,) they came from.
-
-    The log density is the unsmoothed estimate: the joint one for "gmm"/"kde", and Σ_i log Q̂_i
-    (the density if the dimensions were independent) for the histogram methods."""
-    log_q = _log_density(z, config)
-    log_density = log_q.sum(axis=1) if log_q.ndim == 2 else log_q
-    return normalise(_combine(log_q, config)), log_density
+class Estimate(NamedTuple):
+    weights: np.ndarray  # (N,) summing to 1
+    log_density: np.ndarray  # (N,) what they came from (see estimate_weights)
+    tau: float  # the tempering applied: 1 = none
 
 
-def _log_density(z: np.ndarray, cfg: ReweightConfig) -> np.ndarray:
-    """(N, d) per-dimension log Q̂ for the histogram methods, (N,) joint log p otherwise."""
-    return _DENSITY[cfg.method](z, cfg)
+def estimate_weights(z: np.ndarray, config: ReweightConfig = ReweightConfig(),
+                     losses: np.ndarray | None = None) -> Estimate:
+    """Weights (N,) summing to 1, tempered to ``config.min_ess``, the log density (N,) they came
+    from, and the tempering τ.
+
+    The log density is the first signal's unsmoothed estimate: the joint one for "gmm", "kde" and
+    "knn", Σ_i log Q̂_i (the density if the dimensions were independent) for the histogram methods,
+    and the ELBO for "elbo"."""
+    log_w, log_density = _log_weights(z, config, losses)
+    weights, tau = temper(log_w, config.min_ess)
+    return Estimate(weights, log_density, tau)
 
 
-def _combine(log_q: np.ndarray, cfg: ReweightConfig) -> np.ndarray:
-    return _COMBINE[cfg.method](-_smooth(log_q, cfg.smoothing))  # from log 1/(q + α): (N, d) or (N,)
+def temper(log_w: np.ndarray, min_ess: float | None, tolerance: float = 1e-4) -> tuple[np.ndarray, float]:
+    """(normalise(τ · log_w), τ) with the largest τ ∈ [0, 1] whose effective sample size is at
+    least ``min_ess`` · N (τ = 1 when the weights already have it; None: no tempering).
+
+    The ESS of exp(τ·s) falls as τ grows (its log is 2K(τ) − K(2τ) with K the convex cumulant
+    generating function of s), so τ is found by bisection, to ``tolerance``."""
+    w = normalise(log_w)
+    if min_ess is None or effective_sample_size(w) >= min_ess * len(w):
+        return w, 1.0
+    drawn = ~np.isneginf(log_w)  # weight 0 stays 0 at every τ
+
+    def tempered(tau: float) -> np.ndarray:
+        return normalise(np.where(drawn, tau * np.where(drawn, log_w, 0.0), -np.inf))
+
+    low, high = 0.0, 1.0
+    while high - low > tolerance:
+        mid = 0.5 * (low + high)
+        if effective_sample_size(tempered(mid)) >= min_ess * len(w):
+            low = mid
+        else:
+            high = mid
+    return tempered(low), low
+
+
+def _log_weights(z: np.ndarray, cfg: ReweightConfig, losses: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(log weights (N,), log density (N,)) of the config's signal, or the standardised sum of its signals."""
+    z = _check_latents(z)
+    parts = [_signal(z, name, cfg, losses) for name in cfg.signals]
+    if len(parts) == 1:
+        return parts[0]
+    return sum(_standardised(log_w) for log_w, _ in parts), parts[0][1]
+
+
+def _signal(z: np.ndarray, name: str, cfg: ReweightConfig, losses: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    alpha = cfg.smoothing_of(name)
+    if name in ("max", "product"):
+        log_q = histogram_log_density(z, cfg.bins)  # per dimension: scaling the latents changes nothing
+        neg = -_smooth(log_q, alpha)
+        return (_lab_max(neg) if name == "max" else neg.sum(axis=1)), log_q.sum(axis=1)
+    if name == "elbo":
+        if losses is None:
+            raise ValueError("the 'elbo' signal needs per-sample losses (the negative ELBO of every image); "
+                             "compute them with sample_losses(model, images)")
+        losses = np.asarray(losses, dtype=np.float64)
+        if losses.shape != (len(z),) or not np.isfinite(losses).all():
+            raise ValueError(f"losses must be {len(z)} finite values, one per latent, got shape {losses.shape}")
+        return losses.copy(), -losses
+    scaled = scale_latents(z, cfg.latents)
+    log_p = {"gmm": lambda: gmm_log_density(scaled, cfg.n_components, cfg.seed),
+             "kde": lambda: kde_log_density(scaled, cfg.bandwidth),
+             "knn": lambda: knn_log_density(scaled, cfg.k)}[name]()
+    return -_smooth(log_p, alpha), log_p
+
+
+def _standardised(log_w: np.ndarray) -> np.ndarray:
+    spread = log_w.std()
+    return (log_w - log_w.mean()) / spread if spread > 0 else np.zeros_like(log_w)
 
 
 def _lab_max(neg: np.ndarray) -> np.ndarray:
@@ -186,19 +300,30 @@ def _lab_max(neg: np.ndarray) -> np.ndarray:
     return (neg - logsumexp(neg, axis=0, keepdims=True)).max(axis=1)
 
 
-# One entry per method: how to estimate the density, and how to combine log 1/(q + α) into (N,).
-_DENSITY = {
-    "max": lambda z, cfg: histogram_log_density(z, cfg.bins),
-    "product": lambda z, cfg: histogram_log_density(z, cfg.bins),
-    "gmm": lambda z, cfg: gmm_log_density(z, cfg.n_components, cfg.seed),
-    "kde": lambda z, cfg: kde_log_density(z, cfg.bandwidth),
-}
-_COMBINE = {
-    "max": _lab_max,
-    "product": lambda neg: neg.sum(axis=1),  # [1]: Π_i 1/(Q̂_i + α)
-    "gmm": lambda neg: neg,
-    "kde": lambda neg: neg,
-}
+@torch.no_grad()
+def sample_losses(model: torch.nn.Module, images: torch.Tensor | np.ndarray, batch_size: int = 512,
+                  labels: torch.Tensor | np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    """Per-image negative ELBO in nats (N,) of a model that declares ``log_prob`` (one draw of z per
+    image, from a generator seeded with ``seed``, so the same model gives the same losses)."""
+    from genlib.models.base import LOG_PROB
+
+    if LOG_PROB not in getattr(model, "capabilities", ()):
+        raise ValueError(f"{type(model).__name__} does not declare {LOG_PROB!r}; the 'elbo' signal needs a "
+                         f"model with a likelihood bound (a VAE family)")
+    images = torch.as_tensor(images)
+    was_training, device = model.training, model.device
+    model.eval()
+    try:
+        out = []
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for start in range(0, len(images), batch_size):
+                x = images[start:start + batch_size].to(device)
+                y = None if labels is None else torch.as_tensor(labels[start:start + batch_size]).to(device)
+                out.append(-model.log_prob(x, y).double().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out).numpy()
 
 
 def normalise(log_w: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 A checkpoint directory holds
   ``model.safetensors``   the weights,
   ``optimizers.pt``       optimizer state dicts (loaded with ``weights_only=True``),
-  ``state.json``          family, model config, image shape, levels, classes, epoch, step, metrics.
+  ``state.json``          family, model config, image shape, levels, classes, epoch, step, metrics,
+  ``sampling_weights.npy`` the train split's sampling weights in use, when training reweights adaptively.
 Everything needed to rebuild the model is in ``state.json``; nothing is unpickled.
 """
 
@@ -14,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -24,13 +26,17 @@ from genlib.models import GenerativeModel, build_model, model_config_class
 WEIGHTS = "model.safetensors"
 OPTIMIZERS = "optimizers.pt"
 STATE = "state.json"
+SAMPLING_WEIGHTS = "sampling_weights.npy"
 
 
 def save_checkpoint(path: str | Path, model: GenerativeModel,
                     optimizers: dict[str, torch.optim.Optimizer] | None = None,
-                    **progress: Any) -> Path:
-    """Write a checkpoint directory atomically (temp dir + rename). ``progress``: epoch, step, metrics..."""
+                    sampling_weights: np.ndarray | None = None, **progress: Any) -> Path:
+    """Write a checkpoint directory atomically (temp dir + rename). ``progress``: epoch, step, metrics...
+    ``sampling_weights``: the train split's weights in use (adaptive reweighting), restored on resume."""
     with atomic_dir(path, overwrite=True) as tmp:
+        if sampling_weights is not None:
+            np.save(tmp / SAMPLING_WEIGHTS, np.asarray(sampling_weights, dtype=np.float64))
         weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(weights, tmp / WEIGHTS)
         if optimizers:
@@ -65,6 +71,12 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
     optimizer_states = (torch.load(path / OPTIMIZERS, map_location="cpu", weights_only=True)
                         if (path / OPTIMIZERS).exists() else {})
     return state, weights, optimizer_states
+
+
+def read_sampling_weights(path: str | Path) -> np.ndarray | None:
+    """The sampling weights a checkpoint was saved with, or None."""
+    file = Path(path) / SAMPLING_WEIGHTS
+    return np.load(file) if file.exists() else None
 
 
 def load_optimizer_states(optimizers: dict[str, torch.optim.Optimizer], saved: dict[str, Any]) -> None:

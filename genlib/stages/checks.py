@@ -21,13 +21,19 @@ DEFAULT_PRESET = "digits"  # the evaluation settings of an audit whose --dataset
 
 
 def check_names(cfg: Config) -> None:
-    """Raise ValueError naming the key if a registered name in ``cfg`` is unknown, or if it asks
-    for a device this machine does not have."""
+    """Raise ValueError naming the key if a registered name in ``cfg`` is unknown, if it asks for
+    a device this machine does not have, or for adaptive reweighting of a model that cannot encode."""
     for key, registry, value in (("data.source", SOURCES, cfg.data.source),
                                  ("eval.extractor", EXTRACTORS, cfg.eval.extractor)):
         if value not in registry:
             raise ValueError(f"{key}={value!r} is not a known {registry.kind}; known: {registry.names()}")
     eval_device(cfg.eval.device)  # eval.device=cuda without a CUDA GPU
+    if cfg.train.reweight_every is not None:  # every model trained must be able to weight its own training set
+        from genlib.models import MODELS
+        from genlib.train.adaptive import check_adaptive
+
+        for model in cfg.pipeline_models():
+            check_adaptive(cfg.replace(model=model), MODELS.get(model.family).capabilities)
 
 
 def resolve_dataset(dataset: str, overrides: list[str] | None = None) -> tuple[Config, Path]:

@@ -26,6 +26,7 @@ from genlib.evaluate.reweight import (
     extreme_samples,
     latent_means,
     per_label_table,
+    sample_losses,
     weight_histogram,
 )
 from genlib.models.io import load_model
@@ -65,14 +66,16 @@ def reweight(vae_run_id: str, dataset: str | os.PathLike | None = None, override
                          f"{version.shape} with {version.levels}; reweight a dataset of the kind it was trained on")
     images = torch.from_numpy(np.array(version.images("train"))).permute(0, 3, 1, 2)  # (N, C, H, W)
     labels = version.labels("train") if version.num_classes else None
-    z = latent_means(model, images, labels=labels if model.num_classes else None)
-    weights, log_density = estimate_weights(z, cfg)
+    model_labels = labels if model.num_classes else None
+    z = latent_means(model, images, labels=model_labels)
+    losses = sample_losses(model, images, labels=model_labels, seed=cfg.seed) if "elbo" in cfg.signals else None
+    weights, log_density, tau = estimate_weights(z, cfg, losses)
     params = cfg.params()
     key = f"{version.content_hash[:12]}-{vae_run_id[:12]}-{_digest(params)}"
     path = write_weights(weights_table(weights, log_density, labels), paths.home() / "weights" / key / WEIGHTS_FILE,
                          {"dataset_hash": version.content_hash, "vae_run_id": vae_run_id, "split": "train",
                           "params": params, "key": key})
-    stats = diagnostics(weights)
+    stats = {**diagnostics(weights), "tau": tau}
     tags = {Tag.STAGE: Stage.REWEIGHT, Tag.DATASET_HASH: version.content_hash, Tag.VAE_RUN: vae_run_id,
             Tag.WEIGHTS_KEY: key}
     with tracker.run(experiment_name(vae.config), f"reweight-{cfg.method}", parent_run_id, tags) as run_id:

@@ -21,8 +21,10 @@ from genlib.config import Config
 from genlib.data.dataset import DatasetVersion
 from genlib.data.weights import check_weights, read_weights
 from genlib.figures import image_grid
+from genlib.models import MODELS
 from genlib.runs import weights_file
 from genlib.tracking import CHECKPOINT, Stage, Tag, Tracker, epoch_samples, experiment_name
+from genlib.train.adaptive import check_adaptive
 from genlib.train.hooks import TrainHooks
 from genlib.train.launch import (
     check_cluster_storage,
@@ -53,6 +55,7 @@ def train(cfg: Config, dataset: str | Path, tracker: Tracker | None = None,
     tags = {Tag.STAGE: Stage.TRAIN, Tag.FAMILY: cfg.model.family, Tag.MODEL: cfg.model.label,
             Tag.DATASET_HASH: version.content_hash, Tag.PRESET: cfg.name}
     weights, weights_meta = training_weights(cfg, version, tracker)
+    check_adaptive(cfg, MODELS.get(cfg.model.family).capabilities)  # also for callers that skip check_names
     ensure_ray()
     check_resources(cfg.train)  # before any run is opened
     check_cluster_storage(cfg.train.storage_path, version.path)

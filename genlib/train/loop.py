@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray.train
 import ray.train.torch
 import torch
@@ -31,8 +32,11 @@ from genlib.data.dataset import DatasetVersion
 from genlib.data.sampling import WeightedDistributedSampler
 from genlib.models import GenerativeModel, build_model
 from genlib.models.base import Batch
-from genlib.models.io import load_optimizer_states, read_checkpoint, save_checkpoint
+from genlib.models.io import load_optimizer_states, read_checkpoint, read_sampling_weights, save_checkpoint
 from genlib.presets import config_from_dict
+from genlib.train.adaptive import PREFIX as REWEIGHT_PREFIX
+from genlib.train.adaptive import due as reweight_due
+from genlib.train.adaptive import recompute_weights
 from genlib.train.chaos import Faults
 from genlib.train.hooks import TrainHooks
 
@@ -71,7 +75,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
 
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     model = build_model(cfg.model, version.shape, version.levels, version.num_classes)
-    progress, optimizer_states = _restore(model)
+    progress, optimizer_states, sampling_weights = _restore(model)
     hooks.resumed(progress.epoch)
     torch.manual_seed(cfg.train.seed + 1000 * rank + progress.epoch)  # own noise per rank and epoch
     # Moves to the device; DDP when world > 1 and there are gradients to synchronise.
@@ -81,10 +85,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     optimizers = model.configure_optimizers(cfg.train)
     if optimizer_states is not None:
         load_optimizer_states(optimizers, optimizer_states)
-    train_loader, val_loader = _loaders(cfg, version, rank, world, loop_config.get("weights"),
-                                        pin_memory=device.type == "cuda")
+    every = cfg.train.reweight_every
+    weights = loop_config.get("weights")
+    if every is not None:  # adaptive: weighted from the start, from the weights in use when the checkpoint was taken
+        n = version.manifest["splits"]["train"]
+        weights = sampling_weights if sampling_weights is not None else (
+            weights if weights is not None else np.full(n, 1.0 / n))
+    train_loader, val_loader = _loaders(cfg, version, rank, world, weights, pin_memory=device.type == "cuda")
 
     for epoch in range(progress.epoch + 1, cfg.train.epochs + 1):
+        reweighted = {}
+        if reweight_due(epoch, every):  # from the model as it is now, on every rank alike
+            weights, stats = recompute_weights(model, cfg, version, rank, world)
+            train_loader.sampler.set_weights(weights)
+            reweighted = _prefix(stats, REWEIGHT_PREFIX)
         train_loader.sampler.set_epoch(epoch - 1)
         started = time.perf_counter()
         model.train()
@@ -97,13 +111,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         seconds = time.perf_counter() - started
         model.eval()
         val_metrics = _validate(model, val_loader, device, seed=cfg.train.seed)
-        metrics = {**_prefix(train_metrics, "train_"), **_prefix(val_metrics, "val_"),
+        metrics = {**_prefix(train_metrics, "train_"), **_prefix(val_metrics, "val_"), **reweighted,
                    "epoch": epoch, "epoch_seconds": seconds,
                    "images_per_second": len(train_loader.dataset) / seconds}
         stop = progress.end_epoch(epoch, metrics["val_loss"], cfg.train.patience)
         last = stop or epoch == cfg.train.epochs
         hooks.epoch_end(model, cfg, metrics, samples=_due(epoch, cfg.train.sample_every, last), stopped_early=stop)
-        _report(model, optimizers, metrics, progress, _due(epoch, cfg.train.checkpoint_every, last), cfg, rank)
+        _report(model, optimizers, metrics, progress, _due(epoch, cfg.train.checkpoint_every, last), cfg, rank,
+                train_loader.sampler.weights.numpy() if every is not None else None)
         faults.after_epoch(epoch)
         if stop:
             break
@@ -140,7 +155,7 @@ def _loaders(cfg: Config, version: DatasetVersion, rank: int, world: int, weight
 LATEST = "genlib_latest_checkpoint.json"  # in the Ray run's folder: the last checkpoint rank 0 reported
 
 
-def _restore(model: GenerativeModel) -> tuple[Progress, dict | None]:
+def _restore(model: GenerativeModel) -> tuple[Progress, dict | None, np.ndarray | None]:
     """Load the latest checkpoint of this Ray run, if any: the one Ray hands back after a failure
     or a relaunch, or a later one rank 0 reported that Ray had not recorded yet.
 
@@ -149,18 +164,20 @@ def _restore(model: GenerativeModel) -> tuple[Progress, dict | None]:
     between (Ctrl-C right after an epoch) would resume from an older checkpoint or from scratch.
     Rank 0 therefore notes each checkpoint as soon as ``report`` returns (``_note_latest``).
 
-    Returns the progress to continue from (epoch 0 for a fresh start) and optimizer states."""
+    Returns the progress to continue from (epoch 0 for a fresh start), optimizer states and the
+    sampling weights in use (adaptive reweighting; else None)."""
     checkpoint = _latest(ray.train.get_checkpoint(), _noted())
     if checkpoint is None:
-        return Progress(), None
+        return Progress(), None, None
     with checkpoint.as_directory() as ckpt_dir:
         state, weights, optimizer_states = read_checkpoint(ckpt_dir)
+        sampling_weights = read_sampling_weights(ckpt_dir)
     model.load_state_dict(weights)
     fresh = asdict(Progress())
     progress = Progress(**{key: state.get(key, default) for key, default in fresh.items()})
     if "epochs_from" not in state:  # NOTE: checkpoints written before epochs counted from 1
         progress.epoch += 1
-    return progress, optimizer_states
+    return progress, optimizer_states, sampling_weights
 
 
 def _quiet_report_logs() -> None:
@@ -239,7 +256,8 @@ def _global_mean(sums: dict[str, float], count: int, device) -> dict[str, float]
     return {k: v / max(count, 1) for k, v in zip(keys, values)}
 
 
-def _report(model, optimizers, metrics, progress: Progress, with_checkpoint: bool, cfg: Config, rank: int) -> None:
+def _report(model, optimizers, metrics, progress: Progress, with_checkpoint: bool, cfg: Config, rank: int,
+            sampling_weights: np.ndarray | None = None) -> None:
     """Report the epoch to Ray Train, with a checkpoint (written by rank 0) when one is due."""
     if not with_checkpoint:
         ray.train.report(metrics)
@@ -247,7 +265,7 @@ def _report(model, optimizers, metrics, progress: Progress, with_checkpoint: boo
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
-            path = save_checkpoint(Path(tmp) / "checkpoint", model, optimizers, metrics=metrics,
+            path = save_checkpoint(Path(tmp) / "checkpoint", model, optimizers, sampling_weights, metrics=metrics,
                                    config=cfg.to_dict(), epochs_from=1, **asdict(progress))
             checkpoint = ray.train.Checkpoint.from_directory(str(path))
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{progress.epoch:05d}")

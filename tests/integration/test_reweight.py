@@ -1,28 +1,35 @@
-"""DB-VAE reweighting end to end: a real VAE run → `genlib reweight` → weights file in MLflow, and
-weights refused for another dataset. (Retraining with them on two workers: test_pipeline.py.)"""
+"""DB-VAE reweighting end to end: a real VAE run, reweighting its own training set as it trains on two
+Ray Train workers (``train.reweight_every``) → `genlib reweight` → weights file in MLflow, and weights
+refused for another dataset. (Retraining with them on two workers: test_pipeline.py.)"""
 
 
+import numpy as np
 import pytest
 
 from genlib.cli import main
 from genlib.config import DataConfig
+from genlib.data.dataset import DatasetVersion
 from genlib.data.prepare import prepare
 from genlib.data.weights import read_weights
+from genlib.models.io import load_model, read_sampling_weights
 from genlib.presets import load_config
 from genlib.stages.train import train
 from genlib.tracking import Tracker
+from genlib.train.adaptive import recompute_weights
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def vae_run(tmp_path_factory, ray_local):
-    """One VAE trained on digits with class 3 thinned to 10 % in train, in its own GENLIB_HOME, shared by
-    this module's tests: (home, config, training result)."""
+    """One VAE trained on digits with class 3 thinned to 10 % in train, on two workers, its sampling weights
+    recomputed from itself before epoch 2, in its own GENLIB_HOME, shared by this module's tests:
+    (home, config, training result)."""
     home = tmp_path_factory.mktemp("reweight") / "genlib-home"
     with pytest.MonkeyPatch.context() as env:
         env.setenv("GENLIB_HOME", str(home))
-        cfg = load_config("digits-quick", ["train.epochs=2", "train.num_workers=1", "models=[]",
+        cfg = load_config("digits-quick", ["train.epochs=2", "train.num_workers=2", "train.reweight_every=1",
+                                           "train.batch_size=64", "models=[]",
                                            "model={family: vae, hidden: 8, latent_dim: 4}", "data.rare_class=3",
                                            "data.rare_keep=0.1"])
         return home, cfg, train(cfg, prepare(cfg.data).path)
@@ -37,7 +44,8 @@ def test_reweight_command_logs_the_weights_file_and_its_diagnostics(vae_run, mon
     tracker = Tracker()
     run = tracker.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["genlib.vae_run_id"] == vae.run_id
-    assert run.data.params["reweight.bins"] == "8" and run.data.params["reweight.method"] == "max"
+    assert run.data.params["reweight.bins"] == "8" and run.data.params["reweight.method"] == "knn"
+    assert run.data.metrics["ess_fraction"] >= 0.2 - 1e-6 and 0 < run.data.metrics["tau"] <= 1
     assert {"ess", "ess_fraction", "max_mean_ratio", "label_3_weight_ratio"} <= set(run.data.metrics)
     assert set(tracker.list_artifacts(run_id)) >= {
         "weights.parquet", "reweight/weight_histogram.png", "reweight/most_weighted.png",
@@ -61,3 +69,21 @@ def test_weights_for_another_dataset_are_refused_before_training(vae_run, monkey
     with pytest.raises(ValueError, match="compute weights for this dataset with genlib reweight"):
         train(other, prepare(DataConfig(source="digits", seed=7)).path)
     assert main(["reweight", "--vae-run", "not-a-run"]) == 2
+
+
+def test_adaptive_weights_come_from_the_model_and_are_the_same_on_both_workers(vae_run, monkeypatch):
+    home, cfg, vae = vae_run
+    monkeypatch.setenv("GENLIB_HOME", str(home))
+    history = Tracker().client.get_metric_history(vae.run_id, "reweight_ranks_agree")
+    assert [(m.step, m.value) for m in history] == [(2, 1.0)]  # one update, before epoch 2, identical on both ranks
+    ess = Tracker().client.get_metric_history(vae.run_id, "reweight_ess_fraction")
+    assert [m.step for m in ess] == [2] and ess[0].value >= cfg.reweight.min_ess - 1e-6
+    # The weights epoch 2 drew from (kept in its checkpoint) are those of the model after epoch 1.
+    folders = {p.name: p for p in home.glob("ray_results/**/epoch_0000[12]")}
+    assert set(folders) == {"epoch_00001", "epoch_00002"}
+    assert read_sampling_weights(folders["epoch_00001"]) is not None  # epoch 1: the uniform start
+    np.testing.assert_allclose(read_sampling_weights(folders["epoch_00001"]), 1 / len(read_sampling_weights(
+        folders["epoch_00001"])))
+    version = DatasetVersion(prepare(cfg.data).path)
+    expected, _ = recompute_weights(load_model(folders["epoch_00001"]), cfg, version, rank=0, world=1)
+    np.testing.assert_allclose(read_sampling_weights(folders["epoch_00002"]), expected, rtol=1e-4)

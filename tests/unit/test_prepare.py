@@ -108,3 +108,62 @@ def test_induced_imbalance_thins_one_class_in_train_only():
         prepare(DataConfig(source="digits", rare_class=12, rare_keep=0.1))
     with pytest.raises(ValueError, match=r"rare_keep=0.0 is not allowed; expected a number in \(0, 1\]"):
         DataConfig(source="digits", rare_class=3, rare_keep=0.0)
+
+
+def test_styles_are_the_transformations_they_name():
+    from genlib.config import STYLE_NAMES
+    from genlib.data.styles import STYLES, slant, thick
+
+    assert tuple(STYLES) == STYLE_NAMES
+    x = np.zeros((1, 5, 5, 1), dtype=np.uint8)
+    x[0, 2, 2, 0] = 9
+    bold = thick(x, 17)[0, :, :, 0]
+    assert bold.dtype == np.uint8 and (bold[2:4, 2:4] == 9).all() and bold.sum() == 4 * 9  # a 2×2 pen
+    line = np.zeros((1, 5, 5, 1), dtype=np.uint8)
+    line[0, :, 2, 0] = 16  # an upright stroke in the middle column
+    np.testing.assert_array_equal(slant(line, 17, shear=0.0), line)
+    leaning = slant(line, 17, shear=1.0)[0, :, :, 0]
+    assert [int(np.argmax(row)) for row in leaning] == [4, 3, 2, 1, 0]  # the top moved right, the bottom left
+    digits = np.random.default_rng(0).integers(0, 17, (4, 8, 8, 1), dtype=np.uint8)
+    for style in STYLES.values():
+        out = style(digits, 17)
+        assert out.shape == digits.shape and out.dtype == np.uint8 and out.max() <= 16
+
+
+def test_a_rare_style_is_drawn_on_a_share_of_every_class_and_flagged():
+    whole = DatasetVersion(prepare(DataConfig(source="digits")).path)
+    styled = DatasetVersion(prepare(DataConfig(source="digits", style="thick", style_share=0.04)).path)
+    assert styled.content_hash != whole.content_hash and whole.rare("train") is None
+    for split, share in (("train", 0.04), ("val", 0.5), ("test", 0.5)):
+        rare, labels = styled.rare(split), styled.labels(split)
+        assert rare.dtype == bool and (labels == whole.labels(split)).all()
+        for c in range(10):  # the same share of each class, rounded
+            assert rare[labels == c].sum() == round(share * (labels == c).sum())
+        changed = (np.array(styled.images(split)) != np.array(whole.images(split))).any(axis=(1, 2, 3))
+        assert (changed <= rare).all() and changed[rare].mean() > 0.95  # exactly the flagged images are restyled
+    assert styled.manifest["rare"]["train"] == styled.rare("train").sum()
+
+
+def test_a_rare_combination_flags_one_class_in_the_style():
+    cfg = DataConfig(source="digits", style="slant", style_share=0.5, style_class=7, style_class_share=0.15)
+    version = DatasetVersion(prepare(cfg).path)
+    rare, labels = version.rare("train"), version.labels("train")
+    assert (labels[rare] == 7).all() and rare.sum() == round(0.15 * (labels == 7).sum())
+    assert 0.01 <= rare.mean() <= 0.05
+    thin = DatasetVersion(prepare(DataConfig(source="digits", rare_class=3, rare_keep=0.1)).path)
+    np.testing.assert_array_equal(thin.rare("test"), thin.labels("test") == 3)  # a rare class is flagged too
+
+
+def test_bad_rarity_settings_are_refused_and_leave_nothing(genlib_home):
+    with pytest.raises(ValueError, match="style='thick' is not allowed; expected no style together with rare_class=3"):
+        DataConfig(source="digits", rare_class=3, style="thick")
+    with pytest.raises(ValueError, match="style_class=7 is not allowed; expected a style to combine with"):
+        DataConfig(source="digits", style_class=7)
+    with pytest.raises(ValueError, match="style='bold' is not allowed; expected one of \\[None, 'thick', 'slant'\\]"):
+        DataConfig(source="digits", style="bold")
+    with pytest.raises(ValueError, match="data.style_class=12 has no training images"):
+        prepare(DataConfig(source="digits", style="thick", style_class=12))
+    with pytest.raises(ValueError, match="leaves no rare training image"):
+        prepare(DataConfig(source="digits", style="thick", style_share=0.0))
+    datasets = genlib_home / "datasets"
+    assert not datasets.exists() or not any(datasets.iterdir())  # no version, whole or half-written

@@ -10,7 +10,17 @@ from genlib.models.baselines import CategoricalConfig
 from genlib.models.vae import VAEConfig
 from tests.families import TINY
 
-METHOD_ARGS = {"max": {}, "product": {}, "gmm": {"n_components": 2}, "kde": {"bandwidth": 0.5}}
+METHOD_ARGS = {"max": {}, "product": {}, "gmm": {"n_components": 2}, "kde": {"bandwidth": 0.5}, "knn": {"k": 5},
+               "elbo": {}}
+
+
+def _losses(z):
+    """A stand-in for per-sample negative ELBOs: −log N(z; 0, I) in nats (larger far from the bulk)."""
+    return 0.5 * (z ** 2).sum(axis=1) + 0.5 * z.shape[1] * np.log(2 * np.pi)
+
+
+def _weights(z, method, **kwargs):
+    return rw.normalise(rw.log_weights(z, method, **{**METHOD_ARGS.get(method, {}), **kwargs}, losses=_losses(z)))
 
 
 def _latents(n=200, d=3, seed=0):
@@ -63,8 +73,7 @@ def test_constant_dimension_is_harmless():
 def test_weights_permute_with_the_samples(method):
     z = _latents()
     perm = np.random.default_rng(1).permutation(len(z))
-    w = rw.normalise(rw.log_weights(z, method, **METHOD_ARGS[method]))
-    w_perm = rw.normalise(rw.log_weights(z[perm], method, **METHOD_ARGS[method]))
+    w, w_perm = _weights(z, method), _weights(z[perm], method)
     np.testing.assert_allclose(w_perm, w[perm], rtol=1e-6)
     assert w.sum() == pytest.approx(1.0) and (w > 0).all()
 
@@ -72,7 +81,7 @@ def test_weights_permute_with_the_samples(method):
 def test_weights_do_not_depend_on_labels():
     z = _two_clusters()
     labels = np.r_[np.zeros(950, int), np.ones(50, int)]
-    w, log_density = rw.estimate_weights(z)
+    w, log_density, _ = rw.estimate_weights(z)
     table = wf.weights_table(w, log_density, labels)
     np.testing.assert_array_equal(table["weight"], wf.weights_table(w, log_density)["weight"])
     assert "label" not in wf.weights_table(w, log_density).columns
@@ -103,19 +112,101 @@ def test_lab_max_matches_the_lab():
         expected = _lab_probabilities(z, bins=10, smoothing_fac=alpha)
         np.testing.assert_allclose(rw.normalise(rw.log_weights(z, "max", bins=10, alpha=alpha)), expected,
                                    rtol=1e-10)
-    np.testing.assert_allclose(rw.estimate_weights(z)[0], _lab_probabilities(z))  # the default config is the lab's
+    lab = ReweightConfig(method="max", min_ess=None)  # the lab's rule, untempered
+    np.testing.assert_allclose(rw.estimate_weights(z, lab).weights, _lab_probabilities(z))
 
 
-@pytest.mark.parametrize("method", rw.METHODS)
+@pytest.mark.parametrize("method", [*rw.METHODS, "knn+max", "knn+elbo"])
 def test_sparse_cluster_gets_the_largest_weights(method):
     # The dense cluster's own tails are sparse too (and heavily weighted, rightly), so the claim
     # is about the clusters as wholes: 5% of the data gets over 25% of the mass.
     z = _two_clusters()
-    w = rw.normalise(rw.log_weights(z, method, **METHOD_ARGS[method]))
+    w = _weights(z, method)
     sparse, dense = w[950:], w[:950]
     assert sparse.min() > np.median(dense)
     assert sparse.mean() > 5 * dense.mean()
     assert sparse.sum() > 0.25
+
+
+def test_knn_density_equals_a_direct_computation():
+    from scipy.special import gamma
+
+    z = _latents(60, 3, seed=4)
+    k, (n, d) = 4, z.shape
+    dist = np.sqrt(((z[:, None, :] - z[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(dist, np.inf)  # a sample is not its own neighbour
+    r_k = np.sort(dist, axis=1)[:, k - 1]
+    direct = k / ((n - 1) * np.pi ** (d / 2) / gamma(d / 2 + 1) * r_k ** d)
+    np.testing.assert_allclose(np.exp(rw.knn_log_density(z, k)), direct, rtol=1e-5)
+    np.testing.assert_allclose(rw.log_weights(z, "knn", k=k), -np.log(direct), rtol=1e-5)
+    dup = np.r_[z, z[:1], z[:1], z[:1], z[:1]]  # four copies of one sample: r_4 = 0 there, floored
+    assert np.isfinite(rw.knn_log_density(dup, k)).all()
+    with pytest.raises(ValueError, match="needs more than 4 samples"):
+        rw.knn_log_density(z[:4], k)
+
+
+def test_latent_scalings():
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(500, 3)) @ np.array([[3.0, 0, 0], [1.0, 0.5, 0], [0, 0, 2.0]])
+    z = np.c_[z, np.full(500, 7.0)]  # a dead dimension (posterior collapse): dropped, not blown up
+    np.testing.assert_array_equal(rw.scale_latents(z, "raw"), z)
+    std = rw.scale_latents(z, "standardise")
+    np.testing.assert_allclose(std, (z[:, :3] - z[:, :3].mean(0)) / z[:, :3].std(0))
+    white = rw.scale_latents(z, "whiten")
+    assert white.shape == (500, 3)
+    np.testing.assert_allclose(np.cov(white, rowvar=False, bias=True), np.eye(3), atol=1e-10)
+    # whitening is a rotation away from standardising when the dimensions are uncorrelated:
+    # the k-NN density of whitened latents is the density of the standardised ones up to a constant
+    iso = rng.normal(size=(300, 2)) * [2.0, 0.5]
+    a, b = rw.knn_log_density(rw.scale_latents(iso, "whiten")), rw.knn_log_density(rw.scale_latents(iso, "standardise"))
+    np.testing.assert_allclose(a - a.mean(), b - b.mean(), atol=0.05)
+
+
+def test_combination_is_the_sum_of_standardised_signals():
+    z = _two_clusters()
+    parts = [rw.log_weights(z, "knn", k=5), rw.log_weights(z, "elbo", losses=_losses(z))]
+    direct = sum((p - p.mean()) / p.std() for p in parts)
+    np.testing.assert_allclose(rw.log_weights(z, "knn+elbo", k=5, losses=_losses(z)), direct)
+    with pytest.raises(ValueError, match="'elbo' signal needs per-sample losses"):
+        rw.log_weights(z, "knn+elbo")
+    with pytest.raises(ValueError, match="1000 finite values"):
+        rw.log_weights(z, "elbo", losses=np.zeros(3))
+    with pytest.raises(ValueError, match=r"method='knn\+knn' is not allowed; expected one of \['max'.* joined by '\+'"):
+        ReweightConfig(method="knn+knn")
+    assert ReweightConfig(method="max+knn").signals == ("max", "knn")
+
+
+def test_tempering_keeps_the_effective_sample_size():
+    z = _two_clusters()
+    log_w = rw.log_weights(z, "knn", k=5)
+    raw = rw.normalise(log_w)
+    assert rw.effective_sample_size(raw) < 0.2 * len(z)  # untempered, the sparse cluster takes most
+    w, tau = rw.temper(log_w, 0.5)
+    assert 0 < tau < 1 and rw.effective_sample_size(w) == pytest.approx(0.5 * len(z), rel=1e-3)
+    np.testing.assert_allclose(w, rw.normalise(tau * log_w))  # a power of the untempered weights: same order
+    assert rw.effective_sample_size(rw.normalise((tau + 2e-3) * log_w)) < 0.5 * len(z)  # τ is the largest
+    assert rw.temper(log_w, None) == (pytest.approx(raw), 1.0)
+    assert rw.temper(np.zeros(5), 0.99)[1] == 1.0  # uniform weights already have every sample
+    zeroed, _ = rw.temper(np.r_[log_w[:-1], -np.inf], 0.5)
+    assert zeroed[-1] == 0.0 and zeroed.sum() == pytest.approx(1.0)
+    est = rw.estimate_weights(z, ReweightConfig(method="knn", k=5, min_ess=0.5))
+    np.testing.assert_allclose(est.weights, w)
+    assert est.tau == tau
+
+
+def test_sample_losses_are_the_seeded_negative_elbo():
+    torch.manual_seed(0)
+    model = build_model(VAEConfig(**TINY["vae"]), (1, 8, 8), 17)
+    images = torch.randint(0, 17, (10, 1, 8, 8), dtype=torch.uint8)
+    losses = rw.sample_losses(model, images, seed=3)
+    np.testing.assert_array_equal(losses, rw.sample_losses(model, images, seed=3))  # the same model, the same losses
+    torch.manual_seed(3)
+    model.eval()
+    np.testing.assert_allclose(losses, -model.log_prob(images).double().numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match="does not declare 'log_prob'"):
+        from genlib.models.aae import AAEConfig
+
+        rw.sample_losses(build_model(AAEConfig(**TINY["aae"]), (1, 8, 8), 17), images)
 
 
 def test_alpha_flattens_the_weights():
@@ -126,7 +217,7 @@ def test_alpha_flattens_the_weights():
 
 def test_joint_density_log_p_is_reported():
     z = _two_clusters()
-    w, log_density = rw.estimate_weights(z, ReweightConfig(method="gmm", n_components=2))
+    w, log_density, _ = rw.estimate_weights(z, ReweightConfig(method="gmm", n_components=2, min_ess=None))
     assert log_density.shape == (1000,) and log_density[950:].mean() < log_density[:950].mean()
     np.testing.assert_allclose(w, rw.normalise(-log_density))  # α = 0 by default for joint densities
 
@@ -148,8 +239,10 @@ def test_bad_inputs_are_rejected():
         rw.normalise(np.array([0.0, np.nan]))
     with pytest.raises(ValueError, match="every log weight"):
         rw.normalise(np.full(3, -np.inf))
-    assert ReweightConfig().smoothing == 1e-3 and ReweightConfig(method="kde").smoothing == 0.0
-    assert ReweightConfig(method="gmm").params() == {"method": "gmm", "bins": 10, "alpha": 0.0, "n_components": 10,
+    assert ReweightConfig(method="max").smoothing == 1e-3 and ReweightConfig(method="kde").smoothing == 0.0
+    assert ReweightConfig(method="max+knn", alpha=None).params()["alpha"] is None  # each signal's own default
+    assert ReweightConfig(method="gmm").params() == {"method": "gmm", "bins": 10, "alpha": 0.0, "k": 10,
+                                                     "latents": "raw", "min_ess": 0.2, "n_components": 10,
                                                      "bandwidth": "scott", "seed": 0}
 
 
@@ -200,7 +293,7 @@ def test_figures():
 def test_parquet_round_trip(tmp_path):
     z = _two_clusters()
     labels = np.r_[np.zeros(950, int), np.ones(50, int)]
-    w, log_density = rw.estimate_weights(z)
+    w, log_density, _ = rw.estimate_weights(z)
     table = wf.weights_table(w, log_density, labels)
     meta = {"dataset_hash": "abc123", "vae_run_id": "r1", "split": "train", "params": ReweightConfig().params()}
     path = wf.write_weights(table, tmp_path / "sub" / "weights.parquet", meta)
