@@ -30,13 +30,16 @@ from flows.policy import transient as _transient
 from flows.reweight import reweight_task
 from genlib.config import Config, command_line_overrides
 from genlib.data.prepare import prepare, read_manifest
+from genlib.models import MODELS
 from genlib.presets import config_from_dict, load_config
+from genlib.report import REWEIGHTED
 from genlib.stages.checks import check_names
 from genlib.stages.evaluate import evaluate
 from genlib.stages.pipeline import parent_run, record_dataset
 from genlib.stages.summary import format_summary, summarise, summary_markdown
 from genlib.stages.train import train
 from genlib.tracking import Tracker
+from genlib.train.adaptive import check_encoder
 
 
 def _dataset_hash(dataset: str) -> str:
@@ -129,7 +132,7 @@ def run_stages(cfg: Config) -> dict[str, Any]:
             weights = persisted(reweight_task)(encoder["train_run_id"], dataset["path"], tracker.uri, parent)
             for model in cfg.pipeline_models():
                 if model.label in cfg.reweight.retrain:
-                    again = cfg.replace(model=dataclasses.replace(model, name=f"{model.label}-reweighted"),
+                    again = cfg.replace(model=dataclasses.replace(model, name=f"{model.label}{REWEIGHTED}"),
                                         models=(), train=dataclasses.replace(cfg.train, weights=weights["run_id"]))
                     rows.append(_train_and_evaluate(again, dataset, tracker, parent))
         return persisted(summary_task)(config, dataset, rows, tracker.uri, parent, weights)
@@ -153,6 +156,8 @@ def _check_reweight_stage(cfg: Config) -> None:
     if unknown:
         raise ValueError(f"reweight.encoder / reweight.retrain name {unknown}, which this pipeline does not train; "
                          f"its models: {labels}")
+    encoder = next(m for m in cfg.pipeline_models() if m.label == cfg.reweight.encoder)
+    check_encoder(cfg, encoder.family, MODELS.get(encoder.family).capabilities)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     genlib pipeline PRESET [--section.key=value ...]   prepare → train → evaluate, one parent MLflow run
     genlib prepare  PRESET [...]                        write (or find) the dataset version
     genlib train    PRESET [--dataset DIR] [--weights W] train the preset's family on Ray Train
-    genlib reweight --vae-run RUN_ID [--dataset DIR] [--reweight.method=max ...]   DB-VAE sampling weights
+    genlib reweight --vae-run RUN_ID [--dataset DIR] [--reweight.method=knn ...]   DB-VAE sampling weights
     genlib evaluate --run RUN_ID [...]                  score a training run's checkpoint, with an HTML report
     genlib evaluate PRESET --checkpoint DIR --dataset DIR [...]
     genlib runs [--stage evaluate|train|all] [--dataset digits] [--sort fid]   evaluations (a leaderboard) or trainings
@@ -211,7 +211,8 @@ def _reweight(args, overrides) -> int:
     result = reweight(args.vae_run, args.dataset, overrides)
     stats = result.diagnostics
     print(f"weights for {stats['n']:.0f} training images: effective sample size {stats['ess']:.0f} "
-          f"({stats['ess_fraction']:.1%}), max/mean weight {stats['max_mean_ratio']:.2f}")
+          f"({stats['ess_fraction']:.1%}), max/mean weight {stats['max_mean_ratio']:.2f}"
+          + (f", tempered (τ = {stats['tau']:.2f}) to keep reweight.min_ess" if stats["tau"] < 1 else ""))
     print(f"weights file {result.weights_path}")
     print(f"MLflow run {result.run_id}: train with  genlib train PRESET --weights {result.run_id}")
     return 0

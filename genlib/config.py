@@ -158,9 +158,12 @@ class DataConfig(Checked):
     # with style_class, a rare combination of one class and the style
     style: str | None = checked(None, one_of(None, *STYLE_NAMES))
     style_share: float = checked(0.02, between(0, 1))  # share of each class's train images in the style
-    style_class: int | None = checked(None, at_least(0))  # this class's train images take style_class_share instead
+    # this class's train images take the style at style_class_share instead: with style_share high and
+    # style_class_share low, that class in the style is a rare combination
+    style_class: int | None = checked(None, at_least(0))
     style_class_share: float = checked(0.15, between(0, 1))
-    style_eval_share: float = checked(0.5, between(0, 1))  # share of each class's val and test images in the style
+    # share of each class's val and test images in the style (both kinds must be there to measure the rare subgroup)
+    style_eval_share: float = checked(0.5, between(0, 1, low_open=True, high_open=True))
 
     def check(self) -> None:
         if self.rare_class is not None and self.style is not None:
@@ -284,6 +287,10 @@ class ReweightConfig(Checked):
     # "kde": Gaussian kernel width, a number or "scott"/"silverman"
     bandwidth: float | str = checked("scott", _BANDWIDTH)
     seed: int = checked(0, at_least(0))  # "gmm": k-means initialisation seed; "elbo": the ELBO's draw of z
+    # datasets that flag a rare subgroup: a small classifier of the labels trained with uniform and with the
+    # weights, this many seeds each, its accuracy on the rare test images logged by the reweight run; 0: off
+    classifier_seeds: int = checked(3, at_least(0))
+    classifier_epochs: int = checked(15, at_least(1))
     encoder: str = checked("vae", ANY)  # pipeline: label of the trained model whose latent means are weighted
     # pipeline: labels of models retrained with the weights; empty: no reweight stage
     retrain: tuple[str, ...] = checked((), ANY)
@@ -303,7 +310,8 @@ class ReweightConfig(Checked):
 
     def params(self) -> dict[str, Any]:
         """The fields with α resolved: what to log and to store with the weights."""
-        density = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("encoder", "retrain")}
+        density = {k: v for k, v in dataclasses.asdict(self).items()
+                   if k not in ("encoder", "retrain", "classifier_seeds", "classifier_epochs")}
         return {**density, "alpha": self.smoothing if len(self.signals) == 1 else self.alpha}
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 from genlib.tracking import FIGURES, TABLES, Tag, Tracker, headline_metrics
 
-PROTOCOL_PREFIXES = ("eval.", "quality.", "fid.", "memorization.", "data_copying.", "reweight.")
+REWEIGHTED = "-reweighted"  # the label suffix of a model the pipeline retrains with the weights
+PROTOCOL_PREFIXES = ("eval.", "quality.", "fid.", "memorization.", "data_copying.", "reweight.", "rare.")
 
 
 @dataclass
@@ -62,11 +63,50 @@ def render(title: str, runs: list[RunView], intro: list[str] = (), reweights: li
             "higher precision, recall and authenticity). A strongly negative data-copying z flags copying.</p>"]
     for run in runs:
         body.append(_run_section(run))
+    debias = _debias_section(runs, reweights)
+    if debias:
+        body.append(debias)
     for run in reweights:
         body += ["<h2>Reweighting (DB-VAE)</h2>", _table([{"diagnostic": k, "value": v}
                                                         for k, v in sorted(run.metrics.items())]),
                  _run_section(run)]
     return _PAGE.format(title=_e(title), body="\n".join(body))
+
+
+def _debias_section(runs: list[RunView], reweights: list[RunView]) -> str:
+    """Each model retrained with the weights beside the same model without them, on what the dataset
+    flags as rare (``genlib.evaluate.debias``); empty when no run has rare-subgroup measures."""
+    by_model = {run.tags.get(Tag.MODEL, run.name): run for run in runs}
+    pairs = [(by_model[label.removesuffix(REWEIGHTED)], run) for label, run in by_model.items()
+             if label.endswith(REWEIGHTED) and label.removesuffix(REWEIGHTED) in by_model]
+    check = next((r.metrics for r in reweights if "classifier_rare_accuracy_uniform" in r.metrics), None)
+    if not any(k.startswith("rare_") for pair in pairs for run in pair for k in run.metrics) and check is None:
+        return ""
+    parts = ["<h2>Debiasing: without and with the weights</h2>",
+             "<p class=note>The rare subgroup is the one the dataset version flags (data.rare_class or "
+             "data.style), a label training never sees. Share of samples: those a classifier fitted on the val "
+             "split assigns to it (its balanced accuracy on the test split below; the train split's share is "
+             "the reference). Precision and recall against the rare test images only; FID of the samples "
+             "assigned rare against them.</p>"]
+    for base, weighted in pairs:
+        keys = sorted({k for run in (base, weighted) for k in run.metrics if k.startswith("rare_")})
+        rows = [{"measure": k, base.tags.get(Tag.MODEL, base.name): base.metrics.get(k),
+                 weighted.tags.get(Tag.MODEL, weighted.name): weighted.metrics.get(k)} for k in keys]
+        parts.append(_table(rows))
+    if check is not None:
+        parts.append("<h3>A classifier of the labels trained on the biased split (DB-VAE's check)</h3>")
+        parts.append(_table([{"accuracy": what, "uniform sampling": _pm(check, f"{key}_uniform"),
+                              "reweighted sampling": _pm(check, f"{key}_weighted")}
+                             for what, key in (("on the rare test images", "classifier_rare_accuracy"),
+                                               ("on all test images", "classifier_accuracy"))]))
+    return "\n".join(parts)
+
+
+def _pm(metrics: dict[str, float], key: str) -> str:
+    value = metrics.get(key)
+    if value is None:
+        return "—"
+    return f"{value:.4f}" + (f" ± {metrics[key + '_std']:.4f}" if key + "_std" in metrics else "")
 
 
 def _leaderboard(runs: list[RunView]) -> str:

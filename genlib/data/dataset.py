@@ -51,7 +51,11 @@ class DatasetVersion:
         ``data.style``); None for a version without one. For reports and benchmarks only."""
         _check_split(split)
         path = self.path / f"{split}_rare.npy"
-        return np.load(path) if path.exists() else None
+        if path.exists():
+            return np.load(path)
+        rare_class = self.manifest.get("data_config", {}).get("rare_class")
+        labels = self.labels(split)
+        return None if rare_class is None or labels is None else labels == rare_class
 
     def dataset(self, split: str) -> ImageDataset:
         return ImageDataset(self.path, split)

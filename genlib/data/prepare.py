@@ -2,12 +2,12 @@
 
 A dataset version is a directory ``<GENLIB_HOME>/datasets/<source>-<hash12>/`` holding
 ``{split}_images.npy`` (uint8, N×H×W×C), ``{split}_labels.npy`` when labelled,
-``{split}_rare.npy`` (bool, N) when the config induces a rarity (``data.rare_class`` or
-``data.style``: which images belong to the rare subgroup — a report-only label that training and
-reweighting never read), and ``manifest.json``. The hash covers every array and the levels, so
-the same inputs give the same directory and preparing them again is a cache hit. Writing goes to a
-temporary directory that is renamed into place only when complete, so a failure leaves nothing
-behind.
+``{split}_rare.npy`` (bool, N) when the config draws a style (``data.style``: which images belong
+to the rare subgroup — a report-only label that training and reweighting never read; for
+``data.rare_class`` it is derived from the labels), and ``manifest.json``. The hash covers every
+array and the levels, so the same inputs give the same directory and preparing them again is a
+cache hit. Writing goes to a temporary directory that is renamed into place only when complete, so
+a failure leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -118,17 +118,16 @@ def _stratified(pool: np.ndarray, labels: np.ndarray | None, fractions: dict[str
 def induce_rarity(arrays: dict[str, tuple], levels: int, cfg: DataConfig) -> dict[str, tuple]:
     """``(images, labels, rare)`` per split: the style drawn on its share of each class (seeded, the
     same rule in every split) and the report-only rare flag; ``rare`` is None without a rarity."""
-    if cfg.style is None:
-        return {name: (images, labels, None if cfg.rare_class is None else labels == cfg.rare_class)
-                for name, (images, labels) in arrays.items()}
+    if cfg.style is None:  # a rare class needs no file: DatasetVersion.rare derives it from the labels
+        return {name: (images, labels, None) for name, (images, labels) in arrays.items()}
     from genlib.data.styles import STYLES
 
     if cfg.style_class is not None and (arrays["train"][1] is None or cfg.style_class not in arrays["train"][1]):
         raise ValueError(f"data.style_class={cfg.style_class} has no training images; a rare combination needs "
                          f"a labelled source and a class present in it")
-    rng = np.random.default_rng([cfg.seed, 1])  # its own stream: the split does not depend on the style
     out = {}
-    for name in SPLITS:
+    for number, name in enumerate(SPLITS):
+        rng = np.random.default_rng([cfg.seed, 1, number])  # own streams: the split and the other splits stay put
         images, labels = arrays[name]
         styled = np.zeros(len(images), dtype=bool)
         groups = [np.arange(len(images))] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
@@ -195,10 +194,19 @@ def _manifest(cfg: DataConfig, source: SourceData, arrays, content_hash: str) ->
         "num_classes": int(source.labels.max()) + 1 if labelled else None,
         "class_names": list(source.class_names) if source.class_names else None,
         "splits": {name: int(len(arrays[name][0])) for name in SPLITS},
-        "rare": {name: int(arrays[name][2].sum()) for name in SPLITS} if arrays["train"][2] is not None else None,
+        "rare": _rare_counts(cfg, arrays),
         "seed": cfg.seed,
         "content_hash": content_hash,
     }
+
+
+def _rare_counts(cfg: DataConfig, arrays) -> dict[str, int] | None:
+    """Images flagged rare per split (the manifest's summary of ``DatasetVersion.rare``)."""
+    if cfg.style is not None:
+        return {name: int(arrays[name][2].sum()) for name in SPLITS}
+    if cfg.rare_class is not None:
+        return {name: int((arrays[name][1] == cfg.rare_class).sum()) for name in SPLITS}
+    return None
 
 
 def _write_atomically(target: Path, arrays, manifest: dict[str, Any]) -> None:

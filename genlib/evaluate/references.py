@@ -66,6 +66,10 @@ class References:
         return cached_features(self.extractor, self.version, "test")
 
     @cached_property
+    def val_features(self) -> np.ndarray:
+        return cached_features(self.extractor, self.version, "val")
+
+    @cached_property
     def test_stats(self) -> tuple[np.ndarray, np.ndarray, int]:
         """Mean, covariance and n of the test split's features, cached by (hash, split, extractor, n)."""
         feats = self.test_features

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from genlib.config import Config
 from genlib.data.dataset import DatasetVersion
 from genlib.evaluate.copies import FALSE_ALARM, Invariances, robust_feature_neighbours, robust_pixel_neighbours
+from genlib.evaluate.debias import rare_subgroup_scores
 from genlib.evaluate.fid import density_coverage, frechet_distance, gaussian_stats, kid, precision_recall
 from genlib.evaluate.knn import Neighbours, approximate_neighbours, nearest_neighbours, recall_at_k
 from genlib.evaluate.likelihood import LATENT_MMD_IMAGES, latent_metrics, likelihood_metrics
@@ -226,9 +227,21 @@ def sample_scores(generated: torch.Tensor, cfg: Config, version: DatasetVersion,
     (default: this dataset's own, for ``cfg.eval.extractor``)."""
     refs = refs or References.load(version, cfg.eval.extractor, device)
     f_gen = refs.extractor(generated)
-    return [sample_quality(f_gen, refs),
-            memorization(generated, f_gen, refs, cfg.eval.copying_cells, cfg.eval.knn, cfg.eval.knn_probes,
-                         cfg.eval.robust_copies)]
+    parts = [sample_quality(f_gen, refs),
+             memorization(generated, f_gen, refs, cfg.eval.copying_cells, cfg.eval.knn, cfg.eval.knn_probes,
+                          cfg.eval.robust_copies)]
+    if version.rare("test") is not None:  # a version with an induced rarity: does the model generate it?
+        parts.append(rare_subgroup(f_gen, refs))
+    return parts
+
+
+def rare_subgroup(f_gen: np.ndarray, refs: References) -> Scores:
+    """The report-only rare-subgroup measures (``debias.py``) of generated features."""
+    version, name = refs.version, refs.extractor.name
+    metrics = rare_subgroup_scores(f_gen, refs.val_features, version.rare("val"), refs.test_features,
+                                   version.rare("test"), version.rare("train"), name)
+    return Scores(metrics, {"rare.assigned_by": "logistic regression on val-split features (balanced)",
+                            "rare.n_test": int(version.rare("test").sum())}, {}, {})
 
 
 # Metric names of the memorization curve a training run logs every ``train.eval_every`` epochs.

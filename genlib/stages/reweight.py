@@ -20,6 +20,7 @@ import torch
 from genlib import paths
 from genlib.data.dataset import DatasetVersion
 from genlib.data.weights import WEIGHTS_FILE, weights_table, write_weights
+from genlib.evaluate.debias import classifier_check
 from genlib.evaluate.reweight import (
     diagnostics,
     estimate_weights,
@@ -87,6 +88,14 @@ def reweight(vae_run_id: str, dataset: str | os.PathLike | None = None, override
         galleries = extreme_samples(images, weights, version.levels)
         tracker.log_image(run_id, galleries["most_weighted"], MOST_WEIGHTED)
         tracker.log_image(run_id, galleries["least_weighted"], LEAST_WEIGHTED)
+        rare = version.rare("train")
+        if rare is not None and labels is not None and cfg.classifier_seeds > 0:  # the DB-VAE claim, measured
+            tracker.log_params(run_id, {"reweight.classifier_seeds": cfg.classifier_seeds,
+                                        "reweight.classifier_epochs": cfg.classifier_epochs})
+            tracker.log_metrics(run_id, classifier_check(
+                images, labels, weights, torch.from_numpy(np.array(version.images("test"))).permute(0, 3, 1, 2),
+                version.labels("test"), version.rare("test"), version.levels, version.num_classes,
+                cfg.classifier_epochs, cfg.classifier_seeds))
         if labels is not None:  # a report only: the weights never saw the labels
             table = per_label_table(weights, labels)
             tracker.log_dict(run_id, table.to_dict(orient="records"), PER_LABEL)

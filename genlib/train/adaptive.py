@@ -20,8 +20,6 @@ the number of ranks (the latent means, and every other signal, do not).
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -46,9 +44,17 @@ def check_adaptive(cfg: Config, capabilities: frozenset[str]) -> None:
         raise ValueError(f"train.reweight_every={cfg.train.reweight_every} needs a model that declares {ENCODE!r} "
                          f"(a VAE family) to weight its training set; {cfg.model.family!r} does not. Set it to "
                          f"null, or reweight with a separate VAE run (genlib reweight) and train.weights")
+    check_encoder(cfg, cfg.model.family, capabilities)
+
+
+def check_encoder(cfg: Config, family: str, capabilities: frozenset[str]) -> None:
+    """Refuse a reweighting encoder that lacks what ``reweight.method`` reads from it."""
+    if ENCODE not in capabilities:
+        raise ValueError(f"reweight.encoder: family {family!r} does not declare {ENCODE!r}; reweighting needs latent "
+                         f"means (a VAE family, or aae)")
     if "elbo" in cfg.reweight.signals and LOG_PROB not in capabilities:
         raise ValueError(f"reweight.method={cfg.reweight.method!r} uses the 'elbo' signal, which needs a model that "
-                         f"declares {LOG_PROB!r}; {cfg.model.family!r} does not")
+                         f"declares {LOG_PROB!r}; {family!r} does not")
 
 
 @torch.no_grad()
@@ -72,26 +78,20 @@ def recompute_weights(model, cfg: Config, version: DatasetVersion, rank: int, wo
         dist.all_gather_object(shards, (mine, z, losses))
     payload = [None]
     if rank == 0:
-        order = np.concatenate([s[0] for s in shards])
-        z_all = np.empty((len(images), z.shape[1]), dtype=z.dtype)
-        z_all[order] = np.concatenate([s[1] for s in shards])
-        losses_all = None
-        if losses is not None:
-            losses_all = np.empty(len(images))
-            losses_all[order] = np.concatenate([s[2] for s in shards])
-        weights, _, tau = estimate_weights(z_all, cfg.reweight, losses_all)
-        payload = [(weights, {**diagnostics(weights), "tau": tau})]
+        try:
+            order = np.concatenate([s[0] for s in shards])
+            z_all = np.empty((len(images), z.shape[1]), dtype=z.dtype)
+            z_all[order] = np.concatenate([s[1] for s in shards])
+            losses_all = None
+            if losses is not None:
+                losses_all = np.empty(len(images))
+                losses_all[order] = np.concatenate([s[2] for s in shards])
+            weights, _, tau = estimate_weights(z_all, cfg.reweight, losses_all)
+            payload = [(weights, {**diagnostics(weights), "tau": tau})]
+        except Exception as err:  # noqa: BLE001 - every rank must hear of it, or the others wait in the broadcast forever
+            payload = [err]
     if world > 1:
         dist.broadcast_object_list(payload, src=0)
-    weights, stats = payload[0]
-    return weights, {**stats, "ranks_agree": float(_agree(weights, world))}
-
-
-def _agree(weights: np.ndarray, world: int) -> bool:
-    """Do all ranks hold the very same weights (a digest of their bytes, gathered)?"""
-    digest = hashlib.sha256(np.ascontiguousarray(weights, dtype=np.float64).tobytes()).hexdigest()
-    if world == 1:
-        return True
-    digests = [None] * world
-    dist.all_gather_object(digests, digest)
-    return len(set(digests)) == 1
+    if isinstance(payload[0], Exception):
+        raise ValueError(f"adaptive reweighting before this epoch failed: {payload[0]}") from payload[0]
+    return payload[0]

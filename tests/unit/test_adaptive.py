@@ -18,7 +18,7 @@ from genlib.evaluate.reweight import estimate_weights, latent_means
 from genlib.models import MODELS, build_model
 from genlib.presets import load_config
 from genlib.stages.checks import check_names
-from genlib.train.adaptive import check_adaptive, due, recompute_weights
+from genlib.train.adaptive import check_adaptive, check_encoder, due, recompute_weights
 from tests.families import TINY
 
 
@@ -37,6 +37,15 @@ def test_a_model_that_cannot_encode_is_refused_before_training():
     with pytest.raises(ValueError, match="uses the 'elbo' signal, which needs a model that declares 'log_prob'"):
         check_adaptive(aae, MODELS.get("aae").capabilities)
     check_adaptive(aae.replace(reweight=aae.reweight.__class__(method="knn")), MODELS.get("aae").capabilities)
+    with pytest.raises(ValueError, match="reweight.encoder: family 'pixelcnn' does not declare 'encode'"):
+        check_encoder(cfg, "pixelcnn", MODELS.get("pixelcnn").capabilities)  # the pipeline's reweight stage
+
+
+def test_a_failure_on_rank_zero_reaches_every_rank():
+    model, version = _model_and_version()
+    cfg = load_config("digits-quick", ["models=[]", "train.reweight_every=1", "reweight.k=5000"])
+    with pytest.raises(ValueError, match="adaptive reweighting before this epoch failed: .*needs more than 5000"):
+        recompute_weights(model, cfg, version, rank=0, world=1)
 
 
 def _model_and_version():
@@ -52,7 +61,7 @@ def test_one_rank_weights_the_whole_split_from_the_model():
     weights, stats = recompute_weights(model, cfg, version, rank=0, world=1, batch_size=100)
     x = torch.from_numpy(np.array(version.images("train"))).permute(0, 3, 1, 2)
     np.testing.assert_array_equal(weights, estimate_weights(latent_means(model, x), cfg.reweight).weights)
-    assert stats["ranks_agree"] == 1.0 and stats["ess_fraction"] >= cfg.reweight.min_ess - 1e-6
+    assert stats["ess_fraction"] >= cfg.reweight.min_ess - 1e-6 and 0 < stats["tau"] <= 1
     sampler = WeightedDistributedSampler(np.full(len(weights), 1 / len(weights)))
     sampler.set_weights(weights)
     assert torch.equal(sampler.weights, torch.as_tensor(weights))
@@ -65,9 +74,8 @@ def _rank(rank, world, port, out):
     try:
         model, version = _model_and_version()
         cfg = load_config("digits-quick", ["models=[]", "train.reweight_every=1", "reweight.k=5"])
-        weights, stats = recompute_weights(model, cfg, version, rank, world, batch_size=100)
+        weights, _ = recompute_weights(model, cfg, version, rank, world, batch_size=100)
         np.save(f"{out}/rank{rank}.npy", weights)
-        np.save(f"{out}/agree{rank}.npy", stats["ranks_agree"])
     finally:
         dist.destroy_process_group()
 
@@ -79,8 +87,7 @@ def test_two_ranks_end_an_update_with_identical_weights_equal_to_one_rank(tmp_pa
     prepare(DataConfig(source="digits", style="thick", style_share=0.05))  # once, before the ranks read it
     mp.start_processes(_rank, args=(2, port, str(tmp_path)), nprocs=2, start_method="spawn")
     a, b = np.load(tmp_path / "rank0.npy"), np.load(tmp_path / "rank1.npy")
-    np.testing.assert_array_equal(a, b)
-    assert np.load(tmp_path / "agree0.npy") == 1.0 and np.load(tmp_path / "agree1.npy") == 1.0
+    np.testing.assert_array_equal(a, b)  # what each rank's sampler will draw from: the very same bytes
     model, version = _model_and_version()
     cfg = load_config("digits-quick", ["models=[]", "train.reweight_every=1", "reweight.k=5"])
     one, _ = recompute_weights(model, cfg, version, rank=0, world=1, batch_size=100)

@@ -151,7 +151,9 @@ def test_a_rare_combination_flags_one_class_in_the_style():
     assert (labels[rare] == 7).all() and rare.sum() == round(0.15 * (labels == 7).sum())
     assert 0.01 <= rare.mean() <= 0.05
     thin = DatasetVersion(prepare(DataConfig(source="digits", rare_class=3, rare_keep=0.1)).path)
-    np.testing.assert_array_equal(thin.rare("test"), thin.labels("test") == 3)  # a rare class is flagged too
+    np.testing.assert_array_equal(thin.rare("test"), thin.labels("test") == 3)  # a rare class is flagged too,
+    assert not list(thin.path.glob("*_rare.npy"))  # from its labels: its content (and hash) are as before
+    assert thin.manifest["rare"]["train"] == thin.rare("train").sum() == 13
 
 
 def test_bad_rarity_settings_are_refused_and_leave_nothing(genlib_home):
@@ -161,6 +163,8 @@ def test_bad_rarity_settings_are_refused_and_leave_nothing(genlib_home):
         DataConfig(source="digits", style_class=7)
     with pytest.raises(ValueError, match="style='bold' is not allowed; expected one of \\[None, 'thick', 'slant'\\]"):
         DataConfig(source="digits", style="bold")
+    with pytest.raises(ValueError, match=r"style_eval_share=1.0 is not allowed; expected a number in \(0, 1\)"):
+        DataConfig(source="digits", style="thick", style_eval_share=1.0)
     with pytest.raises(ValueError, match="data.style_class=12 has no training images"):
         prepare(DataConfig(source="digits", style="thick", style_class=12))
     with pytest.raises(ValueError, match="leaves no rare training image"):

@@ -198,7 +198,10 @@ def test_sample_losses_are_the_seeded_negative_elbo():
     torch.manual_seed(0)
     model = build_model(VAEConfig(**TINY["vae"]), (1, 8, 8), 17)
     images = torch.randint(0, 17, (10, 1, 8, 8), dtype=torch.uint8)
+    model.train()  # as the training loop calls it: the mode and the global RNG must come back untouched
+    state = torch.get_rng_state()
     losses = rw.sample_losses(model, images, seed=3)
+    assert model.training and torch.equal(torch.get_rng_state(), state)
     np.testing.assert_array_equal(losses, rw.sample_losses(model, images, seed=3))  # the same model, the same losses
     torch.manual_seed(3)
     model.eval()
