@@ -67,6 +67,16 @@ METHODS = [
 ]
 
 
+def separability(points: np.ndarray, rare: np.ndarray, k: int = 10) -> float:
+    """ROC AUC of the distance to the k-th nearest other point as a score of being rare."""
+    from sklearn.metrics import roc_auc_score
+
+    from genlib.evaluate.knn import nearest_neighbours
+
+    found = nearest_neighbours(points.astype(np.float32), points.astype(np.float32), k=k, exclude_self=True)
+    return float(roc_auc_score(rare, found.distances[:, -1]))
+
+
 def images_of(version, split: str) -> torch.Tensor:
     return torch.from_numpy(np.array(version.images(split))).permute(0, 3, 1, 2)
 
@@ -117,6 +127,9 @@ def main() -> None:
         data[name] = SimpleNamespace(version=version, rare=rare, z=z, losses=losses, cfg=cfg, vae=vae)
         print(f"\n{name}: {rare.sum()} rare of {len(rare)} train images ({rare.mean():.2%}); VAE {vae.epoch} of "
               f"{args.vae_epochs} epochs selected ({seconds:.0f} s), trained without labels")
+        print(f"how separable the rare images are: AUC of the distance to the 10th neighbour, "
+              f"{separability(x.flatten(1).float().numpy(), rare):.3f} in pixel space, "
+              f"{separability(z, rare):.3f} in the VAE's latent space")
         print(f"{'method':24}{'rare/other mean weight':>24}{'rare share of a draw':>22}{'ESS %':>8}{'τ':>7}")
         found[name] = {}
         default_weights[name] = estimate_weights(z, ReweightConfig(min_ess=min_ess), losses).weights

@@ -145,6 +145,26 @@ def test_knn_density_equals_a_direct_computation():
         rw.knn_log_density(z[:4], k)
 
 
+def test_joint_densities_equal_direct_computations():
+    from scipy.special import logsumexp as lse
+    from scipy.stats import multivariate_normal
+
+    z = _two_clusters()[::10]  # 100 points, 2-d
+    h, (n, d) = 0.5, z.shape
+    sq = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)  # a Gaussian kernel on every sample, its own included
+    direct_kde = lse(-sq / (2 * h * h), axis=1) - np.log(n) - 0.5 * d * np.log(2 * np.pi * h * h)
+    np.testing.assert_allclose(rw.kde_log_density(z, h), direct_kde, rtol=1e-6)
+    from sklearn.mixture import GaussianMixture
+
+    canonical = z[np.lexsort(z.T[::-1])]
+    fit = GaussianMixture(2, covariance_type="full", random_state=0).fit(canonical)
+    direct_gmm = lse([np.log(w) + multivariate_normal(m, c).logpdf(z)
+                      for w, m, c in zip(fit.weights_, fit.means_, fit.covariances_)], axis=0)
+    np.testing.assert_allclose(rw.gmm_log_density(z, 2, seed=0), direct_gmm, rtol=1e-6)
+    losses = _losses(z)
+    np.testing.assert_array_equal(rw.log_weights(z, "elbo", losses=losses), losses)  # weight ∝ exp(−ELBO)
+
+
 def test_latent_scalings():
     rng = np.random.default_rng(5)
     z = rng.normal(size=(500, 3)) @ np.array([[3.0, 0, 0], [1.0, 0.5, 0], [0, 0, 2.0]])
