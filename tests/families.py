@@ -20,5 +20,6 @@ VARIANTS = {
     "pixelrnn-diagonal": ("pixelrnn", {**TINY["pixelrnn"], "layer": "diagonal-bilstm"}),
     "aae-mixture-conditional": ("aae", {**TINY["aae"], "prior": "mixture", "conditional": True}),
     "gan-wgan-gp-conditional": ("gan", {**TINY["gan"], "loss": "wgan-gp", "n_critic": 2, "conditional": True}),
+    "gan-dragan": ("gan", {**TINY["gan"], "loss": "lsgan", "penalty": "dragan"}),
 }
 ALL = {**{name: (name, cfg) for name, cfg in TINY.items()}, **VARIANTS}

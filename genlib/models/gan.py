@@ -1,7 +1,9 @@
 """Adversarial models: DCGAN-style generator and discriminator [1] sized from the image shape, with
 the minimax and non-saturating losses of [2], least squares [3], WGAN-GP [4] and hinge [5]
-chosen by config, optional class conditioning (conditional batch norm in G, a projection
-discriminator [6]) and an exponential moving average of the generator weights for sampling.
+chosen by config, a gradient penalty on D at interpolates [4] or around the real data (DRAGAN
+[7]) usable with any loss, optional class conditioning (conditional batch norm in G, a
+projection discriminator [6]) and an exponential moving average of the generator weights for
+sampling.
 
 [1] Radford, Metz & Chintala, "Unsupervised Representation Learning with Deep Convolutional
     GANs", ICLR 2016.
@@ -10,10 +12,15 @@ discriminator [6]) and an exponential moving average of the generator weights fo
 [4] Gulrajani et al., "Improved Training of Wasserstein GANs", NeurIPS 2017.
 [5] Lim & Ye, "Geometric GAN", 2017; Miyato et al., "Spectral Normalization for GANs", ICLR 2018.
 [6] Miyato & Koyama, "cGANs with Projection Discriminator", ICLR 2018.
+[7] Kodali, Abernethy, Hays & Kira, "On Convergence and Stability of GANs" (DRAGAN), 2017:
+    λ·E[(‖∇D(x̂)‖ − 1)²] at x̂ = x + α·δ, δ ~ 0.5·std(x)·U[0, 1] per pixel, α ~ U[0, 1] per image,
+    λ = 10 (the authors' code).
 
 NOTE: the discriminator has no batch norm (as [4] requires for the gradient penalty), whatever
 the loss; real images are dequantised with uniform noise of one level's width so that D cannot
 tell them from the generator's continuous outputs by their discreteness alone.
+NOTE: [7] perturbs the raw real images; here the perturbation is around the dequantised real
+images D sees (x in [−1, 1] plus uniform noise of one level), and std(x) is that batch's.
 NOTE: GANs have no likelihood. ``validation_step`` reports, as ``loss``, the unbiased squared
 MMD (Gaussian kernel, median bandwidth) between EMA-generator samples and the held-out batch in
 pixel space: a crude but honest sample-quality score that checkpoint selection can use.
@@ -32,6 +39,8 @@ from torch import nn
 from genlib.config import ANY, ModelConfig, TrainConfig, at_least, between, checked, name, one_of
 from genlib.models.base import INTERPOLATE, MODELS, Batch, GenerativeModel, to_unit
 from genlib.models.layers import downsample_steps, latent_path, mmd2, noise_device
+
+PENALTIES = ("auto", "none", "interpolates", "dragan")
 
 # --------------------------------------------------------------------------- losses
 # Each entry: (discriminator loss from real and fake logits, generator loss from fake logits).
@@ -58,7 +67,10 @@ class GANConfig(ModelConfig):
     hidden: int = checked(64, at_least(1))  # channels at full resolution; doubled at each halving
     loss: str = checked("non-saturating", one_of(*LOSSES))  # minimax, non-saturating, lsgan, wgan-gp or hinge
     n_critic: int = checked(1, at_least(1))  # discriminator updates per generator update (5 is usual for wgan-gp)
-    gp_weight: float = checked(10.0, at_least(0))  # gradient-penalty weight, used by wgan-gp only
+    # gradient penalty on D: "interpolates" between real and fake [4], "dragan" around the real data [7], "none";
+    # "auto": interpolates with the wgan-gp loss, none otherwise
+    penalty: str = checked("auto", one_of(*PENALTIES))
+    gp_weight: float = checked(10.0, at_least(0))  # λ of the gradient penalty (10 in [4] and [7])
     ema: float = checked(0.999, between(0, 1, high_open=True))  # decay of the generator's moving average used for sampling; 0 disables
     conditional: bool = checked(False, ANY)  # class-conditional: conditional batch norm in G, projection in D
 
@@ -156,9 +168,19 @@ class GAN(GenerativeModel):
             fake = self.generator(z, labels)
         real = self._dequantize(x)
         loss = d_loss(self.discriminator(real, labels), self.discriminator(fake, labels))
-        if self.config.loss == "wgan-gp":
+        penalty = self.penalty
+        if penalty == "interpolates":
             loss = loss + self.config.gp_weight * self._gradient_penalty(real, fake, labels)
+        elif penalty == "dragan":
+            loss = loss + self.config.gp_weight * self.dragan_penalty(real, labels)
         return loss
+
+    @property
+    def penalty(self) -> str:
+        """The gradient penalty in force: ``model.penalty`` with "auto" resolved."""
+        if self.config.penalty != "auto":
+            return self.config.penalty
+        return "interpolates" if self.config.loss == "wgan-gp" else "none"
 
     def _dequantize(self, x: torch.Tensor) -> torch.Tensor:
         unit = to_unit(x, self.levels)
@@ -166,8 +188,18 @@ class GAN(GenerativeModel):
 
     def _gradient_penalty(self, real, fake, labels) -> torch.Tensor:
         t = torch.rand(len(real), 1, 1, 1, device=real.device)
-        mixed = (t * real + (1 - t) * fake).requires_grad_(True)
-        grad, = torch.autograd.grad(self.discriminator(mixed, labels).sum(), mixed, create_graph=True)
+        return self._unit_gradient_penalty(t * real + (1 - t) * fake, labels)
+
+    def dragan_penalty(self, real: torch.Tensor, labels) -> torch.Tensor:
+        """E(‖∇D(x̂)‖ − 1)² at x̂ = x + α·δ around the real batch [7]: α ~ U[0, 1] per image, then
+        δ = 0.5·std(x)·u with u ~ U[0, 1] per pixel (drawn in that order)."""
+        alpha = torch.rand(len(real), 1, 1, 1, device=real.device)
+        delta = 0.5 * real.std() * torch.rand_like(real)
+        return self._unit_gradient_penalty(real + alpha * delta, labels)
+
+    def _unit_gradient_penalty(self, points: torch.Tensor, labels) -> torch.Tensor:
+        points = points.detach().requires_grad_(True)
+        grad, = torch.autograd.grad(self.discriminator(points, labels).sum(), points, create_graph=True)
         return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
     def training_step(self, batch: Batch, optimizers, step: int) -> dict[str, float]:

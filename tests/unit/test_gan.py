@@ -41,6 +41,43 @@ def test_gradient_penalty_is_part_of_the_wgan_critic_loss():
     assert with_gp.item() > without.item()
 
 
+def test_dragan_penalty_equals_a_direct_autograd_computation():
+    torch.manual_seed(0)
+    model = build_model(GANConfig(loss="lsgan", penalty="dragan", hidden=8, latent_dim=8), (1, 8, 8), 17)
+    real = torch.rand(5, 1, 8, 8) * 2 - 1
+    torch.manual_seed(7)
+    penalty = model.dragan_penalty(real, None)
+    # The same draws, in the same order: α per image, then the per-pixel uniform perturbation.
+    torch.manual_seed(7)
+    alpha = torch.rand(5, 1, 1, 1)
+    perturbed = real + alpha * 0.5 * real.std() * torch.rand_like(real)
+    norms = []
+    for one in perturbed:  # one image at a time: the gradient of D's output for it alone
+        point = one.unsqueeze(0).requires_grad_(True)
+        grad, = torch.autograd.grad(model.discriminator(point, None).sum(), point)
+        norms.append(grad.norm())
+    expected = torch.stack([(g - 1) ** 2 for g in norms]).mean()
+    assert penalty.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert penalty.requires_grad  # it trains D: the graph of the gradient is kept
+
+
+def test_penalty_choice_adds_to_any_loss():
+    torch.manual_seed(0)
+    x = torch.randint(0, 17, (4, 1, 8, 8), dtype=torch.uint8)
+    z = torch.randn(4, 8)
+    losses = {}
+    for penalty in ("none", "dragan", "interpolates"):
+        torch.manual_seed(0)
+        model = build_model(GANConfig(loss="hinge", penalty=penalty, hidden=8, latent_dim=8), (1, 8, 8), 17)
+        torch.manual_seed(1)
+        losses[penalty] = model("d", x, z, None).item()
+    assert losses["dragan"] > losses["none"] and losses["interpolates"] > losses["none"]
+    assert build_model(GANConfig(loss="wgan-gp"), (1, 8, 8), 17).penalty == "interpolates"  # "auto"
+    assert build_model(GANConfig(loss="hinge"), (1, 8, 8), 17).penalty == "none"
+    with pytest.raises(ValueError, match="penalty='r1' is not allowed"):
+        GANConfig(penalty="r1")
+
+
 def test_ema_follows_the_generator_with_warm_up():
     torch.manual_seed(0)
     model = build_model(GANConfig(hidden=8, latent_dim=8, ema=0.999), (1, 8, 8), 17)
