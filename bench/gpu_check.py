@@ -153,7 +153,7 @@ def _steps(family: str, size: int, device, precision: str, batches: list, held: 
     import torch
 
     from genlib.models import build_model
-    from genlib.models.base import Batch
+    from genlib.models.base import Batch, TrainingContext
     from genlib.presets import load_config
     from genlib.train.loop import _train_epoch
 
@@ -163,12 +163,13 @@ def _steps(family: str, size: int, device, precision: str, batches: list, held: 
     torch.manual_seed(cfg.train.seed + noise_seed)  # the noise of training steps (CUDA's generator too)
     optimizers = model.configure_optimizers(cfg.train)
     model.train()
-    _train_epoch(model, batches[:warmup], optimizers, 0, device, None, precision)
+    _train_epoch(model, batches[:warmup], optimizers, TrainingContext(), device, None, precision)
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
-    metrics, _, bad_step = _train_epoch(model, batches[warmup:], optimizers, warmup, device, None, precision)
+    metrics, _, bad_step = _train_epoch(model, batches[warmup:], optimizers, TrainingContext(warmup), device, None,
+                                        precision)
     _sync(device)
     seconds = time.perf_counter() - started
     model.eval()

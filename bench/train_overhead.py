@@ -68,7 +68,7 @@ def bare_loop(cfg, dataset) -> tuple[float, float]:
 
     from genlib.data.dataset import DatasetVersion
     from genlib.models import build_model
-    from genlib.models.base import Batch
+    from genlib.models.base import Batch, TrainingContext
 
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -83,7 +83,7 @@ def bare_loop(cfg, dataset) -> tuple[float, float]:
         t0 = time.perf_counter()
         model.train()
         for item in loader:
-            model.training_step(Batch.from_loader(item), optimizers, step)
+            model.training_step(Batch.from_loader(item), optimizers, TrainingContext(step))
             step += 1
         rates.append(len(train_set) / (time.perf_counter() - t0))
         print(f"bare epoch {epoch}: {rates[-1]:.0f} img/s", flush=True)

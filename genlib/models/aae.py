@@ -49,6 +49,7 @@ from genlib.models.base import (
     TRAVERSE,
     Batch,
     GenerativeModel,
+    TrainingContext,
     to_unit,
 )
 from genlib.models.layers import (
@@ -157,7 +158,7 @@ class AAE(GenerativeModel):
             return F.softplus(-self._critic(self.encode_unit(x), labels)).mean()
         raise ValueError(f"unknown phase {phase!r}")
 
-    def training_step(self, batch: Batch, optimizers, step: int) -> dict[str, float]:
+    def training_step(self, batch: Batch, optimizers, context: TrainingContext) -> dict[str, float]:
         labels = self.class_labels(batch.labels, len(batch.x))
         recon = self.run("reconstruct", batch.x, labels)
         self.optimize(optimizers["autoencoder"], recon)

@@ -8,6 +8,7 @@ checked by the contract tests.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -46,6 +47,24 @@ class Batch:
         """On ``device``; from pinned memory the copy is asynchronous (ordered before the kernels using it)."""
         labels = None if self.labels is None else self.labels.to(device, non_blocking=True)
         return Batch(self.x.to(device, non_blocking=True), labels, self.index.to(device, non_blocking=True))
+
+
+@dataclass(frozen=True)
+class TrainingContext:
+    """What a family's update may depend on besides its batch, identical on every rank, so that a
+    schedule (a warm-up, a critic's turn, a resolution's fade-in) moves in lock-step under DDP and
+    resumes where it stood (the loop saves it with every checkpoint)."""
+
+    step: int = 0  # optimizer steps taken before this one (all ranks step together)
+    images_seen: int = 0  # training images drawn before this batch, over all ranks together
+    world_size: int = 1  # data-parallel ranks
+    epoch: int = 1  # the epoch this step belongs to, counted from 1
+
+    def after(self, batch_size: int) -> TrainingContext:
+        """The context of the next step, once every rank has trained on a batch of ``batch_size``
+        images (ranks draw equal-sized batches: the samplers pad their shards to one length)."""
+        return dataclasses.replace(self, step=self.step + 1,
+                                   images_seen=self.images_seen + batch_size * self.world_size)
 
 
 class GenerativeModel(nn.Module):
@@ -94,8 +113,9 @@ class GenerativeModel(nn.Module):
         return {"model": torch.optim.Adam(self.parameters(), lr=train.lr)}
 
     def training_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer],
-                      step: int) -> dict[str, float]:
-        """Perform this family's update on one batch; return float metrics including ``loss``."""
+                      context: TrainingContext) -> dict[str, float]:
+        """Perform this family's update on one batch; return float metrics including ``loss``.
+        ``context``: where training stands, the same on every rank (a schedule's clock)."""
         raise NotImplementedError
 
     @staticmethod

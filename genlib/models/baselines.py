@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from genlib.config import ModelConfig, at_least, checked, name, positive
-from genlib.models.base import LOG_PROB, MODELS, Batch, GenerativeModel
+from genlib.models.base import LOG_PROB, MODELS, Batch, GenerativeModel, TrainingContext
 from genlib.models.layers import bits_per_dim, noise_device
 
 
@@ -69,7 +69,7 @@ class _MixtureBase(GenerativeModel):
         return torch.logsumexp(self._component_log_lik(x) + self.log_pi, dim=1)  # (B,) log p(x)
 
     @torch.no_grad()
-    def training_step(self, batch: Batch, optimizers, step: int) -> dict[str, float]:
+    def training_step(self, batch: Batch, optimizers, context: TrainingContext) -> dict[str, float]:
         # Exact sums of thousands of log-probabilities: never in bf16 (train.precision=bf16 autocasts einsum).
         with torch.autocast(batch.x.device.type, enabled=False):
             return self._em_step(batch)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlib.config import ANY, ModelConfig, TrainConfig, at_least, between, checked, name, one_of
-from genlib.models.base import INTERPOLATE, MODELS, Batch, GenerativeModel, to_unit
+from genlib.models.base import INTERPOLATE, MODELS, Batch, GenerativeModel, TrainingContext, to_unit
 from genlib.models.layers import downsample_steps, latent_path, mmd2, noise_device
 
 PENALTIES = ("auto", "none", "interpolates", "dragan")
@@ -202,13 +202,13 @@ class GAN(GenerativeModel):
         grad, = torch.autograd.grad(self.discriminator(points, labels).sum(), points, create_graph=True)
         return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
-    def training_step(self, batch: Batch, optimizers, step: int) -> dict[str, float]:
+    def training_step(self, batch: Batch, optimizers, context: TrainingContext) -> dict[str, float]:
         labels = self.class_labels(batch.labels, len(batch.x))
         z = torch.randn(len(batch.x), self.config.latent_dim, device=batch.x.device)
         d_loss = self.run("d", batch.x, z, labels)
         self.optimize(optimizers["discriminator"], d_loss)
         metrics = {"d_loss": d_loss.item()}
-        if step % self.config.n_critic == 0:
+        if context.step % self.config.n_critic == 0:
             g_loss = self.run("g", None, torch.randn_like(z), labels)
             self.optimize(optimizers["generator"], g_loss)
             self._update_ema()

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlib.config import ANY, ConfigValueError, ModelConfig, at_least, checked, name, odd_at_least, one_of
-from genlib.models.base import COMPLETE, LOG_PROB, MODELS, Batch, GenerativeModel, to_unit
+from genlib.models.base import COMPLETE, LOG_PROB, MODELS, Batch, GenerativeModel, TrainingContext, to_unit
 from genlib.models.layers import (
     MaskedConv2d,
     bits_per_dim,
@@ -79,7 +79,7 @@ class AutoregressiveModel(PixelHead, GenerativeModel):
         """Negative log-likelihood per image in nats, (B,)."""
         return -categorical_log_likelihood(self.logits(x, self.class_labels(labels, len(x))), x)
 
-    def training_step(self, batch: Batch, optimizers, step: int) -> dict[str, float]:
+    def training_step(self, batch: Batch, optimizers, context: TrainingContext) -> dict[str, float]:
         opt = optimizers["model"]
         loss = self.run(batch.x, batch.labels).mean()
         self.optimize(opt, loss)

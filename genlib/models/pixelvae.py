@@ -46,6 +46,7 @@ from genlib.models.base import (
     MODELS,
     TRAVERSE,
     Batch,
+    TrainingContext,
     to_unit,
 )
 from genlib.models.layers import (
@@ -132,9 +133,9 @@ class PixelVAE(PixelHead, GaussianLatentModel):
 
     # -- contract ---------------------------------------------------------------------------
 
-    def training_step(self, batch: Batch, optimizers, step: int) -> dict[str, float]:
+    def training_step(self, batch: Batch, optimizers, context: TrainingContext) -> dict[str, float]:
         terms = self.run(batch.x)
-        beta = self.kl_weight(step)
+        beta = self.kl_weight(context.step)
         loss = (terms["recon"] + beta * terms["kl"]).mean()
         self.optimize(optimizers["model"], loss)
         return {**self._metrics(terms, loss), "kl_weight": beta}

@@ -36,6 +36,7 @@ from genlib.models.base import (
     TRAVERSE,
     Batch,
     GenerativeModel,
+    TrainingContext,
     to_unit,
 )
 from genlib.models.layers import (
@@ -166,7 +167,7 @@ class VAE(GaussianLatentModel):
 
     # -- contract ---------------------------------------------------------------------------
 
-    def training_step(self, batch: Batch, optimizers, step: int) -> dict[str, float]:
+    def training_step(self, batch: Batch, optimizers, context: TrainingContext) -> dict[str, float]:
         opt = optimizers["model"]
         terms = self.run(batch.x, batch.labels)
         loss = (terms["recon"] + self.config.beta * terms["kl"]).mean()

@@ -31,7 +31,7 @@ from genlib.config import Config
 from genlib.data.dataset import DatasetVersion
 from genlib.data.sampling import WeightedDistributedSampler
 from genlib.models import GenerativeModel, build_model
-from genlib.models.base import Batch
+from genlib.models.base import Batch, TrainingContext
 from genlib.models.io import load_optimizer_states, read_checkpoint, read_sampling_weights, save_checkpoint
 from genlib.presets import config_from_dict
 from genlib.train.adaptive import PREFIX as REWEIGHT_PREFIX
@@ -48,6 +48,7 @@ class Progress:
     Epochs are numbered from 1, as people count them (progress lines, MLflow steps, tags)."""
     epoch: int = 0  # the last finished epoch (0: none yet)
     step: int = 0  # optimizer steps taken
+    images_seen: int = 0  # training images drawn so far, over all ranks together
     best_val_loss: float = float("inf")
     stale_epochs: int = 0  # epochs since val_loss last improved
 
@@ -102,8 +103,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         train_loader.sampler.set_epoch(epoch - 1)
         started = time.perf_counter()
         model.train()
-        train_metrics, progress.step, bad_step = _train_epoch(model, train_loader, optimizers, progress.step, device,
-                                                              faults, cfg.train.precision)
+        context = TrainingContext(progress.step, progress.images_seen, world, epoch)
+        train_metrics, context, bad_step = _train_epoch(model, train_loader, optimizers, context, device, faults,
+                                                        cfg.train.precision)
+        progress.step, progress.images_seen = context.step, context.images_seen
         if bad_step is not None:  # every rank knows (all-reduced): stop together, no checkpoint of NaNs
             hooks.nonfinite(bad_step)
             return {"nonfinite_step": bad_step, "epoch": epoch, "train_metrics": train_metrics}  # to the driver
@@ -192,10 +195,10 @@ def _quiet_report_logs() -> None:
         pass
 
 
-def _train_epoch(model: GenerativeModel, loader, optimizers, step: int, device, faults: Faults | None = None,
-                 precision: str = "fp32"):
-    """One pass over this rank's shard: (metrics averaged over all ranks, next step, first step
-    with a non-finite training metric on any rank or None).
+def _train_epoch(model: GenerativeModel, loader, optimizers, context: TrainingContext, device,
+                 faults: Faults | None = None, precision: str = "fp32"):
+    """One pass over this rank's shard, starting from ``context``: (metrics averaged over all ranks,
+    the context after the epoch, first step with a non-finite training metric on any rank or None).
 
     NOTE: a rank that meets a NaN keeps stepping to the end of the epoch rather than raising: the
     other ranks would otherwise wait forever in DDP's next all-reduce. The epoch is thrown away."""
@@ -206,16 +209,16 @@ def _train_epoch(model: GenerativeModel, loader, optimizers, step: int, device, 
     for item in loader:
         batch = Batch.from_loader(item).to(device)
         if faults:
-            faults.before_step(model, step)
+            faults.before_step(model, context.step)
         with autocast:
-            out = model.training_step(batch, optimizers, step)
+            out = model.training_step(batch, optimizers, context)
         if bad_step is None and not all(map(_finite, out.values())):
-            bad_step = step
+            bad_step = context.step
         for key, value in out.items():
             sums[key] += value * len(batch.x)
         count += len(batch.x)
-        step += 1
-    return _global_mean(sums, count, device), step, _first_bad_step(bad_step, device)
+        context = context.after(len(batch.x))
+    return _global_mean(sums, count, device), context, _first_bad_step(bad_step, device)
 
 
 def _first_bad_step(bad_step: int | None, device) -> int | None:

@@ -2,6 +2,7 @@
 process so that it does not disturb the session's local Ray."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genlib.models.io import read_sampling_weights
+from genlib.config import DataConfig
+from genlib.data.prepare import prepare
+from genlib.models.io import read_sampling_weights, read_state
 from genlib.tracking import Tracker
 
 pytestmark = pytest.mark.integration
@@ -43,3 +46,6 @@ def test_two_node_training_recovers_a_lost_worker_in_one_mlflow_run_with_its_sam
     third, fourth = (read_sampling_weights(folders[f"epoch_0000{e}"]) for e in (3, 4))
     assert third.std() > 0 and third.sum() == pytest.approx(1.0)
     np.testing.assert_array_equal(fourth, third)
+    # The training context resumed too: images seen by both workers over four epochs, counted once.
+    n = prepare(DataConfig(source="digits")).manifest["splits"]["train"]
+    assert read_state(folders["epoch_00004"])["images_seen"] == 4 * 2 * math.ceil(n / 2)

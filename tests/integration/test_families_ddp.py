@@ -58,6 +58,7 @@ def _ddp_worker(rank: int, world: int, port: int, dataset: str, out: str) -> Non
 
     from genlib.data.dataset import DatasetVersion
     from genlib.models import build_model
+    from genlib.models.base import TrainingContext
     from genlib.train.loop import _train_epoch, _validate
 
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
@@ -76,11 +77,11 @@ def _ddp_worker(rank: int, world: int, port: int, dataset: str, out: str) -> Non
         sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.train.seed)
         train_loader = DataLoader(train_set, batch_size=cfg.train.batch_size // world, sampler=sampler)
         val_loader = DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=64)
-        step, losses = 0, []
+        context, losses = TrainingContext(world_size=world), []
         for epoch in range(EPOCHS):
             sampler.set_epoch(epoch)
             model.train()
-            metrics, step, bad = _train_epoch(model, train_loader, optimizers, step, device)
+            metrics, context, bad = _train_epoch(model, train_loader, optimizers, context, device)
             assert bad is None, f"{variant}: non-finite loss at step {bad}"
             model.on_epoch_end()
             model.eval()
@@ -90,7 +91,8 @@ def _ddp_worker(rank: int, world: int, port: int, dataset: str, out: str) -> Non
         tensors = model.parameters() if model.trainable else model.state_dict().values()
         state = torch.cat([t.detach().flatten().double() for t in tensors if t.is_floating_point()])
         results[variant] = {"val_loss": losses, "train": metrics, "state_sum": float(state.sum()),
-                            "state_abs": float(state.abs().sum())}
+                            "state_abs": float(state.abs().sum()), "context": [context.step, context.images_seen],
+                            "drawn": EPOCHS * len(sampler) * world}
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump(results, f)
     dist.destroy_process_group()
@@ -119,6 +121,8 @@ def test_two_process_ddp_keeps_replicas_identical_and_learns(ddp_results, varian
     assert first["state_abs"] > 0 and first["state_sum"] == pytest.approx(second["state_sum"], rel=1e-9, abs=1e-9)
     assert first["state_abs"] == pytest.approx(second["state_abs"], rel=1e-9)
     assert first["val_loss"] == second["val_loss"]  # all-reduced: every rank sees the same numbers
+    # The training context is the same on both ranks and counts the images of both.
+    assert first["context"] == second["context"] and first["context"][1] == first["drawn"]
     assert all(math.isfinite(v) for v in (*first["val_loss"], *first["train"].values()))
     assert _learned(first["val_loss"]), first["val_loss"]
 

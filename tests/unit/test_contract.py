@@ -7,7 +7,16 @@ from sklearn.datasets import load_digits
 from genlib.config import TrainConfig
 from genlib.evaluate.likelihood import latent_metrics
 from genlib.models import MODELS, build_model
-from genlib.models.base import INTERPOLATE, KNOWN_CAPABILITIES, LATENT_PRIOR, LOG_PROB, RECONSTRUCT, TRAVERSE, Batch
+from genlib.models.base import (
+    INTERPOLATE,
+    KNOWN_CAPABILITIES,
+    LATENT_PRIOR,
+    LOG_PROB,
+    RECONSTRUCT,
+    TRAVERSE,
+    Batch,
+    TrainingContext,
+)
 from genlib.models.io import load_model, save_checkpoint
 from genlib.models.layers import bits_per_dim, mmd2
 from genlib.presets import config_from_dict
@@ -42,7 +51,7 @@ def test_training_reduces_loss_on_a_fixed_batch(variant):
     step = 0
     for _ in range(3):  # epochs: EM families re-estimate at each epoch's end
         for _ in range(15):
-            out = model.training_step(batch, optimizers, step)
+            out = model.training_step(batch, optimizers, TrainingContext(step))
             step += 1
         model.on_epoch_end()
     assert "loss" in out and all(isinstance(v, float) for v in out.values())
@@ -68,7 +77,7 @@ def test_samples_are_images_of_the_dataset(variant):
 def test_checkpoint_round_trip_reproduces_samples(variant, tmp_path):
     model = _build(variant)
     optimizers = model.configure_optimizers(TrainConfig())
-    model.training_step(_digits(16), optimizers, 0)
+    model.training_step(_digits(16), optimizers, TrainingContext())
     model.on_epoch_end()
     model.eval()
     loaded = load_model(save_checkpoint(tmp_path / "ckpt", model, optimizers, epoch=0, step=1)).eval()

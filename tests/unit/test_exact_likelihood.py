@@ -15,7 +15,7 @@ import torch
 
 from genlib.config import TrainConfig
 from genlib.models import MODELS, build_model
-from genlib.models.base import LOG_PROB, Batch
+from genlib.models.base import LOG_PROB, Batch, TrainingContext
 from tests.families import ALL
 
 NUM_CLASSES, LABEL = 10, 1  # class-conditional variants are scored with every image labelled LABEL
@@ -66,7 +66,8 @@ def _perturb(model, shape, levels: int) -> None:
                 # Squaring a uniform skews the levels towards 0: the fitted categoricals are not uniform.
                 x = (torch.rand(32, *shape, generator=gen) ** 2 * levels).long().clamp_(max=levels - 1)
                 labels = torch.randint(0, NUM_CLASSES, (32,), generator=gen)
-                model.training_step(Batch(x.to(torch.uint8), labels, torch.arange(32)), optimizers, step)
+                model.training_step(Batch(x.to(torch.uint8), labels, torch.arange(32)), optimizers,
+                                    TrainingContext(step))
                 step += 1
             model.on_epoch_end()
     with torch.no_grad():

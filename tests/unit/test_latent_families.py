@@ -7,7 +7,7 @@ from sklearn.datasets import load_digits
 from genlib.config import TrainConfig
 from genlib.models import build_model
 from genlib.models.aae import AAEConfig
-from genlib.models.base import Batch
+from genlib.models.base import Batch, TrainingContext
 from genlib.models.pixelvae import PixelVAEConfig
 
 
@@ -22,7 +22,7 @@ def test_pixelvae_warms_the_kl_weight_up_linearly_and_validates_on_the_true_boun
     model = build_model(PixelVAEConfig(latent_dim=4, hidden=8, layers=2, head=16, kl_warmup=4), (1, 8, 8), 17)
     optimizers = model.configure_optimizers(TrainConfig())
     batch = _digits(16)
-    weights = [model.training_step(batch, optimizers, step)["kl_weight"] for step in range(6)]
+    weights = [model.training_step(batch, optimizers, TrainingContext(step))["kl_weight"] for step in range(6)]
     assert weights == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     out = model.eval().validation_step(batch)
     assert out["loss"] == pytest.approx(out["recon"] + out["kl"], rel=1e-5)  # KL weight 1, whatever the warm-up
@@ -61,7 +61,7 @@ def test_each_of_the_aae_updates_moves_only_its_own_networks():
         changed = {name for name, part in parts.items()
                    if any(not torch.equal(a, p) for a, p in zip(before[name], part.parameters()))}
         assert changed == moved, f"{phase}: moved {changed}, expected {moved}"
-    out = model.training_step(batch, optimizers, 3)
+    out = model.training_step(batch, optimizers, TrainingContext(3))
     assert set(out) == {"loss", "recon_bpd", "d_loss", "g_loss"}
 
 
