@@ -347,17 +347,15 @@ RUNNERS = {"machine": machine, "loop": loop, "ray": ray_jobs, "knn": knn, "incep
 
 def digits(size: int):
     """sklearn's real 8×8 digits, bilinearly upsampled to ``size``² with 256 levels: uint8 (N, 1, s, s), labels."""
-    import numpy as np
     import torch
-    import torch.nn.functional as F
-    from sklearn.datasets import load_digits
 
-    data = load_digits()
-    x = torch.from_numpy(data.images.astype(np.float32) / 16).unsqueeze(1)
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    from genlib.config import DataConfig
+    from genlib.data.sources import digits as digits_source
+
+    data = digits_source(DataConfig(source="digits", image_size=size, levels=256))
+    x = torch.from_numpy(data.images).permute(0, 3, 1, 2)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    return x[order], torch.from_numpy(data.target)[order]
+    return x[order], torch.from_numpy(data.labels)[order]
 
 
 def digits_npz(size: int) -> Path:

@@ -146,10 +146,11 @@ class DataConfig(Checked):
     # share held out for scoring; ignored when the source ships a test split
     test_fraction: float = checked(0.2, between(0, 1, low_open=True, high_open=True))
     seed: int = checked(0, at_least(0))  # seed of the stratified split
-    # resize folder images to this square size; None keeps sizes (mixed sizes are errors)
+    # resize folder images (or upsample digits) to this square size; None keeps sizes (mixed sizes are errors)
     image_size: int | None = checked(None, at_least(2))
     channels: int | None = checked(None, one_of(1, 3))  # folder images: 1 (grey) or 3 (RGB); None infers from the files
-    levels: int | None = checked(None, between(2, 256))  # npz arrays: discrete values per channel; None means 256
+    # discrete values per channel: of npz arrays (None means 256), or digits requantised (None: its 17)
+    levels: int | None = checked(None, between(2, 256))
     # labelled data: thin this class in the train split only (an induced imbalance)
     rare_class: int | None = checked(None, at_least(0))
     # share of rare_class's train images kept (seeded; val and test stay whole)

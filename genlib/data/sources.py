@@ -58,13 +58,33 @@ def check_images(images: np.ndarray, levels: int, where: str) -> None:
 
 @SOURCES.register("digits")
 def digits(cfg: DataConfig) -> SourceData:
-    """scikit-learn's bundled 8×8 digits: 1,797 images, values 0..16 (17 levels), 10 classes."""
+    """scikit-learn's bundled 8×8 digits: 1,797 images, values 0..16 (17 levels), 10 classes.
+
+    ``data.image_size`` upsamples them (bilinear) to that square size, so that families that grow
+    or halve resolutions (progressive growing, U-Nets) have room; ``data.levels`` requantises the
+    values (default: the 17 of the originals)."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     images = bunch.images.astype(np.uint8)[..., None]  # (N, 8, 8, 1)
-    return SourceData(images, bunch.target.astype(np.int64), levels=17,
+    levels = cfg.levels or 17
+    if cfg.image_size not in (None, 8) or levels != 17:
+        images = resample(images, 17, cfg.image_size or 8, levels)
+    return SourceData(images, bunch.target.astype(np.int64), levels=levels,
                       class_names=tuple(str(c) for c in range(10)))
+
+
+def resample(images: np.ndarray, levels: int, size: int, new_levels: int) -> np.ndarray:
+    """uint8 (N, H, W, C) images with ``levels`` values, bilinearly resized to ``size``² (half-pixel
+    centres, as PIL and torchvision) and rounded to ``new_levels`` values: uint8 (N, size, size, C)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(images.astype(np.float32) / (levels - 1)).permute(0, 3, 1, 2)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = (x.clamp(0, 1) * (new_levels - 1)).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().numpy()
 
 
 # --------------------------------------------------------------------------- MNIST-style IDX

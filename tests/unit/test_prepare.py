@@ -171,3 +171,17 @@ def test_bad_rarity_settings_are_refused_and_leave_nothing(genlib_home):
         prepare(DataConfig(source="digits", style="thick", style_share=0.0))
     datasets = genlib_home / "datasets"
     assert not datasets.exists() or not any(datasets.iterdir())  # no version, whole or half-written
+
+
+def test_digits_upsample_to_an_image_size_keeping_labels_and_levels():
+    small = DatasetVersion(prepare(DataConfig(source="digits")).path)
+    big = DatasetVersion(prepare(DataConfig(source="digits", image_size=32)).path)
+    assert big.shape == (1, 32, 32) and big.levels == 17 and big.content_hash != small.content_hash
+    x8, x32 = np.array(small.images("train")), np.array(big.images("train"))
+    assert (big.labels("train") == small.labels("train")).all() and x32.max() <= 16
+    # Each 4×4 block averages back to about its source pixel (bilinear blurs a little across blocks):
+    # the same digits, four times larger.
+    blocks = x32[..., 0].reshape(len(x32), 8, 4, 8, 4).astype(float).mean(axis=(2, 4))
+    assert np.corrcoef(blocks.ravel(), x8[..., 0].ravel().astype(float))[0, 1] > 0.95
+    fine = DatasetVersion(prepare(DataConfig(source="digits", image_size=16, levels=256)).path)
+    assert fine.levels == 256 and np.array(fine.images("test")).max() == 255
