@@ -1,6 +1,7 @@
-"""DB-VAE reweighting end to end: a real VAE run, reweighting its own training set as it trains on two
-Ray Train workers (``train.reweight_every``) → `genlib reweight` → weights file in MLflow, and weights
-refused for another dataset. (Retraining with them on two workers: test_pipeline.py.)"""
+"""DB-VAE reweighting end to end: a real VAE run, reweighting its own training set as it trains on one
+Ray Train worker (``train.reweight_every``; on two, with a restart: test_cluster.py) → `genlib reweight`
+→ weights file in MLflow, and weights refused for another dataset. (Retraining with them on two
+workers: test_pipeline.py.)"""
 
 
 import numpy as np
@@ -22,13 +23,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def vae_run(tmp_path_factory, ray_local):
-    """One VAE trained on digits with class 3 thinned to 10 % in train, on two workers, its sampling weights
+    """One VAE trained on digits with class 3 thinned to 10 % in train, on one worker, its sampling weights
     recomputed from itself before epoch 2, in its own GENLIB_HOME, shared by this module's tests:
-    (home, config, training result). (Resuming with adaptive weights: test_cluster.py.)"""
+    (home, config, training result). (Two workers resuming with adaptive weights: test_cluster.py.)"""
     home = tmp_path_factory.mktemp("reweight") / "genlib-home"
     with pytest.MonkeyPatch.context() as env:
         env.setenv("GENLIB_HOME", str(home))
-        cfg = load_config("digits-quick", ["train.epochs=2", "train.num_workers=2", "train.reweight_every=1",
+        cfg = load_config("digits-quick", ["train.epochs=2", "train.num_workers=1", "train.reweight_every=1",
                                            "train.batch_size=64", "models=[]",
                                            "model={family: vae, hidden: 8, latent_dim: 4}", "data.rare_class=3",
                                            "data.rare_keep=0.1", "reweight.classifier_seeds=1",
@@ -72,7 +73,7 @@ def test_weights_for_another_dataset_are_refused_before_training(vae_run, monkey
     assert main(["reweight", "--vae-run", "not-a-run"]) == 2
 
 
-def test_adaptive_weights_on_two_workers_come_from_the_model_after_the_previous_epoch(vae_run, monkeypatch):
+def test_adaptive_weights_on_one_worker_come_from_the_model_after_the_previous_epoch(vae_run, monkeypatch):
     home, cfg, vae = vae_run
     monkeypatch.setenv("GENLIB_HOME", str(home))
     ess = Tracker().client.get_metric_history(vae.run_id, "reweight_ess_fraction")
