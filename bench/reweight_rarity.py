@@ -22,8 +22,8 @@ the hard case) among those whose worst case reaches 3. Then, per type, on the ou
     subgroup's test images and overall (``genlib.evaluate.debias.classifier_check``);
   * the VAE retrained with the default weights (`genlib reweight`, then `genlib train --weights`):
     the share of 2000 samples of each VAE that the report-only classifier assigns to the rare
-    subgroup, and the recall of the rare test images (``genlib.evaluate.debias``, as the pipeline
-    report shows them).
+    subgroup, the recall of the rare test images (``genlib.evaluate.debias``, as the pipeline
+    report shows them), and the domain FID of each against the whole test split.
 
     .venv/bin/python bench/reweight_rarity.py [--seeds 5] [--vae-epochs 40] [--clf-epochs 15] [--types class,thick]
 """
@@ -116,7 +116,7 @@ def main() -> None:
     from genlib.evaluate.debias import classifier_check
     from genlib.evaluate.references import References
     from genlib.evaluate.reweight import effective_sample_size, estimate_weights, latent_means, sample_losses
-    from genlib.evaluate.suite import generate, rare_subgroup
+    from genlib.evaluate.suite import generate, rare_subgroup, sample_quality
     from genlib.models.io import load_model
     from genlib.presets import load_config
     from genlib.stages.reweight import reweight
@@ -188,9 +188,10 @@ def main() -> None:
               f"{found['classifier_accuracy_weighted']:19.3f}", flush=True)
 
     print(f"\nthe VAE retrained with the default weights: {args.samples} samples of each, the share the report-only "
-          f"classifier assigns to the rare subgroup (data: its share of train) and the recall of the rare test images")
+          f"classifier assigns to the rare subgroup (data: its share of train), the recall of the rare test images, "
+          f"and the domain FID against the whole test split (what the weights cost the common part)")
     print(f"{'type':20}{'train share':>12}{'samples: VAE':>14}{'reweighted':>12}{'rare recall: VAE':>18}"
-          f"{'reweighted':>12}{'assignment bal. acc.':>22}")
+          f"{'reweighted':>12}{'assignment bal. acc.':>22}{'FID: VAE':>12}{'reweighted':>12}")
     for name in types:
         d = data[name]
         version, rare, cfg = d.version, d.rare, d.cfg
@@ -198,11 +199,14 @@ def main() -> None:
         again = train(cfg.replace(train=dataclasses.replace(cfg.train, weights=str(weights.weights_path))),
                       version.path)
         refs = References.load(version, "domain")
-        found = [rare_subgroup(refs.extractor(generate(load_model(run.checkpoint).eval(), args.samples, seed=1)), refs)
-                 .metrics for run in (d.vae, again)]
+        found = []
+        for run in (d.vae, again):
+            features = refs.extractor(generate(load_model(run.checkpoint).eval(), args.samples, seed=1))
+            found.append({**rare_subgroup(features, refs).metrics, **sample_quality(features, refs).metrics})
         print(f"{name:20}{rare.mean():12.2%}{found[0]['rare_share_generated']:14.2%}"
               f"{found[1]['rare_share_generated']:12.2%}{found[0]['rare_recall_domain']:18.3f}"
-              f"{found[1]['rare_recall_domain']:12.3f}{found[0]['rare_classifier_balanced_accuracy']:22.3f}", flush=True)
+              f"{found[1]['rare_recall_domain']:12.3f}{found[0]['rare_classifier_balanced_accuracy']:22.3f}"
+              f"{found[0]['fid_domain']:12.1f}{found[1]['fid_domain']:12.1f}", flush=True)
 
 if __name__ == "__main__":
     main()
