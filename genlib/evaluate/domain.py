@@ -58,7 +58,8 @@ def domain(version: DatasetVersion, epochs: int = 30, seed: int = 0) -> Extracto
     info = {**info, "weights_sha256": weights_digest(net)}
     net.eval()
     kind = "classifier" if version.num_classes else "autoencoder"
-    return Extractor("domain", f"domain-{kind}-{version.content_hash[:12]}", 128, net.features, info, net)
+    return Extractor("domain", f"domain-{kind}-{version.content_hash[:12]}", 128, net.features, info, net,
+                     classify=net.head if version.num_classes else None)
 
 
 def _save_atomically(cache: Path, net: nn.Module, info: dict) -> None:

@@ -38,6 +38,17 @@ class Extractor:
     encode: Callable[[torch.Tensor], torch.Tensor]  # uint8 (N, C, H, W) → float (N, D), on ``module``'s device
     info: dict  # e.g. the domain network's held-out accuracy
     module: torch.nn.Module | None = field(default=None, repr=False)  # the network ``encode`` runs, if any
+    # features (N, D) → class logits (N, K), when the network is a classifier: the IS analogue's p(y|x)
+    classify: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+
+    @torch.no_grad()
+    def class_logits(self, features: np.ndarray, batch_size: int = 4096) -> np.ndarray | None:
+        """Class logits of features this extractor made, or None when it has no classifier."""
+        if self.classify is None:
+            return None
+        f = torch.as_tensor(features, dtype=torch.float32)
+        return np.concatenate([self.classify(f[i:i + batch_size].to(self.device)).float().cpu().numpy()
+                               for i in range(0, len(f), batch_size)])
 
     @property
     def device(self) -> torch.device:

@@ -13,6 +13,8 @@
   two sets come from one distribution, above 1 where samples crowd the real modes), coverage is the
   share of real balls holding at least one generated sample. Strict inequalities, as the authors'
   ``prdc`` package has them.
+* An Inception-Score analogue [5]: exp E_x KL(p(y|x) ‖ p(y)) from a classifier's logits — with the
+  domain network's own class head instead of Inception's ImageNet one, mean ± std over splits.
 
 Feature extraction, caching and logging live elsewhere: these functions only compute.
 
@@ -22,6 +24,7 @@ Feature extraction, caching and logging live elsewhere: these functions only com
 [3] Kynkäänniemi et al., "Improved Precision and Recall Metric for Assessing Generative
     Models", NeurIPS 2019.
 [4] Naeem et al., "Reliable Fidelity and Diversity Metrics for Generative Models", ICML 2020.
+[5] Salimans et al., "Improved Techniques for Training GANs", NeurIPS 2016 (10 splits).
 """
 
 from __future__ import annotations
@@ -65,6 +68,24 @@ def _psd_sqrt(matrix: np.ndarray) -> tuple[np.ndarray, int, float]:
     eig, vec = np.linalg.eigh((matrix + matrix.T) / 2)
     clipped, low = int((eig < 0).sum()), float(min(eig.min(), 0.0))
     return (vec * np.sqrt(np.clip(eig, 0, None))) @ vec.T, clipped, low
+
+
+def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
+    """exp E_x KL(p(y|x) ‖ p(y)) of class logits (N, K), on ``splits`` consecutive equal parts
+    (p(y) is each part's mean prediction): (mean, std) over the parts, in float64.
+    It is K for confident predictions spread evenly over K classes, 1 when every image gets the
+    same prediction."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or len(logits) < splits or splits < 1:
+        raise ValueError(f"need (N, K) logits with N ≥ splits ≥ 1, got shape {logits.shape} and {splits} splits")
+    log_p = logits - logits.max(axis=1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))  # log p(y|x)
+    scores = []
+    for part in np.array_split(log_p, splits):
+        log_marginal = np.log(np.exp(part).mean(axis=0))  # log p(y)
+        kl = (np.exp(part) * (part - log_marginal)).sum(axis=1)
+        scores.append(np.exp(kl.mean()))
+    return float(np.mean(scores)), float(np.std(scores))
 
 
 def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000,

@@ -28,7 +28,14 @@ from genlib.config import Config
 from genlib.data.dataset import DatasetVersion
 from genlib.evaluate.copies import FALSE_ALARM, Invariances, robust_feature_neighbours, robust_pixel_neighbours
 from genlib.evaluate.debias import rare_subgroup_scores
-from genlib.evaluate.fid import density_coverage, frechet_distance, gaussian_stats, kid, precision_recall
+from genlib.evaluate.fid import (
+    density_coverage,
+    frechet_distance,
+    gaussian_stats,
+    inception_score,
+    kid,
+    precision_recall,
+)
 from genlib.evaluate.knn import Neighbours, approximate_neighbours, nearest_neighbours, recall_at_k
 from genlib.evaluate.likelihood import LATENT_MMD_IMAGES, latent_metrics, likelihood_metrics
 from genlib.evaluate.memorization import authenticity, copy_rate, data_copying_zscore
@@ -71,6 +78,7 @@ def sample_quality(f_gen: np.ndarray, refs: References) -> Scores:
     name = extractor.name
     numeric = {k: v for k, v in extractor.info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     metrics = {f"fid_{name}": fd.value, f"kid_{name}": kid_mean, f"kid_{name}_std": kid_std,
+               **_inception_score(extractor, f_gen, f"is_{name}"),
                f"precision_{name}": precision, f"recall_{name}": recall,
                f"density_{name}": density, f"coverage_{name}": coverage,
                **{f"{name}_extractor_{k}": v for k, v in numeric.items()}}
@@ -81,7 +89,22 @@ def sample_quality(f_gen: np.ndarray, refs: References) -> Scores:
               "quality.reference_split": "test", "quality.n_reference": n_ref,
               "quality.precision_recall_k": 3, "quality.density_coverage_k": 5,
               "fid.clipped_eigenvalues": fd.clipped_eigenvalues}
+    real_logits = extractor.class_logits(f_test)
+    if real_logits is not None and len(real_logits) >= IS_SPLITS:  # the same score of real test images: the ceiling
+        params.update({"quality.is_splits": IS_SPLITS, "quality.is_test_split": inception_score(real_logits, IS_SPLITS)[0]})
     return Scores(metrics, params, {}, {})
+
+
+IS_SPLITS = 10  # as [Salimans et al. 2016]
+
+
+def _inception_score(extractor, features: np.ndarray, key: str) -> dict[str, float]:
+    """The IS analogue of ``features`` with the extractor's own classifier, when it has one."""
+    logits = extractor.class_logits(features)
+    if logits is None or len(logits) < IS_SPLITS:
+        return {}
+    mean, std = inception_score(logits, IS_SPLITS)
+    return {key: mean, f"{key}_std": std}
 
 
 def train_search(queries: np.ndarray, train: np.ndarray, method: str, probes: int,

@@ -58,10 +58,14 @@ def test_pipeline_evaluation_logs_scores_protocol_and_figures(pipeline_store, tm
     quality = {"fid_domain", "kid_domain", "kid_domain_std", "precision_domain", "recall_domain",
                "density_domain", "coverage_domain", "copy_rate_pixel_robust", "copy_rate_domain_robust",
                "copy_threshold_pixel_robust", "copy_false_alarm_pixel_robust",
-               "domain_extractor_test_accuracy", "copy_rate_pixel", "copy_rate_domain", "authenticity_pixel"}
+               "domain_extractor_test_accuracy", "copy_rate_pixel", "copy_rate_domain", "authenticity_pixel",
+               "is_domain", "is_domain_std"}
     assert set(scores) >= {"test_elbo_bpd", "test_iwae8_bpd"} | quality
     # the digits feature network works, on a test split half of which is drawn in the style only 5 % of train has
     assert scores["domain_extractor_test_accuracy"] > 0.85
+    # The IS analogue of the samples, with the domain network's classes, below that of the real test images.
+    ceiling = float(scored.data.params["quality.is_test_split"])
+    assert 1 <= scores["is_domain"] < ceiling <= 10
     assert 0.0 <= scores["copy_rate_pixel"] <= 1.0 and scores["fid_domain"] > 0
     assert scores["test_iwae8_bpd"] <= scores["test_elbo_bpd"] + 0.01
     assert 0.5 < scores["test_elbo_bpd"] < 4.09 + 0.5  # sane bits/dim for 17 levels (uniform: 4.09)

@@ -89,3 +89,22 @@ def test_density_and_coverage_equal_the_reference_prdc():
     assert density > 1  # the second pair's samples sit in the middle of the real balls
     with pytest.raises(ValueError, match="needs more than 5 real samples"):
         density_coverage(real[:5], fake)
+
+
+def test_inception_score_analogue_equals_a_direct_computation():
+    from genlib.evaluate.fid import inception_score
+
+    confident = np.full((1000, 10), -50.0)
+    confident[np.arange(1000), np.arange(1000) % 10] = 50.0  # sure of one class each, the classes even
+    assert inception_score(confident)[0] == pytest.approx(10.0, rel=1e-9)
+    assert inception_score(np.tile([5.0, 0.0, 1.0], (100, 1)))[0] == pytest.approx(1.0)  # one prediction for all
+    logits = np.random.default_rng(0).normal(size=(300, 4)) * 3
+    direct = []
+    for part in np.array_split(logits, 3):
+        p = np.exp(part) / np.exp(part).sum(1, keepdims=True)
+        marginal = p.mean(0)
+        direct.append(np.exp(np.mean([(q * np.log(q / marginal)).sum() for q in p])))
+    mean, std = inception_score(logits, splits=3)
+    assert mean == pytest.approx(np.mean(direct), rel=1e-10) and std == pytest.approx(np.std(direct), rel=1e-10)
+    with pytest.raises(ValueError, match="N ≥ splits"):
+        inception_score(logits[:5], splits=10)
