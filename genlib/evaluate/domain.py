@@ -57,8 +57,13 @@ def domain(version: DatasetVersion, epochs: int = 30, seed: int = 0) -> Extracto
             _save_atomically(cache, net, info)
     info = {**info, "weights_sha256": weights_digest(net)}
     net.eval()
+    return _extractor(net, version, version.content_hash[:12], info)
+
+
+def _extractor(net: DomainNet, version: DatasetVersion, tag: str, info: dict) -> Extractor:
+    """The Extractor of a domain network: its features, and its class head for the IS analogue."""
     kind = "classifier" if version.num_classes else "autoencoder"
-    return Extractor("domain", f"domain-{kind}-{version.content_hash[:12]}", 128, net.features, info, net,
+    return Extractor("domain", f"domain-{kind}-{tag}", 128, net.features, info, net,
                      classify=net.head if version.num_classes else None)
 
 
@@ -121,8 +126,7 @@ def import_domain(version: DatasetVersion, source: Path) -> Extractor:
     net.eval()
     meta = weights.with_name(META)
     info = {**(json.loads(meta.read_text()) if meta.is_file() else {}), "weights_sha256": weights_digest(net)}
-    kind = "classifier" if version.num_classes else "autoencoder"
-    return Extractor("domain", f"domain-{kind}-imported-{info['weights_sha256'][:12]}", 128, net.features, info, net)
+    return _extractor(net, version, f"imported-{info['weights_sha256'][:12]}", info)
 
 
 def export_domain(extractor: Extractor, folder: Path) -> Path:
