@@ -128,7 +128,6 @@ def main() -> None:
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}")
     print(f"default reweighting: method {default.method}, k {default.k}, latents {default.latents}, "
           f"ESS floor {min_ess}")
-    found = {}  # type -> {method label: (ratio, draw share, ess, tau)}
     data, default_weights = {}, {}
     for name in types:
         overrides = TYPES[name] + ([] if name == "class" else ["data.rare_class=null", "data.rare_keep=1.0"])
@@ -141,21 +140,19 @@ def main() -> None:
         x = images_of(version, "train")
         z, losses = latent_means(model, x), sample_losses(model, x)
         rare = version.rare("train")
-        data[name] = SimpleNamespace(version=version, rare=rare, z=z, losses=losses, cfg=cfg, vae=vae)
+        data[name] = SimpleNamespace(version=version, rare=rare, z=z, losses=losses, cfg=cfg, vae=vae, x=x)
         print(f"\n{name}: {rare.sum()} rare of {len(rare)} train images ({rare.mean():.2%}); VAE {vae.epoch} of "
               f"{args.vae_epochs} epochs selected ({seconds:.0f} s), trained without labels")
         print(f"how separable the rare images are: AUC of the distance to the 10th neighbour, "
               f"{separability(x.flatten(1).float().numpy(), rare):.3f} in pixel space, "
               f"{separability(z, rare):.3f} in the VAE's latent space")
         print(f"{'method':24}{'rare/other mean weight':>24}{'rare share of a draw':>22}{'ESS %':>8}{'τ':>7}")
-        found[name] = {}
         default_weights[name] = estimate_weights(z, ReweightConfig(min_ess=min_ess), losses).weights
         for label, fields in METHODS:
             est = estimate_weights(z, config_for(fields, z, min_ess), losses)
             w = est.weights
             draw = np.array(list(WeightedDistributedSampler(w, seed=0)))
             row = (w[rare].mean() / w[~rare].mean(), rare[draw].mean(), effective_sample_size(w) / len(w), est.tau)
-            found[name][label] = row
             print(f"{label:24}{row[0]:24.2f}{row[1]:22.2%}{row[2]:8.1%}{row[3]:7.2f}")
 
     family = [t for t in types if t not in HARD]
@@ -179,13 +176,13 @@ def main() -> None:
     print(f"{'type':20}{'rare: uniform':>18}{'rare: reweighted':>20}{'all: uniform':>17}{'all: reweighted':>19}")
     for name in types:
         version = data[name].version
-        found = classifier_check(images_of(version, "train"), version.labels("train"), default_weights[name],
+        check = classifier_check(data[name].x, version.labels("train"), default_weights[name],
                                  images_of(version, "test"), version.labels("test"), version.rare("test"),
                                  version.levels, version.num_classes, args.clf_epochs, args.seeds)
-        print(f"{name:20}{found['classifier_rare_accuracy_uniform']:11.3f} ± "
-              f"{found['classifier_rare_accuracy_uniform_std']:.3f}{found['classifier_rare_accuracy_weighted']:13.3f}"
-              f" ± {found['classifier_rare_accuracy_weighted_std']:.3f}{found['classifier_accuracy_uniform']:17.3f}"
-              f"{found['classifier_accuracy_weighted']:19.3f}", flush=True)
+        print(f"{name:20}{check['classifier_rare_accuracy_uniform']:11.3f} ± "
+              f"{check['classifier_rare_accuracy_uniform_std']:.3f}{check['classifier_rare_accuracy_weighted']:13.3f}"
+              f" ± {check['classifier_rare_accuracy_weighted_std']:.3f}{check['classifier_accuracy_uniform']:17.3f}"
+              f"{check['classifier_accuracy_weighted']:19.3f}", flush=True)
 
     print(f"\nthe VAE retrained with the default weights: {args.samples} samples of each, the share the report-only "
           f"classifier assigns to the rare subgroup (data: its share of train), the recall of the rare test images, "

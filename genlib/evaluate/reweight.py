@@ -83,6 +83,13 @@ def latent_means(model: torch.nn.Module, images: torch.Tensor | np.ndarray, batc
     labels = None if labels is None else torch.as_tensor(labels)
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"{len(labels)} labels for {len(images)} images")
+    return _per_image(model, lambda x, y: model.encode(x, y).float(), images, labels, batch_size).numpy()
+
+
+def _per_image(model: torch.nn.Module, fn, images: torch.Tensor, labels: torch.Tensor | None,
+               batch_size: int) -> torch.Tensor:
+    """``fn(x, y)`` over batches of images (and labels) on the model's device, concatenated on the CPU,
+    with the model in eval mode for the pass and given back in the mode it came in."""
     was_training, device = model.training, model.device
     model.eval()
     try:
@@ -90,10 +97,10 @@ def latent_means(model: torch.nn.Module, images: torch.Tensor | np.ndarray, batc
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size].to(device)
             y = None if labels is None else labels[start:start + batch_size].to(device)
-            out.append(model.encode(x, y).float().cpu())  # (b, d)
+            out.append(fn(x, y).cpu())
     finally:
         model.train(was_training)
-    return torch.cat(out).numpy()
+    return torch.cat(out)
 
 
 # --------------------------------------------------------------------------- densities
@@ -310,20 +317,11 @@ def sample_losses(model: torch.nn.Module, images: torch.Tensor | np.ndarray, bat
     if LOG_PROB not in getattr(model, "capabilities", ()):
         raise ValueError(f"{type(model).__name__} does not declare {LOG_PROB!r}; the 'elbo' signal needs a "
                          f"model with a likelihood bound (a VAE family)")
-    images = torch.as_tensor(images)
-    was_training, device = model.training, model.device
-    model.eval()
-    try:
-        out = []
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            for start in range(0, len(images), batch_size):
-                x = images[start:start + batch_size].to(device)
-                y = None if labels is None else torch.as_tensor(labels[start:start + batch_size]).to(device)
-                out.append(-model.log_prob(x, y).double().cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out).numpy()
+    images, device = torch.as_tensor(images), model.device
+    labels = None if labels is None else torch.as_tensor(labels)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return _per_image(model, lambda x, y: -model.log_prob(x, y).double(), images, labels, batch_size).numpy()
 
 
 def normalise(log_w: np.ndarray) -> np.ndarray:

@@ -89,9 +89,9 @@ def sample_quality(f_gen: np.ndarray, refs: References) -> Scores:
               "quality.reference_split": "test", "quality.n_reference": n_ref,
               "quality.precision_recall_k": 3, "quality.density_coverage_k": 5,
               "fid.clipped_eigenvalues": fd.clipped_eigenvalues}
-    real_logits = extractor.class_logits(f_test)
-    if real_logits is not None and len(real_logits) >= IS_SPLITS:  # the same score of real test images: the ceiling
-        params.update({"quality.is_splits": IS_SPLITS, "quality.is_test_split": inception_score(real_logits, IS_SPLITS)[0]})
+    ceiling = _inception_score(extractor, f_test, "quality.is_test_split")  # the same score of real test images
+    if ceiling:
+        params.update({"quality.is_splits": IS_SPLITS, "quality.is_test_split": ceiling["quality.is_test_split"]})
     return Scores(metrics, params, {}, {})
 
 
@@ -260,11 +260,11 @@ def sample_scores(generated: torch.Tensor, cfg: Config, version: DatasetVersion,
 
 def rare_subgroup(f_gen: np.ndarray, refs: References) -> Scores:
     """The report-only rare-subgroup measures (``debias.py``) of generated features."""
-    version, name = refs.version, refs.extractor.name
-    metrics = rare_subgroup_scores(f_gen, refs.val_features, version.rare("val"), refs.test_features,
-                                   version.rare("test"), version.rare("train"), name)
+    rare = {split: refs.version.rare(split) for split in ("train", "val", "test")}  # each flag file read once
+    metrics = rare_subgroup_scores(f_gen, refs.val_features, rare["val"], refs.test_features, rare["test"],
+                                   rare["train"], refs.extractor.name)
     return Scores(metrics, {"rare.assigned_by": "logistic regression on val-split features (balanced)",
-                            "rare.n_test": int(version.rare("test").sum())}, {}, {})
+                            "rare.n_test": int(rare["test"].sum())}, {}, {})
 
 
 # Metric names of the memorization curve a training run logs every ``train.eval_every`` epochs.
