@@ -11,6 +11,8 @@ TINY = {
     "pixelrnn": {"hidden": 8, "layers": 1, "head": 16},
     "aae": {"latent_dim": 4, "hidden": 8, "disc_hidden": 16},
     "pixelvae": {"latent_dim": 4, "hidden": 8, "layers": 2, "head": 16, "kl_warmup": 10},
+    # 4×4 for one batch of 64, then 8×8 fades in over two batches
+    "progan": {"latent_dim": 16, "channel_base": 128, "max_channels": 32, "fade_images": 128, "stable_images": 64},
 }
 # Variants that must honour the contract too (label-conditional models need labels in batches).
 VARIANTS = {

@@ -71,6 +71,7 @@ class GANConfig(ModelConfig):
     # "auto": interpolates with the wgan-gp loss, none otherwise
     penalty: str = checked("auto", one_of(*PENALTIES))
     gp_weight: float = checked(10.0, at_least(0))  # λ of the gradient penalty (10 in [4] and [7])
+    drift: float = checked(0.0, at_least(0))  # ε of a drift term ε·E[D(real)²] that keeps D's scores near 0 (ProGAN: 0.001)
     ema: float = checked(0.999, between(0, 1, high_open=True))  # decay of the generator's moving average used for sampling; 0 disables
     conditional: bool = checked(False, ANY)  # class-conditional: conditional batch norm in G, projection in D
 
@@ -148,11 +149,13 @@ class GAN(GenerativeModel):
         super().__init__(config, shape, levels, num_classes)
         if self.shape[1] != self.shape[2]:
             raise ValueError(f"the GAN expects square images, got {self.shape[1]}×{self.shape[2]}")
-        classes = num_classes if config.conditional else None
-        self.generator = Generator(config, self.shape, classes)
-        self.discriminator = Discriminator(config, self.shape, classes)
+        self.generator, self.discriminator = self.networks(num_classes if config.conditional else None)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if config.ema > 0 else None
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+
+    def networks(self, classes: int | None) -> tuple[nn.Module, nn.Module]:
+        """The generator and the discriminator (``classes``: condition on that many, or None)."""
+        return Generator(self.config, self.shape, classes), Discriminator(self.config, self.shape, classes)
 
     def configure_optimizers(self, train: TrainConfig):
         betas = (0.0, 0.9) if self.config.loss == "wgan-gp" else (0.5, 0.999)
@@ -167,7 +170,10 @@ class GAN(GenerativeModel):
         with torch.no_grad():
             fake = self.generator(z, labels)
         real = self._dequantize(x)
-        loss = d_loss(self.discriminator(real, labels), self.discriminator(fake, labels))
+        real_scores = self.discriminator(real, labels)
+        loss = d_loss(real_scores, self.discriminator(fake, labels))
+        if self.config.drift > 0:
+            loss = loss + self.config.drift * real_scores.pow(2).mean()
         penalty = self.penalty
         if penalty == "interpolates":
             loss = loss + self.config.gp_weight * self._gradient_penalty(real, fake, labels)

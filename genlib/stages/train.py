@@ -207,8 +207,10 @@ BAR_FORMAT = "{desc} epoch {n_fmt}/{total_fmt} |{bar}| [{elapsed}<{remaining}]{p
 
 
 def bar_numbers(metrics: dict[str, float]) -> str:
-    """The numbers beside the bar: losses, bits/dim where the family has them, images/s."""
-    keys = ["train_loss", "val_loss", *(k for k in metrics if k.startswith("val_") and k.endswith("bpd"))]
+    """The numbers beside the bar: losses, bits/dim where the family has them, a growing family's
+    level of detail (the epoch's mean), images/s."""
+    keys = ["train_loss", "val_loss", *(k for k in metrics if k.startswith("val_") and k.endswith("bpd")),
+            "train_growth"]
     shown = " ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics)
     speed = f"  {metrics['images_per_second']:.0f} img/s" if "images_per_second" in metrics else ""
     return shown + speed

@@ -78,7 +78,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     model = build_model(cfg.model, version.shape, version.levels, version.num_classes)
     progress, optimizer_states, sampling_weights = _restore(model)
     hooks.resumed(progress.epoch)
-    torch.manual_seed(cfg.train.seed + 1000 * rank + progress.epoch)  # own noise per rank and epoch
     # Moves to the device; DDP when world > 1 and there are gradients to synchronise.
     strategy = "ddp" if model.trainable else None
     model.bind_runner(ray.train.torch.prepare_model(model, parallel_strategy=strategy,
@@ -101,6 +100,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
             train_loader.sampler.set_weights(weights)
             reweighted = _prefix(stats, REWEIGHT_PREFIX)
         train_loader.sampler.set_epoch(epoch - 1)
+        seed_epoch(cfg.train.seed, rank, epoch)
         started = time.perf_counter()
         model.train()
         context = TrainingContext(progress.step, progress.images_seen, world, epoch)
@@ -125,6 +125,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         faults.after_epoch(epoch)
         if stop:
             break
+
+
+def seed_epoch(seed: int, rank: int, epoch: int) -> None:
+    """Seed this rank's noise for ``epoch`` (a stream of its own per seed, rank and epoch), so that
+    an epoch draws the same noise whether the run got there without a stop or resumed before it."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1, np.uint64)[0] >> 1))
 
 
 def check_node_sees(dataset: str, storage_marker: str | None) -> None:
@@ -173,14 +179,27 @@ def _restore(model: GenerativeModel) -> tuple[Progress, dict | None, np.ndarray 
     if checkpoint is None:
         return Progress(), None, None
     with checkpoint.as_directory() as ckpt_dir:
-        state, weights, optimizer_states = read_checkpoint(ckpt_dir)
-        sampling_weights = read_sampling_weights(ckpt_dir)
+        return resume_from(ckpt_dir, model)
+
+
+def resume_from(ckpt_dir: str | Path, model: GenerativeModel) -> tuple[Progress, dict, np.ndarray | None]:
+    """Load a checkpoint ``write_checkpoint`` wrote into ``model``: (progress, optimizer states,
+    sampling weights or None)."""
+    state, weights, optimizer_states = read_checkpoint(ckpt_dir)
+    sampling_weights = read_sampling_weights(ckpt_dir)
     model.load_state_dict(weights)
     fresh = asdict(Progress())
     progress = Progress(**{key: state.get(key, default) for key, default in fresh.items()})
     if "epochs_from" not in state:  # NOTE: checkpoints written before epochs counted from 1
         progress.epoch += 1
     return progress, optimizer_states, sampling_weights
+
+
+def write_checkpoint(path: Path, model: GenerativeModel, optimizers, progress: Progress, cfg: Config,
+                     metrics: dict[str, Any], sampling_weights: np.ndarray | None = None) -> Path:
+    """Everything ``resume_from`` needs to continue exactly after ``progress.epoch``."""
+    return save_checkpoint(path, model, optimizers, sampling_weights, metrics=metrics, config=cfg.to_dict(),
+                           epochs_from=1, **asdict(progress))
 
 
 def _quiet_report_logs() -> None:
@@ -268,8 +287,8 @@ def _report(model, optimizers, metrics, progress: Progress, with_checkpoint: boo
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
-            path = save_checkpoint(Path(tmp) / "checkpoint", model, optimizers, sampling_weights, metrics=metrics,
-                                   config=cfg.to_dict(), epochs_from=1, **asdict(progress))
+            path = write_checkpoint(Path(tmp) / "checkpoint", model, optimizers, progress, cfg, metrics,
+                                    sampling_weights)
             checkpoint = ray.train.Checkpoint.from_directory(str(path))
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{progress.epoch:05d}")
         if rank == 0:

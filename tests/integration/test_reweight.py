@@ -1,7 +1,7 @@
-"""DB-VAE reweighting end to end: a real VAE run, reweighting its own training set as it trains on one
-Ray Train worker (``train.reweight_every``; on two, with a restart: test_cluster.py) → `genlib reweight`
-→ weights file in MLflow, and weights refused for another dataset. (Retraining with them on two
-workers: test_pipeline.py.)"""
+"""DB-VAE reweighting end to end: a real VAE run on two Ray Train workers, reweighting its own training
+set as it trains (``train.reweight_every``; resuming with the weights after a lost worker:
+test_cluster.py) → `genlib reweight` → weights file in MLflow, and weights refused for another
+dataset. (Retraining with them on two workers: test_pipeline.py.)"""
 
 
 import numpy as np
@@ -21,24 +21,8 @@ from genlib.train.adaptive import recompute_weights
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def vae_run(tmp_path_factory, ray_local):
-    """One VAE trained on digits with class 3 thinned to 10 % in train, on one worker, its sampling weights
-    recomputed from itself before epoch 2, in its own GENLIB_HOME, shared by this module's tests:
-    (home, config, training result). (Two workers resuming with adaptive weights: test_cluster.py.)"""
-    home = tmp_path_factory.mktemp("reweight") / "genlib-home"
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("GENLIB_HOME", str(home))
-        cfg = load_config("digits-quick", ["train.epochs=2", "train.num_workers=1", "train.reweight_every=1",
-                                           "train.batch_size=64", "models=[]",
-                                           "model={family: vae, hidden: 8, latent_dim: 4}", "data.rare_class=3",
-                                           "data.rare_keep=0.1", "reweight.classifier_seeds=1",
-                                           "reweight.classifier_epochs=1"])
-        return home, cfg, train(cfg, prepare(cfg.data).path)
-
-
-def test_reweight_command_logs_the_weights_file_and_its_diagnostics(vae_run, monkeypatch, tmp_path, capsys):
-    home, cfg, vae = vae_run
+def test_reweight_command_logs_the_weights_file_and_its_diagnostics(vae_two_workers, monkeypatch, tmp_path, capsys):
+    home, cfg, vae = vae_two_workers
     monkeypatch.setenv("GENLIB_HOME", str(home))
     assert main(["reweight", "--vae-run", vae.run_id, "--reweight.bins=8"]) == 0
     out = capsys.readouterr().out
@@ -62,8 +46,8 @@ def test_reweight_command_logs_the_weights_file_and_its_diagnostics(vae_run, mon
     # sampler on one rank: test_sampling.py.
 
 
-def test_weights_for_another_dataset_are_refused_before_training(vae_run, monkeypatch, capsys):
-    home, cfg, vae = vae_run
+def test_weights_for_another_dataset_are_refused_before_training(vae_two_workers, monkeypatch, capsys):
+    home, cfg, vae = vae_two_workers
     monkeypatch.setenv("GENLIB_HOME", str(home))
     assert main(["reweight", "--vae-run", vae.run_id, "--reweight.method=kde"]) == 0
     weights = capsys.readouterr().out.split("weights file ")[1].split()[0]
@@ -73,16 +57,19 @@ def test_weights_for_another_dataset_are_refused_before_training(vae_run, monkey
     assert main(["reweight", "--vae-run", "not-a-run"]) == 2
 
 
-def test_adaptive_weights_on_one_worker_come_from_the_model_after_the_previous_epoch(vae_run, monkeypatch):
-    home, cfg, vae = vae_run
+def test_adaptive_weights_on_two_workers_come_from_the_model_after_the_previous_epoch(vae_two_workers, monkeypatch):
+    home, cfg, vae = vae_two_workers
     monkeypatch.setenv("GENLIB_HOME", str(home))
     ess = Tracker().client.get_metric_history(vae.run_id, "reweight_ess_fraction")
-    assert [m.step for m in ess] == [2] and ess[0].value >= cfg.reweight.min_ess - 1e-6  # one update, before epoch 2
-    # The weights epoch 2 drew from (kept in its checkpoint) are those of the model after epoch 1.
-    folders = {p.name: p for p in home.glob("ray_results/**/epoch_0000[12]")}
-    assert set(folders) == {"epoch_00001", "epoch_00002"}
-    first = read_sampling_weights(folders["epoch_00001"])
-    np.testing.assert_allclose(first, 1 / len(first))  # epoch 1: the uniform start
+    assert [m.step for m in ess] == [3] and ess[0].value >= cfg.reweight.min_ess - 1e-6  # one update, before epoch 3
+    # The weights epoch 3 drew from (kept in its checkpoint) are those of the model after epoch 2, as one
+    # process computes them from that checkpoint: the two ranks' gathered latents give the same weights.
+    folders = {p.name: p for p in home.glob("ray_results/**/epoch_0000[23]")}
+    assert set(folders) == {"epoch_00002", "epoch_00003"}
+    second = read_sampling_weights(folders["epoch_00002"])
+    np.testing.assert_allclose(second, 1 / len(second))  # epochs 1 and 2: the uniform start
     version = DatasetVersion(prepare(cfg.data).path)
-    expected, _ = recompute_weights(load_model(folders["epoch_00001"]), cfg, version, rank=0, world=1)
-    np.testing.assert_allclose(read_sampling_weights(folders["epoch_00002"]), expected, rtol=1e-4)
+    expected, _ = recompute_weights(load_model(folders["epoch_00002"]), cfg, version, rank=0, world=1)
+    third = read_sampling_weights(folders["epoch_00003"])
+    assert third.std() > 0
+    np.testing.assert_allclose(third, expected, rtol=1e-4)

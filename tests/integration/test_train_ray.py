@@ -11,29 +11,15 @@ from genlib.tracking import Tracker
 
 pytestmark = pytest.mark.integration
 
-QUICK = ["train.batch_size=128", "model.hidden=8", "eval.n_samples=16"]
+from tests.conftest import QUICK
 
 
 def _history(tracker, run_id, key):
     return [m.step for m in tracker.client.get_metric_history(run_id, key)]
 
 
-@pytest.fixture(scope="module")
-def two_worker_vae(tmp_path_factory, ray_local, _digits_domain_cache):
-    """A VAE trained on two workers in its own GENLIB_HOME (with the digits domain network): (home, cfg, result)."""
-    import shutil
-
-    home = tmp_path_factory.mktemp("two-workers") / "genlib-home"
-    shutil.copytree(_digits_domain_cache, home / "features" / _digits_domain_cache.name)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("GENLIB_HOME", str(home))
-        cfg = load_config("digits-quick", QUICK + ["train.epochs=3", "train.num_workers=2", "train.sample_every=2",
-                                                   "train.eval_every=2", "train.eval_samples=60"])
-        return home, cfg, train(cfg, prepare(cfg.data).path)
-
-
-def test_two_workers_ddp_logs_epochs_samples_and_checkpoint(two_worker_vae, monkeypatch):
-    home, cfg, result = two_worker_vae
+def test_two_workers_ddp_logs_epochs_samples_and_checkpoint(vae_two_workers, monkeypatch):
+    home, cfg, result = vae_two_workers
     monkeypatch.setenv("GENLIB_HOME", str(home))
     dataset = prepare(cfg.data).path
     tracker = Tracker()
@@ -60,12 +46,12 @@ def test_two_workers_ddp_logs_epochs_samples_and_checkpoint(two_worker_vae, monk
         result.run_id, "during_training_copy_rate_pixel_robust"))
 
 
-def test_evaluate_a_training_run_by_id(two_worker_vae, monkeypatch, tmp_path, capsys):
+def test_evaluate_a_training_run_by_id(vae_two_workers, monkeypatch, tmp_path, capsys):
     """`genlib evaluate --run ID` finds the run's checkpoint, config and dataset by itself."""
     from genlib.cli import main
     from genlib.report import collect, render
 
-    home, cfg, trained = two_worker_vae
+    home, cfg, trained = vae_two_workers
     monkeypatch.setenv("GENLIB_HOME", str(home))
     assert main(["evaluate", "--run", trained.run_id, "--eval.n_generated=60", "--eval.copying_cells=1",
                  "--eval.knn=ivf", "--eval.iwae_k=4"]) == 0
@@ -101,19 +87,6 @@ def test_failure_without_retries_marks_run_failed(ray_local, monkeypatch):
     runs = tracker.client.search_runs([tracker.experiment_id("genlib-digits")])
     assert [r.info.status for r in runs] == ["FAILED"]
     assert not (paths.home() / "checkpoints").exists()
-
-
-def test_early_stopping_when_validation_stops_improving(ray_local):
-    # The independent-pixel model is fitted exactly by its first EM step: nothing improves after.
-    cfg = load_config("digits-quick", ["model={family: categorical}", "train.epochs=30",
-                                       "train.patience=2", "train.num_workers=2"])
-    tracker = Tracker()
-    result = train(cfg, prepare(cfg.data).path, tracker)
-    steps = _history(tracker, result.run_id, "val_loss")
-    assert len(steps) <= 5 and steps == list(range(1, len(steps) + 1))
-    run = tracker.get_run(result.run_id)
-    assert run.data.tags["genlib.stopped_early_at_epoch"] == str(steps[-1])
-    assert result.epoch <= 3  # the selected checkpoint is the best one, not the last
 
 
 def test_non_finite_loss_fails_the_run_naming_the_step_and_keeps_the_last_checkpoint(ray_local, monkeypatch):
