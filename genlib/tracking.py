@@ -98,6 +98,8 @@ SUMMARY_JSON, SUMMARY_MD = "summary.json", "summary.md"  # a pipeline run's summ
 SAMPLES = "samples/final.png"
 INTERPOLATION = "samples/interpolation.png"
 TRAVERSALS = "samples/traversals.png"
+STYLE_MIXING = "samples/style_mixing.png"
+TRUNCATION = "samples/truncation.png"
 CLOSEST_PAIRS = "memorization/closest_pairs.png"
 DURING_TRAINING = "memorization/during_training.png"  # the curve train.eval_every logs, drawn by the evaluation
 WEIGHT_HISTOGRAM = "reweight/weight_histogram.png"
@@ -110,6 +112,10 @@ FIGURES = {
     SAMPLES: "samples",
     INTERPOLATION: "latent interpolations (rows)",
     TRAVERSALS: "latent traversals (one dimension per row)",
+    STYLE_MIXING: "style mixing: coarse styles (4×4 to 8×8) of the top row's latents, fine styles of the left "
+                  "column's",
+    TRUNCATION: "the truncation trick: the same latents (columns) at ψ = 1, 0.7, 0.5, 0.3 and 0 (rows; ψ = 0 is the "
+                "mean style's image)",
     CLOSEST_PAIRS: "closest generated → train pairs in pixel space (generated left, train right; ordered by the "
                    "transform-robust score where it ran: a moved or mirrored copy sits beside its original)",
     DURING_TRAINING: "memorization during training (train.eval_every): copy rates and data-copying z per epoch",

@@ -13,6 +13,8 @@ TINY = {
     "pixelvae": {"latent_dim": 4, "hidden": 8, "layers": 2, "head": 16, "kl_warmup": 10},
     # 4×4 for one batch of 64, then 8×8 fades in over two batches
     "progan": {"latent_dim": 16, "channel_base": 128, "max_channels": 32, "fade_images": 128, "stable_images": 64},
+    "stylegan": {"latent_dim": 16, "w_dim": 16, "mapping_layers": 2, "channel_base": 128, "max_channels": 32,
+                 "gp_weight": 1.0, "penalty_every": 4},
 }
 # Variants that must honour the contract too (label-conditional models need labels in batches).
 VARIANTS = {

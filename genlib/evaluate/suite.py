@@ -42,8 +42,10 @@ from genlib.evaluate.memorization import authenticity, copy_rate, data_copying_z
 from genlib.evaluate.references import References
 from genlib.figures import image_grid
 from genlib.models import GenerativeModel
-from genlib.models.base import INTERPOLATE, LATENT_PRIOR, TRAVERSE
-from genlib.tracking import CLOSEST_PAIRS, INTERPOLATION, PER_CLASS, SAMPLES, TRAVERSALS
+from genlib.models.base import INTERPOLATE, LATENT_PRIOR, STYLE_MIX, TRAVERSE, TRUNCATE
+from genlib.tracking import CLOSEST_PAIRS, INTERPOLATION, PER_CLASS, SAMPLES, STYLE_MIXING, TRAVERSALS, TRUNCATION
+
+TRUNCATION_GRID = (1.0, 0.7, 0.5, 0.3, 0.0)  # ψ per row of the truncation figure
 
 SAMPLE_BATCH = 256
 
@@ -222,6 +224,12 @@ def sample_figures(model: GenerativeModel, cfg: Config) -> dict[str, Any]:
         figures[INTERPOLATION] = image_grid(path, model.levels, nrow=8)
     if TRAVERSE in model.capabilities:
         figures[TRAVERSALS] = image_grid(model.traverse(steps=9).cpu(), model.levels, nrow=9)
+    if STYLE_MIX in model.capabilities:
+        figures[STYLE_MIXING] = image_grid(model.style_mix(rows=4, cols=6, generator=seeded()).cpu(), model.levels,
+                                           nrow=7)
+    if TRUNCATE in model.capabilities:  # the same latents in every row: one seed per row
+        rows = [model.sample(8, generator=seeded(), truncation=psi).cpu() for psi in TRUNCATION_GRID]
+        figures[TRUNCATION] = image_grid(torch.cat(rows), model.levels, nrow=8)
     return figures
 
 

@@ -28,7 +28,11 @@ RECONSTRUCT = "reconstruct"  # reconstruction_log_prob(x): log p(x | z = the enc
 # latent_samples(x, labels, generator): draws of q(z|x) and, as many, of the prior p(z) (matching labels
 # for a class-conditional prior): how far the aggregate posterior is from the prior
 LATENT_PRIOR = "latent_prior"
-KNOWN_CAPABILITIES = frozenset({LOG_PROB, ENCODE, COMPLETE, INTERPOLATE, TRAVERSE, RECONSTRUCT, LATENT_PRIOR})
+TRUNCATE = "truncate"  # sample(n, labels, generator, truncation=ψ): the truncation trick, ψ in [0, 1] (1: none)
+# style_mix(rows, cols, cutoff, generator): a grid mixing coarse styles of one latent with fine styles of another
+STYLE_MIX = "style_mix"
+KNOWN_CAPABILITIES = frozenset({LOG_PROB, ENCODE, COMPLETE, INTERPOLATE, TRAVERSE, RECONSTRUCT, LATENT_PRIOR,
+                                TRUNCATE, STYLE_MIX})
 
 
 @dataclass(frozen=True)

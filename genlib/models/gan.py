@@ -1,7 +1,7 @@
 """Adversarial models: DCGAN-style generator and discriminator [1] sized from the image shape, with
 the minimax and non-saturating losses of [2], least squares [3], WGAN-GP [4] and hinge [5]
-chosen by config, a gradient penalty on D at interpolates [4] or around the real data (DRAGAN
-[7]) usable with any loss, optional class conditioning (conditional batch norm in G, a
+chosen by config, a gradient penalty on D at interpolates [4], around the real data (DRAGAN
+[7]) or at the real data (R1 [8], lazily) usable with any loss, optional class conditioning (conditional batch norm in G, a
 projection discriminator [6]) and an exponential moving average of the generator weights for
 sampling.
 
@@ -15,6 +15,9 @@ sampling.
 [7] Kodali, Abernethy, Hays & Kira, "On Convergence and Stability of GANs" (DRAGAN), 2017:
     λ·E[(‖∇D(x̂)‖ − 1)²] at x̂ = x + α·δ, δ ~ 0.5·std(x)·U[0, 1] per pixel, α ~ U[0, 1] per image,
     λ = 10 (the authors' code).
+[8] Mescheder, Geiger & Nowozin, "Which Training Methods for GANs do actually Converge?", ICML
+    2018: the R1 penalty γ/2·E[‖∇D(x)‖²] at the real data; applied lazily, every k-th
+    discriminator step with its weight multiplied by k, as in StyleGAN2 (Karras et al., CVPR 2020).
 
 NOTE: the discriminator has no batch norm (as [4] requires for the gradient penalty), whatever
 the loss; real images are dequantised with uniform noise of one level's width so that D cannot
@@ -40,7 +43,7 @@ from genlib.config import ANY, ModelConfig, TrainConfig, at_least, between, chec
 from genlib.models.base import INTERPOLATE, MODELS, Batch, GenerativeModel, TrainingContext, to_unit
 from genlib.models.layers import downsample_steps, latent_path, mmd2, noise_device
 
-PENALTIES = ("auto", "none", "interpolates", "dragan")
+PENALTIES = ("auto", "none", "interpolates", "dragan", "r1")
 
 # --------------------------------------------------------------------------- losses
 # Each entry: (discriminator loss from real and fake logits, generator loss from fake logits).
@@ -67,10 +70,12 @@ class GANConfig(ModelConfig):
     hidden: int = checked(64, at_least(1))  # channels at full resolution; doubled at each halving
     loss: str = checked("non-saturating", one_of(*LOSSES))  # minimax, non-saturating, lsgan, wgan-gp or hinge
     n_critic: int = checked(1, at_least(1))  # discriminator updates per generator update (5 is usual for wgan-gp)
-    # gradient penalty on D: "interpolates" between real and fake [4], "dragan" around the real data [7], "none";
+    # gradient penalty on D: "interpolates" between real and fake [4], "dragan" around the real data [7], "r1" at
+    # the real data [8] (γ = gp_weight), "none";
     # "auto": interpolates with the wgan-gp loss, none otherwise
     penalty: str = checked("auto", one_of(*PENALTIES))
     gp_weight: float = checked(10.0, at_least(0))  # λ of the gradient penalty (10 in [4] and [7])
+    penalty_every: int = checked(1, at_least(1))  # lazy regularisation: the penalty on every k-th D step, weighted ×k
     drift: float = checked(0.0, at_least(0))  # ε of a drift term ε·E[D(real)²] that keeps D's scores near 0 (ProGAN: 0.001)
     ema: float = checked(0.999, between(0, 1, high_open=True))  # decay of the generator's moving average used for sampling; 0 disables
     conditional: bool = checked(False, ANY)  # class-conditional: conditional batch norm in G, projection in D
@@ -162,8 +167,10 @@ class GAN(GenerativeModel):
         return {"generator": torch.optim.Adam(self.generator.parameters(), lr=train.lr, betas=betas),
                 "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=train.lr, betas=betas)}
 
-    def forward(self, phase: str, x: torch.Tensor | None, z: torch.Tensor, labels) -> torch.Tensor:
-        """One loss per call — ``phase`` "d" or "g" — so each backward pairs with one DDP forward."""
+    def forward(self, phase: str, x: torch.Tensor | None, z: torch.Tensor, labels,
+                penalty_scale: float = 1.0) -> torch.Tensor:
+        """One loss per call — ``phase`` "d" or "g" — so each backward pairs with one DDP forward.
+        ``penalty_scale``: the gradient penalty's multiplier this step (0: none; lazy regularisation)."""
         d_loss, g_loss = LOSSES[self.config.loss]
         if phase == "g":
             return g_loss(self.discriminator(self.generator(z, labels), labels))
@@ -174,11 +181,15 @@ class GAN(GenerativeModel):
         loss = d_loss(real_scores, self.discriminator(fake, labels))
         if self.config.drift > 0:
             loss = loss + self.config.drift * real_scores.pow(2).mean()
-        penalty = self.penalty
+        penalty, weight = self.penalty, self.config.gp_weight * penalty_scale
+        if weight == 0:
+            return loss
         if penalty == "interpolates":
-            loss = loss + self.config.gp_weight * self._gradient_penalty(real, fake, labels)
+            loss = loss + weight * self._gradient_penalty(real, fake, labels)
         elif penalty == "dragan":
-            loss = loss + self.config.gp_weight * self.dragan_penalty(real, labels)
+            loss = loss + weight * self.dragan_penalty(real, labels)
+        elif penalty == "r1":
+            loss = loss + weight / 2 * self.r1_penalty(real, labels)
         return loss
 
     @property
@@ -203,6 +214,12 @@ class GAN(GenerativeModel):
         delta = 0.5 * real.std() * torch.rand_like(real)
         return self._unit_gradient_penalty(real + alpha * delta, labels)
 
+    def r1_penalty(self, real: torch.Tensor, labels) -> torch.Tensor:
+        """E‖∇D(x)‖² at the real batch [8] (the caller weights it by γ/2)."""
+        points = real.detach().requires_grad_(True)
+        grad, = torch.autograd.grad(self.discriminator(points, labels).sum(), points, create_graph=True)
+        return grad.flatten(1).pow(2).sum(dim=1).mean()
+
     def _unit_gradient_penalty(self, points: torch.Tensor, labels) -> torch.Tensor:
         points = points.detach().requires_grad_(True)
         grad, = torch.autograd.grad(self.discriminator(points, labels).sum(), points, create_graph=True)
@@ -211,7 +228,8 @@ class GAN(GenerativeModel):
     def training_step(self, batch: Batch, optimizers, context: TrainingContext) -> dict[str, float]:
         labels = self.class_labels(batch.labels, len(batch.x))
         z = torch.randn(len(batch.x), self.config.latent_dim, device=batch.x.device)
-        d_loss = self.run("d", batch.x, z, labels)
+        every = self.config.penalty_every  # lazy: every k-th step, weighted ×k
+        d_loss = self.run("d", batch.x, z, labels, float(every) if context.step % every == 0 else 0.0)
         self.optimize(optimizers["discriminator"], d_loss)
         metrics = {"d_loss": d_loss.item()}
         if context.step % self.config.n_critic == 0:

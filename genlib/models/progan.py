@@ -65,6 +65,15 @@ class ProGANConfig(GANConfig):
     conditional: bool = checked(False, UNCONDITIONAL)  # unconditional only (see the notes above)
 
 
+def check_growable(family: str, shape) -> int:
+    """The level of square images of side 4·2^k (k); anything else is refused, naming the family."""
+    _, h, w = shape
+    if h != w or h < START or h % START or (h // START) & (h // START - 1):
+        raise ValueError(f"{family} grows from {START}×{START} by doubling: it needs square images with a side "
+                         f"of 4·2^k (4, 8, 16, 32, …), got {h}×{w}; set data.image_size")
+    return int(math.log2(h // START))
+
+
 def level_of_detail(images_seen: int, final_level: int, fade: int, stable: int) -> tuple[int, float]:
     """Where the schedule stands after ``images_seen`` training images: (level, α). Level ℓ is the
     resolution 4·2^ℓ; α in (0, 1) while level ℓ fades in over level ℓ − 1, 1 once it is in."""
@@ -100,14 +109,17 @@ class EqualConv2d(nn.Module):
 
 
 class EqualLinear(nn.Module):
-    def __init__(self, cin: int, cout: int, gain: float = math.sqrt(2)):
+    """A dense layer with equalized learning rate; ``lr_mul`` scales its effective learning rate
+    (StyleGAN's mapping network: 0.01) by drawing N(0, 1/lr_mul²) weights scaled by lr_mul at run time."""
+
+    def __init__(self, cin: int, cout: int, gain: float = math.sqrt(2), lr_mul: float = 1.0):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(cout, cin))
+        self.weight = nn.Parameter(torch.randn(cout, cin) / lr_mul)
         self.bias = nn.Parameter(torch.zeros(cout))
-        self.scale = gain / math.sqrt(cin)
+        self.scale, self.lr_mul = gain / math.sqrt(cin) * lr_mul, lr_mul
 
     def forward(self, x):
-        return F.linear(x, self.weight * self.scale, self.bias)
+        return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
 
 
 def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -214,10 +226,7 @@ class ProGAN(GAN):
     capabilities = frozenset({INTERPOLATE})
 
     def __init__(self, config: ProGANConfig, shape, levels, num_classes=None):
-        _, h, w = shape
-        if h != w or h < START or h % START or (h // START) & (h // START - 1):
-            raise ValueError(f"progan grows from {START}×{START} by doubling: it needs square images with a side "
-                             f"of 4·2^k (4, 8, 16, 32, …), got {h}×{w}; set data.image_size")
+        check_growable("progan", shape)
         super().__init__(config, shape, levels, num_classes)
         # training images seen by the end of the last update: where the schedule stands for sampling
         self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
@@ -225,7 +234,7 @@ class ProGAN(GAN):
     @property
     def final_level(self) -> int:
         """The level of the images' own resolution: 4·2^final_level."""
-        return int(math.log2(self.shape[1] // START))
+        return check_growable("progan", self.shape)
 
     def networks(self, classes):
         return (ProGenerator(self.config, self.shape[0], self.final_level),

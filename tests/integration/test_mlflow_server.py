@@ -41,7 +41,11 @@ def mlflow_server(genlib_home, tmp_path):
     log.close()
 
 
-def test_two_pipelines_at_once_lose_nothing(ray_local, mlflow_server, prefect_api):
+def test_two_pipelines_at_once_lose_nothing_and_stop_training_when_validation_stalls(ray_local, mlflow_server,
+                                                                                      prefect_api):
+    """Each pipeline trains the exact independent-pixel model for up to 3 epochs with a patience of 1:
+    its first EM step fits it exactly (one worker: every image counted once), so epoch 2 does not
+    improve on epoch 1 and training stops there, its best checkpoint (epoch 1) selected."""
     url, server_log = mlflow_server
     base = {**os.environ, "MLFLOW_TRACKING_URI": url, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address,
             "PREFECT_API_URL": prefect_api}
@@ -49,7 +53,7 @@ def test_two_pipelines_at_once_lose_nothing(ray_local, mlflow_server, prefect_ap
     for i in range(2):  # a writer for each of the server's workers; one Prefect API, Ray, MLflow server, GENLIB_HOME
         env = dict(base)
         cmd = [sys.executable, "-m", "genlib.cli", "pipeline", "digits-quick", "--models=[{family: categorical}]",
-               "--train.epochs=2", "--train.num_workers=1", "--eval.n_generated=0", "--reweight.retrain=[]",
+               "--train.epochs=3", "--train.patience=1", "--train.num_workers=1", "--eval.n_generated=0", "--reweight.retrain=[]",
                f"--tracking.run_name=pipeline-{i}", f"--train.seed={i}"]  # no stage shared through the cache
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = [p.communicate(timeout=600)[0] for p in procs]
@@ -69,5 +73,7 @@ def test_two_pipelines_at_once_lose_nothing(ray_local, mlflow_server, prefect_ap
         assert set(children) == {"train-categorical", "evaluate-categorical"}
         train_run = children["train-categorical"]
         assert [m.step for m in tracker.client.get_metric_history(train_run.info.run_id, "val_loss")] == [1, 2]
+        assert train_run.data.tags["genlib.stopped_early_at_epoch"] == "2"
+        assert train_run.data.tags["genlib.selected_epoch"] == "1"
         assert "checkpoint/model.safetensors" in tracker.list_artifacts(train_run.info.run_id)
         assert 2.0 < children["evaluate-categorical"].data.metrics["test_bpd"] < 3.0

@@ -1,0 +1,71 @@
+"""The StyleGAN-style generator: modulated convolutions, truncation, style mixing, lazy R1."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genlib.models import build_model
+from genlib.models.base import STYLE_MIX, TRUNCATE
+from genlib.models.stylegan import ModulatedConv2d
+from genlib.presets import config_from_dict
+
+
+def _stylegan(size: int = 8, **params):
+    cfg = config_from_dict({"model": {"family": "stylegan", "latent_dim": 8, "w_dim": 8, "mapping_layers": 2,
+                                      "channel_base": 64, "max_channels": 16, **params}}).model
+    torch.manual_seed(0)
+    return build_model(cfg, (1, size, size), 17)
+
+
+def test_a_modulated_convolution_is_a_per_sample_convolution_with_styled_demodulated_weights():
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(3, 5, 3, w_dim=4)
+    x, w = torch.randn(2, 3, 6, 6), torch.randn(2, 4)
+    out = conv(x, w)
+    style = conv.affine(w)
+    for i in range(2):
+        weight = conv.weight * conv.scale * style[i][None, :, None, None]
+        weight = weight / weight.pow(2).sum(dim=(1, 2, 3), keepdim=True).add(1e-8).sqrt()  # unit norm per output
+        torch.testing.assert_close(out[i:i + 1], F.conv2d(x[i:i + 1], weight, padding=1))
+
+
+def test_truncation_to_zero_gives_the_mean_latents_image_for_every_sample():
+    model = _stylegan()
+    model.sampler.w_avg.copy_(torch.randn(8))  # a running mean of w, as training leaves one
+    images = model.sample(6, generator=torch.Generator().manual_seed(1), truncation=0.0)
+    assert TRUNCATE in model.capabilities and all(torch.equal(images[0], image) for image in images)
+    net = model.sampler.eval()
+    mean_image = model.quantize(net.synthesize(net.w_avg.expand(1, net.num_layers, -1)))
+    assert torch.equal(images[:1], mean_image)
+    untruncated = model.sample(6, generator=torch.Generator().manual_seed(1))
+    assert not all(torch.equal(untruncated[0], image) for image in untruncated)
+    assert torch.equal(untruncated, model.sample(6, generator=torch.Generator().manual_seed(1), truncation=1.0))
+
+
+def test_mixing_a_latent_with_itself_is_plain_sampling_and_the_grid_mixes_rows_and_columns():
+    model = _stylegan()
+    z = torch.randn(4, 8)
+    plain = model.generate_from(z)
+    for cutoff in (1, 2, 4):
+        assert torch.equal(model.generate_from(z, z, cutoff), plain)
+    grid = model.style_mix(rows=2, cols=3, cutoff=0, generator=torch.Generator().manual_seed(2))
+    assert STYLE_MIX in model.capabilities and grid.shape == (12, 1, 8, 8) and not grid[0].any()
+    tops, lefts = grid[1:4], grid[[4, 8]]
+    assert torch.equal(grid[5:8], lefts[0:1].expand(3, -1, -1, -1))  # cutoff 0: every style is the row's
+    cut = model.style_mix(rows=2, cols=3, cutoff=model.sampler.num_layers, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(cut[9:12], tops) and torch.equal(cut[1:4], tops)  # cutoff at the end: the column's
+
+
+def test_lazy_r1_is_gamma_over_two_times_the_squared_gradient_norm_at_the_real_images_weighted_by_its_interval():
+    model = _stylegan(penalty_every=4, gp_weight=3.0).eval()  # eval: the generator draws no noise
+    x = torch.randint(0, 17, (6, 1, 8, 8), dtype=torch.uint8)
+    z = torch.randn(6, 8)
+    losses = {}
+    for scale in (0.0, 4.0):
+        torch.manual_seed(5)  # the same dequantisation noise
+        losses[scale] = model("d", x, z, None, penalty_scale=scale)
+    torch.manual_seed(5)
+    real = model._dequantize(x).requires_grad_(True)
+    grad, = torch.autograd.grad(model.discriminator(real).sum(), real)
+    r1 = grad.flatten(1).pow(2).sum(1).mean()
+    assert (losses[4.0] - losses[0.0]).item() == pytest.approx(4.0 * 3.0 / 2 * r1.item(), rel=1e-4)
