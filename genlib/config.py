@@ -249,6 +249,10 @@ class EvalConfig(Checked):
     robust_copies: str = checked("pixel+features", one_of("none", "pixel", "pixel+features"))
     # where sampling, features and neighbour search run: "auto" (a CUDA GPU when there is one), "cpu" or "cuda"
     device: str = checked("auto", one_of("auto", "cpu", "cuda"))
+    # the truncation curve of models that offer the trick: FID, precision and recall of eval.n_generated
+    # samples at each ψ (ψ = 1, no truncation, is the evaluation itself); empty: no curve
+    truncation: tuple[float, ...] = checked((0.7, 0.5, 0.3), Rule(
+        lambda v: all(_number(p) and 0 <= p < 1 for p in v), "a list of ψ in [0, 1)", (1.5,)))
 
 
 # DB-VAE reweighting (genlib.evaluate.reweight). Rarity signals: per-dimension latent histograms combined

@@ -107,6 +107,7 @@ MOST_WEIGHTED = "reweight/most_weighted.png"
 LEAST_WEIGHTED = "reweight/least_weighted.png"
 PER_CLASS = "memorization/per_class.json"
 PER_LABEL = "reweight/per_label.json"
+TRUNCATION_CURVE = "samples/truncation_curve.json"
 # Figures and tables the report shows, in its order, with their captions.
 FIGURES = {
     SAMPLES: "samples",
@@ -124,6 +125,8 @@ FIGURES = {
     LEAST_WEIGHTED: "the least weighted training images",
 }
 TABLES = {PER_CLASS: "per class (a sample's class: its nearest training image's, in feature space)",
+          TRUNCATION_CURVE: "the truncation curve: sample quality (FID, precision) against diversity (recall) as ψ "
+                            "falls (ψ = 1: no truncation)",
           PER_LABEL: "weights per label (labels are reported here only; the weights never see them)"}
 
 

@@ -43,7 +43,16 @@ from genlib.evaluate.references import References
 from genlib.figures import image_grid
 from genlib.models import GenerativeModel
 from genlib.models.base import INTERPOLATE, LATENT_PRIOR, STYLE_MIX, TRAVERSE, TRUNCATE
-from genlib.tracking import CLOSEST_PAIRS, INTERPOLATION, PER_CLASS, SAMPLES, STYLE_MIXING, TRAVERSALS, TRUNCATION
+from genlib.tracking import (
+    CLOSEST_PAIRS,
+    INTERPOLATION,
+    PER_CLASS,
+    SAMPLES,
+    STYLE_MIXING,
+    TRAVERSALS,
+    TRUNCATION,
+    TRUNCATION_CURVE,
+)
 
 TRUNCATION_GRID = (1.0, 0.7, 0.5, 0.3, 0.0)  # ψ per row of the truncation figure
 
@@ -59,13 +68,41 @@ class Scores:
     tables: dict[str, list[dict[str, Any]]]  # artifact path → rows
 
 
+def requested_labels(model, n: int) -> torch.Tensor | None:
+    """The classes a class-conditional model's ``n`` evaluation samples are drawn for: each in turn."""
+    return torch.arange(n) % model.num_classes if model.conditional else None
+
+
 @torch.no_grad()
-def generate(model, n: int, seed: int) -> torch.Tensor:
-    """``n`` samples, uint8 (n, C, H, W), drawn in batches under a seeded generator."""
+def generate(model, n: int, seed: int, truncation: float | None = None) -> torch.Tensor:
+    """``n`` samples, uint8 (n, C, H, W), drawn in batches under a seeded generator (truncated by ψ =
+    ``truncation`` when given: models with the ``truncate`` capability); a class-conditional model's
+    for ``requested_labels``."""
     generator = torch.Generator(device=model.device).manual_seed(seed)
-    batches = [model.sample(min(SAMPLE_BATCH, n - i), generator=generator).cpu()
-               for i in tqdm(range(0, n, SAMPLE_BATCH), desc=f"sampling {n} images", leave=False)]
+    extra = {} if truncation is None else {"truncation": truncation}
+    labels = requested_labels(model, n)
+    desc = f"sampling {n} images" + ("" if truncation is None else f" at ψ = {truncation:g}")
+    batches = [model.sample(min(SAMPLE_BATCH, n - i), None if labels is None else labels[i:i + SAMPLE_BATCH],
+                            generator=generator, **extra).cpu()
+               for i in tqdm(range(0, n, SAMPLE_BATCH), desc=desc, leave=False)]
     return torch.cat(batches)
+
+
+def truncation_curve(model: GenerativeModel, cfg: Config, refs: References, untruncated: dict[str, float]) -> Scores:
+    """Quality against diversity as ψ falls: FID, precision and recall of ``eval.n_generated`` samples at
+    each ψ of ``eval.truncation`` (the same latents: one seed), against the test split; ``untruncated``:
+    the evaluation's own metrics, the curve's ψ = 1 point. Metrics ``fid_<extractor>_psi0.5`` and so on,
+    and the curve as a table."""
+    name, (mu, sigma, _) = refs.extractor.name, refs.test_stats
+    rows = [{"psi": 1.0, **{m: untruncated[f"{m}_{name}"] for m in ("fid", "precision", "recall")}}]
+    for psi in cfg.eval.truncation:
+        f_gen = refs.extractor(generate(model, cfg.eval.n_generated, cfg.train.seed + 1, truncation=psi))
+        precision, recall = precision_recall(refs.test_features, f_gen)
+        rows.append({"psi": psi, "fid": frechet_distance(*gaussian_stats(f_gen), mu, sigma).value,
+                     "precision": precision, "recall": recall})
+    metrics = {f"{m}_{name}_psi{row['psi']:g}": row[m] for row in rows[1:] for m in ("fid", "precision", "recall")}
+    return Scores(metrics, {"quality.truncation": ", ".join(f"{p:g}" for p in cfg.eval.truncation)}, {},
+                  {TRUNCATION_CURVE: rows})
 
 
 def sample_quality(f_gen: np.ndarray, refs: References) -> Scores:
@@ -98,6 +135,19 @@ def sample_quality(f_gen: np.ndarray, refs: References) -> Scores:
 
 
 IS_SPLITS = 10  # as [Salimans et al. 2016]
+
+
+def _with_class_accuracy(quality: Scores, features: np.ndarray, labels: torch.Tensor, extractor) -> Scores:
+    """Add the share of conditional samples the extractor's classifier assigns the class they were drawn
+    for (``class_accuracy_<extractor>``; its accuracy on real test images is the ceiling)."""
+    logits = extractor.class_logits(features)
+    if logits is None:
+        return quality
+    accuracy = float((logits.argmax(1) == labels.numpy()).mean())
+    return Scores({**quality.metrics, f"class_accuracy_{extractor.name}": accuracy},
+                  {**quality.params, "quality.class_accuracy": "top-1 agreement of the extractor's classifier with "
+                                                               "the class each sample was drawn for"},
+                  quality.figures, quality.tables)
 
 
 def _inception_score(extractor, features: np.ndarray, key: str) -> dict[str, float]:
@@ -245,20 +295,29 @@ def score(model: GenerativeModel, cfg: Config, version: DatasetVersion, refs: Re
                **latent_metrics(model, test, cfg.eval.batch_size, cfg.train.seed)}
     parts = [Scores(metrics, protocol, sample_figures(model, cfg), {})]
     if cfg.eval.n_generated > 0:
-        parts += sample_scores(generate(model, cfg.eval.n_generated, cfg.train.seed + 1), cfg, version, model.device,
-                               refs)
+        refs = refs or References.load(version, cfg.eval.extractor, model.device)
+        quality = sample_scores(generate(model, cfg.eval.n_generated, cfg.train.seed + 1), cfg, version, model.device,
+                                refs, requested_labels(model, cfg.eval.n_generated))
+        parts += quality
+        if TRUNCATE in model.capabilities and cfg.eval.truncation:
+            parts.append(truncation_curve(model, cfg, refs, quality[0].metrics))
     return parts
 
 
 def sample_scores(generated: torch.Tensor, cfg: Config, version: DatasetVersion,
-                  device: torch.device | str = "cpu", refs: References | None = None) -> list[Scores]:
+                  device: torch.device | str = "cpu", refs: References | None = None,
+                  labels: torch.Tensor | None = None) -> list[Scores]:
     """Sample quality against the test split and memorization against the train split of images
     (uint8 (N, C, H, W) in the version's shape and levels), whoever made them: a model's samples
     (``score``) or a folder of another generator's (the audit stage). ``refs``: loaded by the caller
-    (default: this dataset's own, for ``cfg.eval.extractor``)."""
+    (default: this dataset's own, for ``cfg.eval.extractor``); ``labels``: the class each image was
+    drawn for (a class-conditional model's), scored with the extractor's classifier where it has one."""
     refs = refs or References.load(version, cfg.eval.extractor, device)
     f_gen = refs.extractor(generated)
-    parts = [sample_quality(f_gen, refs),
+    quality = sample_quality(f_gen, refs)
+    if labels is not None:
+        quality = _with_class_accuracy(quality, f_gen, labels, refs.extractor)
+    parts = [quality,
              memorization(generated, f_gen, refs, cfg.eval.copying_cells, cfg.eval.knn, cfg.eval.knn_probes,
                           cfg.eval.robust_copies)]
     if version.rare("test") is not None:  # a version with an induced rarity: does the model generate it?

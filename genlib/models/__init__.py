@@ -7,7 +7,7 @@ registers itself there.
 from __future__ import annotations
 
 from genlib.config import ModelConfig
-from genlib.models import aae, baselines, gan, pixelcnn, pixelvae, progan, stylegan, vae  # noqa: F401 - importing a family registers it
+from genlib.models import aae, baselines, biggan, gan, pixelcnn, pixelvae, progan, stylegan, vae  # noqa: F401 - importing a family registers it
 from genlib.models.base import MODELS, GenerativeModel
 
 

@@ -179,7 +179,7 @@ class StyleGenerator(nn.Module):
         ws = self.styles(z, mix_z, cutoff)
         if self.training:
             with torch.no_grad():
-                self.w_avg.lerp_(ws[:, 0].mean(0), 1 - self.cfg.w_avg_decay)
+                self.w_avg.lerp_(ws[:, 0].mean(0).to(self.w_avg.dtype), 1 - self.cfg.w_avg_decay)  # fp32 under autocast
         return self.synthesize(ws)
 
 

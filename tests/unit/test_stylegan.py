@@ -69,3 +69,36 @@ def test_lazy_r1_is_gamma_over_two_times_the_squared_gradient_norm_at_the_real_i
     grad, = torch.autograd.grad(model.discriminator(real).sum(), real)
     r1 = grad.flatten(1).pow(2).sum(1).mean()
     assert (losses[4.0] - losses[0.0]).item() == pytest.approx(4.0 * 3.0 / 2 * r1.item(), rel=1e-4)
+
+
+def test_the_truncation_curve_scores_each_psi_against_the_test_split():
+    from genlib.config import DataConfig
+    from genlib.data.dataset import DatasetVersion
+    from genlib.data.prepare import prepare
+    from genlib.evaluate.extractor import Extractor
+    from genlib.evaluate.fid import frechet_distance, gaussian_stats, precision_recall
+    from genlib.evaluate.references import References
+    from genlib.evaluate.suite import generate, truncation_curve
+    from genlib.presets import load_config
+    from genlib.tracking import TRUNCATION_CURVE
+
+    version = DatasetVersion(prepare(DataConfig(source="digits")).path)
+    refs = References(version, Extractor("pixels", "pixels", 64, lambda images: images.flatten(1).float(), {}))
+    cfg = load_config("digits-quick", ["models=[]", "eval.n_generated=60", "eval.truncation=[0.5, 0]"])
+    model = _stylegan(8).eval()
+    model.sampler.w_avg.copy_(torch.randn(8))
+    untruncated = {"fid_pixels": 9.0, "precision_pixels": 0.1, "recall_pixels": 0.2}
+    scores = truncation_curve(model, cfg, refs, untruncated)
+    rows = scores.tables[TRUNCATION_CURVE]
+    assert rows[0] == {"psi": 1.0, "fid": 9.0, "precision": 0.1, "recall": 0.2}  # the evaluation's own point
+    assert [row["psi"] for row in rows] == [1.0, 0.5, 0.0]
+    mu, sigma, _ = refs.test_stats
+    for row in rows[1:]:  # each point, computed directly from the same samples
+        features = refs.extractor(generate(model, 60, cfg.train.seed + 1, truncation=row["psi"]))
+        precision, recall = precision_recall(refs.test_features, features)
+        fid = frechet_distance(*gaussian_stats(features), mu, sigma).value
+        tag = f"psi{row['psi']:g}"
+        assert scores.metrics[f"fid_pixels_{tag}"] == row["fid"] == pytest.approx(fid)
+        assert (scores.metrics[f"precision_pixels_{tag}"], scores.metrics[f"recall_pixels_{tag}"]) == (precision, recall)
+    assert scores.metrics["recall_pixels_psi0"] == 0.0  # ψ = 0: one image, repeated: no diversity at all
+    assert scores.params == {"quality.truncation": "0.5, 0"}
