@@ -42,7 +42,7 @@ from genlib.evaluate.memorization import authenticity, copy_rate, data_copying_z
 from genlib.evaluate.references import References
 from genlib.figures import image_grid
 from genlib.models import GenerativeModel
-from genlib.models.base import INTERPOLATE, LATENT_PRIOR, STYLE_MIX, TRAVERSE, TRUNCATE
+from genlib.models.base import INTERPOLATE, LATENT_PRIOR, PATH_LENGTH, STYLE_MIX, TRAVERSE, TRUNCATE
 from genlib.tracking import (
     CLOSEST_PAIRS,
     INTERPOLATION,
@@ -301,7 +301,36 @@ def score(model: GenerativeModel, cfg: Config, version: DatasetVersion, refs: Re
         parts += quality
         if TRUNCATE in model.capabilities and cfg.eval.truncation:
             parts.append(truncation_curve(model, cfg, refs, quality[0].metrics))
+        if PATH_LENGTH in model.capabilities:
+            parts.append(path_length(model, cfg, refs))
     return parts
+
+
+PPL_EPSILON = 1e-4  # as [Karras et al. 2019]
+
+
+def path_length(model: GenerativeModel, cfg: Config, refs: References) -> Scores:
+    """Perceptual path length [Karras et al. 2019] in the extractor's feature space, in each latent space
+    the model walks: the mean of ‖f(G(p(t))) − f(G(p(t + ε)))‖² / ε² over ``eval.n_generated`` random
+    points t of random full paths p, keeping the pairs between the 1st and 99th percentiles (as the
+    paper does). Lower: a smoother mapping from latents to images."""
+    name, metrics = refs.extractor.name, {}
+    for space in model.path_spaces:
+        generator = torch.Generator(device=model.device).manual_seed(cfg.train.seed + 3)
+        distances = []
+        for i in range(0, cfg.eval.n_generated, SAMPLE_BATCH):
+            a, b = model.path_pairs(min(SAMPLE_BATCH, cfg.eval.n_generated - i), PPL_EPSILON, space, generator)
+            fa, fb = refs.extractor(a.cpu()), refs.extractor(b.cpu())
+            distances.append(((fa.astype(np.float64) - fb) ** 2).sum(1) / PPL_EPSILON ** 2)
+        metrics[f"ppl_{space}_{name}"] = trimmed_mean(np.concatenate(distances))
+    return Scores(metrics, {"quality.ppl": f"full paths, ε = {PPL_EPSILON:g}, squared distance of {name} features, "
+                                           f"pairs between the 1st and 99th percentiles"}, {}, {})
+
+
+def trimmed_mean(values: np.ndarray, low: float = 1, high: float = 99) -> float:
+    """The mean of the values between the ``low``-th and ``high``-th percentiles (inclusive)."""
+    lo, hi = np.percentile(values, [low, high])
+    return float(values[(values >= lo) & (values <= hi)].mean())
 
 
 def sample_scores(generated: torch.Tensor, cfg: Config, version: DatasetVersion,

@@ -31,8 +31,11 @@ LATENT_PRIOR = "latent_prior"
 TRUNCATE = "truncate"  # sample(n, labels, generator, truncation=ψ): the truncation trick, ψ in [0, 1] (1: none)
 # style_mix(rows, cols, cutoff, generator): a grid mixing coarse styles of one latent with fine styles of another
 STYLE_MIX = "style_mix"
+# path_pairs(n, epsilon, space, generator): images (float, in level units) at t and t + ε on random latent paths in
+# each of ``path_spaces``: the perceptual path length's pairs
+PATH_LENGTH = "path_length"
 KNOWN_CAPABILITIES = frozenset({LOG_PROB, ENCODE, COMPLETE, INTERPOLATE, TRAVERSE, RECONSTRUCT, LATENT_PRIOR,
-                                TRUNCATE, STYLE_MIX})
+                                TRUNCATE, STYLE_MIX, PATH_LENGTH})
 
 
 @dataclass(frozen=True)

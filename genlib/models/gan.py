@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlib.config import ANY, ModelConfig, TrainConfig, at_least, between, checked, name, one_of
-from genlib.models.base import INTERPOLATE, MODELS, Batch, GenerativeModel, TrainingContext, to_unit
-from genlib.models.layers import downsample_steps, latent_path, mmd2, noise_device
+from genlib.models.base import INTERPOLATE, MODELS, PATH_LENGTH, Batch, GenerativeModel, TrainingContext, to_unit
+from genlib.models.layers import downsample_steps, latent_path, mmd2, noise_device, slerp
 
 PENALTIES = ("auto", "none", "interpolates", "dragan", "r1")
 
@@ -146,7 +146,8 @@ class Discriminator(nn.Module):
 @MODELS.register("gan")
 class GAN(GenerativeModel):
     config_class = GANConfig
-    capabilities = frozenset({INTERPOLATE})
+    capabilities = frozenset({INTERPOLATE, PATH_LENGTH})
+    path_spaces: tuple[str, ...] = ("z",)  # latent spaces path_pairs walks
     # Each forward uses one network: the other's parameters get no gradient in that pass.
     ddp_options = {"find_unused_parameters": True}
 
@@ -273,6 +274,22 @@ class GAN(GenerativeModel):
         out = self.sampler(z, labels)
         self.sampler.train(was_training)
         return out
+
+    def to_levels(self, images: torch.Tensor) -> torch.Tensor:
+        """Continuous images in [-1, 1] → floats in the level units the data has (not rounded)."""
+        return ((images + 1) * (self.levels - 1) / 2).clamp(0, self.levels - 1)
+
+    @torch.no_grad()
+    def path_pairs(self, n: int, epsilon: float, space: str = "z", generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (float, level units) at t and t + ε, t ~ U[0, 1], on ``n`` spherical paths between two
+        latents (the perceptual path length's pairs; labels: the classes in turn)."""
+        if space not in self.path_spaces:
+            raise ValueError(f"{type(self).__name__} walks paths in {list(self.path_spaces)}, not {space!r}")
+        device = noise_device(generator)
+        z0, z1 = (torch.randn(n, self.config.latent_dim, generator=generator, device=device) for _ in range(2))
+        t = torch.rand(n, 1, generator=generator, device=device)
+        labels = self.class_labels(None, n, default=True)
+        return tuple(self.to_levels(self.generate(slerp(z0, z1, t + d).to(self.device), labels)) for d in (0, epsilon))
 
     def quantize(self, images: torch.Tensor) -> torch.Tensor:
         return ((images + 1) * (self.levels - 1) / 2).round().clamp(0, self.levels - 1).to(torch.uint8)

@@ -57,6 +57,17 @@ def latent_path(rows: int, steps: int, dim: int, generator: torch.Generator | No
     return (z0 + t * (z1 - z0)).flatten(0, 1)
 
 
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation of the directions of latents ``a`` and ``b`` (rows) at ``t`` (N, 1), with
+    their lengths interpolated linearly: stays where N(0, I) latents live, as StyleGAN's path length
+    samples its Z paths."""
+    na, nb = a.norm(dim=1, keepdim=True), b.norm(dim=1, keepdim=True)
+    ua, ub = a / na, b / nb
+    omega = torch.acos((ua * ub).sum(1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    direction = (torch.sin((1 - t) * omega) * ua + torch.sin(t * omega) * ub) / torch.sin(omega)
+    return direction * (na + t * (nb - na))
+
+
 def traversal_latents(dim: int, steps: int, span: float, z: torch.Tensor | None, device) -> torch.Tensor:
     """Latent traversals, (dim·steps, dim): row d varies latent d from −span to +span, the others
     held at ``z`` (default the prior mean, 0)."""

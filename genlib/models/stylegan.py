@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlib.config import TrainConfig, at_least, between, checked, name, one_of
-from genlib.models.base import INTERPOLATE, MODELS, STYLE_MIX, TRUNCATE
+from genlib.models.base import INTERPOLATE, MODELS, PATH_LENGTH, STYLE_MIX, TRUNCATE
 from genlib.models.gan import GAN, LOSSES, PENALTIES, GANConfig
 from genlib.models.layers import noise_device
 from genlib.models.progan import (
@@ -186,7 +186,8 @@ class StyleGenerator(nn.Module):
 @MODELS.register("stylegan")
 class StyleGAN(GAN):
     config_class = StyleGANConfig
-    capabilities = frozenset({INTERPOLATE, TRUNCATE, STYLE_MIX})
+    capabilities = frozenset({INTERPOLATE, TRUNCATE, STYLE_MIX, PATH_LENGTH})
+    path_spaces = ("z", "w")
 
     def __init__(self, config: StyleGANConfig, shape, levels, num_classes=None):
         check_growable("stylegan", shape)
@@ -224,6 +225,21 @@ class StyleGAN(GAN):
     def sample(self, n, labels=None, generator=None, truncation: float | None = None) -> torch.Tensor:
         """``n`` images; ``truncation`` = ψ pulls every w towards the running mean w̄ (ψ = 0: w̄'s image)."""
         return self.generate_from(self._latents(n, generator), truncation=truncation)
+
+    @torch.no_grad()
+    def path_pairs(self, n: int, epsilon: float, space: str = "z", generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """As every GAN's in Z; in W [1]: straight lines between the mapped latents, every layer's style on them."""
+        if space != "w":
+            return super().path_pairs(n, epsilon, space, generator)
+        net = self.sampler
+        was_training = net.training
+        net.eval()
+        w0, w1 = net.mapping(self._latents(n, generator)), net.mapping(self._latents(n, generator))
+        t = torch.rand(n, 1, generator=generator, device=noise_device(generator)).to(self.device)
+        pairs = tuple(self.to_levels(net.synthesize((w0 + (t + d) * (w1 - w0))[:, None].repeat(1, net.num_layers, 1)))
+                      for d in (0, epsilon))
+        net.train(was_training)
+        return pairs
 
     @torch.no_grad()
     def style_mix(self, rows: int = 4, cols: int = 4, cutoff: int | None = None, generator=None) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """The StyleGAN-style generator: modulated convolutions, truncation, style mixing, lazy R1."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -102,3 +103,36 @@ def test_the_truncation_curve_scores_each_psi_against_the_test_split():
         assert (scores.metrics[f"precision_pixels_{tag}"], scores.metrics[f"recall_pixels_{tag}"]) == (precision, recall)
     assert scores.metrics["recall_pixels_psi0"] == 0.0  # ψ = 0: one image, repeated: no diversity at all
     assert scores.params == {"quality.truncation": "0.5, 0"}
+
+
+def test_path_pairs_walk_z_and_w_and_the_path_length_is_the_trimmed_mean_squared_feature_step():
+    from types import SimpleNamespace
+
+    from genlib.evaluate.extractor import Extractor
+    from genlib.evaluate.suite import path_length, trimmed_mean
+    from genlib.presets import load_config
+
+    model = _stylegan().eval()
+    for space in model.path_spaces:
+        same = model.path_pairs(3, 0.0, space, torch.Generator().manual_seed(0))
+        near = model.path_pairs(3, 1e-2, space, torch.Generator().manual_seed(0))
+        assert torch.equal(same[0], same[1]) and torch.equal(same[0], near[0])  # t is drawn the same way
+        assert 0 < (near[1] - near[0]).abs().max() < 1 and near[0].dtype == torch.float32 and near[0].max() <= 16
+    with pytest.raises(ValueError, match="walks paths in"):
+        model.path_pairs(3, 0.0, "x")
+
+    assert trimmed_mean(np.arange(101.0)) == pytest.approx(50.0)  # 0 and 100 are outside [p1, p99]
+    step = torch.tensor([1.0, -1.0, 2.0, 0.5])  # one step along every path: ‖step‖² = 6.25
+
+    class Straight:  # a "model" whose paths are straight lines in pixel space
+        path_spaces = ("z",)
+        device = torch.device("cpu")
+
+        def path_pairs(self, n, epsilon, space, generator):
+            a = 8 * torch.rand(n, 1, 2, 2, generator=generator)
+            return a, a + epsilon * step.view(1, 1, 2, 2)
+
+    refs = SimpleNamespace(extractor=Extractor("pixels", "pixels", 4, lambda x: x.flatten(1).float(), {}))
+    cfg = load_config("digits-quick", ["models=[]", "eval.n_generated=300"])
+    scores = path_length(Straight(), cfg, refs)
+    assert scores.metrics["ppl_z_pixels"] == pytest.approx(6.25, rel=0.02)  # float32 images: ~1 % per pair
