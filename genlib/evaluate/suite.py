@@ -17,6 +17,7 @@ Reference features, statistics and train→train neighbours depend on the datase
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -315,16 +316,32 @@ def path_length(model: GenerativeModel, cfg: Config, refs: References) -> Scores
     points t of random full paths p, keeping the pairs between the 1st and 99th percentiles (as the
     paper does). Lower: a smoother mapping from latents to images."""
     name, metrics = refs.extractor.name, {}
-    for space in model.path_spaces:
-        generator = torch.Generator(device=model.device).manual_seed(cfg.train.seed + 3)
-        distances = []
-        for i in range(0, cfg.eval.n_generated, SAMPLE_BATCH):
-            a, b = model.path_pairs(min(SAMPLE_BATCH, cfg.eval.n_generated - i), PPL_EPSILON, space, generator)
-            fa, fb = refs.extractor(a.cpu()), refs.extractor(b.cpu())
-            distances.append(((fa.astype(np.float64) - fb) ** 2).sum(1) / PPL_EPSILON ** 2)
-        metrics[f"ppl_{space}_{name}"] = trimmed_mean(np.concatenate(distances))
+    with _full_precision():  # ε = 1e-4 steps are below TF32's rounding (~5e-4 relative): CUDA would measure that
+        for space in model.path_spaces:
+            metrics[f"ppl_{space}_{name}"] = _path_length(model, cfg, refs, space)
     return Scores(metrics, {"quality.ppl": f"full paths, ε = {PPL_EPSILON:g}, squared distance of {name} features, "
                                            f"pairs between the 1st and 99th percentiles"}, {}, {})
+
+
+def _path_length(model: GenerativeModel, cfg: Config, refs: References, space: str) -> float:
+    generator = torch.Generator(device=model.device).manual_seed(cfg.train.seed + 3)
+    distances = []
+    for i in range(0, cfg.eval.n_generated, SAMPLE_BATCH):
+        a, b = model.path_pairs(min(SAMPLE_BATCH, cfg.eval.n_generated - i), PPL_EPSILON, space, generator)
+        fa, fb = refs.extractor(a.cpu()), refs.extractor(b.cpu())
+        distances.append(((fa.astype(np.float64) - fb) ** 2).sum(1) / PPL_EPSILON ** 2)
+    return trimmed_mean(np.concatenate(distances))
+
+
+@contextlib.contextmanager
+def _full_precision():
+    """CUDA convolutions and matrix products in full fp32 (no TF32) inside, as they were after."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def trimmed_mean(values: np.ndarray, low: float = 1, high: float = 99) -> float:

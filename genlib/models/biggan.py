@@ -13,8 +13,10 @@ self-attention block [3] (with a learned gate γ starting at 0) after the stage 
 projection ⟨embed(y), φ(x)⟩ [4]; hinge loss; Adam(β = (0, 0.999)) with D's learning rate 4× G's
 (``d_lr_ratio``, SAGAN's two time-scale rule) and two D steps per G step; orthogonal
 regularisation β·‖WᵀW ⊙ (1 − I)‖²_F on G's weights (β = 1e-4); an EMA of G for sampling. The
-truncation trick: ``sample(..., truncation=t)`` redraws every latent entry whose magnitude
-exceeds t (t = 0: the zero latent, each class's "mean" image).
+truncation trick [1] redraws every latent entry whose magnitude exceeds a threshold t; genlib's
+shared truncation strength ψ in [0, 1] (``sample(..., truncation=ψ)``, 1: none) maps to
+t = ψ / (1 − ψ): ψ = 0.5 is t = 1, ψ = 2/3 is t = 2, ψ = 0 the zero latent (each class's "mean"
+image), so [1]'s usual thresholds (0.5 to 2) lie on the curve the evaluation draws.
 
 [1] Brock, Donahue & Simonyan, "Large Scale GAN Training for High Fidelity Natural Image
     Synthesis", ICLR 2019.
@@ -28,6 +30,10 @@ once with a warm-up (as genlib's GAN does) and decay ``ema`` (0.999), for CPU-le
 [1] trains at batch sizes of 256–2048 with cross-replica batch norm; here each rank normalises
 its own batch. Channel widths follow ``hidden`` (ch = 96 in [1] at 128²; smaller presets).
 NOTE: class-conditional only: an unlabelled dataset is refused (use gan, progan or stylegan).
+The self-attention block must sit at a resolution both networks pass through (G: 8, 16, … up to
+the image size; D: half the image size down to 4); images need a side of at least 8.
+NOTE: the EMA generator takes the live generator's batch-norm statistics (as genlib's GAN does);
+[1] recomputes "standing statistics" for its averaged weights before sampling.
 """
 
 from __future__ import annotations
@@ -147,8 +153,7 @@ class BigGenerator(nn.Module):
         self.chans = chans
         self.blocks = nn.ModuleList(GBlock(a, b, cfg.embed_dim + z) for a, b, z in zip(chans, chans[1:], self.split[1:]))
         resolutions = [self.base << (i + 1) for i in range(steps)]
-        self.attention_after = resolutions.index(cfg.attention_resolution) if cfg.attention_resolution in resolutions \
-            else None
+        self.attention_after = resolutions.index(cfg.attention_resolution) if cfg.attention_resolution else None
         self.attention = SelfAttention(chans[self.attention_after + 1]) if self.attention_after is not None else None
         self.out_bn = nn.BatchNorm2d(chans[-1])
         self.out = _sn_conv(chans[-1], c, 3)
@@ -172,8 +177,7 @@ class BigDiscriminator(nn.Module):
         chans = [cfg.hidden * min(2 ** (i + 1), 16) for i in range(steps)]  # after each block
         self.blocks = nn.ModuleList(DBlock(a, b, first=i == 0) for i, (a, b) in enumerate(zip([c, *chans], chans)))
         resolutions = [size >> (i + 1) for i in range(steps)]  # after each block
-        self.attention_after = resolutions.index(cfg.attention_resolution) if cfg.attention_resolution in resolutions \
-            else None
+        self.attention_after = resolutions.index(cfg.attention_resolution) if cfg.attention_resolution else None
         self.attention = SelfAttention(chans[self.attention_after]) if self.attention_after is not None else None
         self.linear = _sn_linear(chans[-1], 1)
         self.project = spectral_norm(nn.Embedding(num_classes, chans[-1]))
@@ -197,6 +201,16 @@ class BigGAN(GAN):
         if not config.conditional or not num_classes:
             raise ValueError("biggan is class-conditional: it needs model.conditional=true and a labelled dataset "
                              f"(num_classes={num_classes}); for unlabelled images use gan, progan or stylegan")
+        size, steps = shape[1], _stages(shape[1])
+        if size < 8 or steps == 0:
+            raise ValueError(f"biggan needs images with a side of at least 8 that halves down towards 4, got {size}")
+        in_g = [(size >> steps) << (i + 1) for i in range(steps)]
+        in_d = [size >> (i + 1) for i in range(steps)]
+        both = sorted(set(in_g) & set(in_d))
+        if config.attention_resolution and config.attention_resolution not in both:
+            raise ValueError(f"model.attention_resolution={config.attention_resolution}: at {size}×{size} the "
+                             f"generator passes {in_g} and the discriminator {in_d}; choose one of {both} "
+                             f"(both networks attend there), or 0 for no attention")
         super().__init__(config, shape, levels, num_classes)
 
     def networks(self, classes):
@@ -236,12 +250,17 @@ class BigGAN(GAN):
             z = torch.where(far, torch.randn(z.shape, generator=generator, device=device), z)
         return z
 
+    @staticmethod
+    def threshold(psi: float) -> float:
+        """The latent threshold t of truncation strength ψ in [0, 1): t = ψ / (1 − ψ)."""
+        return psi / (1 - psi)
+
     @torch.no_grad()
     def sample(self, n, labels=None, generator=None, truncation: float | None = None) -> torch.Tensor:
-        """``n`` images of ``labels`` (default: the classes in turn); ``truncation`` = t redraws latent
-        entries beyond ±t (lower t: more typical, less varied images)."""
-        if truncation is None:
+        """``n`` images of ``labels`` (default: the classes in turn); ``truncation`` = ψ < 1 redraws latent
+        entries beyond ±ψ/(1 − ψ) (lower ψ: more typical, less varied images); None or 1: no truncation."""
+        if truncation is None or truncation >= 1:
             return super().sample(n, labels, generator)
-        z = self.truncated_latents(n, truncation, generator).to(self.device)
+        z = self.truncated_latents(n, self.threshold(truncation), generator).to(self.device)
         return self.quantize(self.generate(z, self.class_labels(labels, n, default=True)))
 

@@ -17,7 +17,7 @@ nearest-neighbour upsampling and average-pool downsampling, 1×1 "toRGB"/"fromRG
 per resolution, a minibatch standard deviation feature in the discriminator's last block, and
 the WGAN-GP loss [2] with the drift term ε·E[D(x)²] (ε = 0.001), Adam(β = (0, 0.99)), and an
 exponential moving average of the generator for sampling. Feature maps per resolution r are
-min(channel_base / r, max_channels), [1]'s (8192, 512) by default.
+min(channel_base / r, max_channels): [1]'s 8192 / 2^(stage) capped at 512, i.e. (16384, 512).
 
 [1] Karras, Aila, Laine & Lehtinen, "Progressive Growing of GANs for Improved Quality,
     Stability, and Variation", ICLR 2018.
@@ -53,7 +53,7 @@ UNCONDITIONAL = Rule(lambda v: v is False, "false: progan is unconditional (gan 
 class ProGANConfig(GANConfig):
     family: str = checked("progan", name())
     latent_dim: int = checked(512, at_least(1))  # size of z
-    channel_base: int = checked(8192, at_least(1))  # feature maps at resolution r: min(channel_base / r, max_channels)
+    channel_base: int = checked(16384, at_least(1))  # feature maps at resolution r: min(channel_base / r, max_channels)
     max_channels: int = checked(512, at_least(1))
     fade_images: int = checked(800_000, at_least(1))  # training images over which a new resolution fades in
     stable_images: int = checked(800_000, at_least(0))  # training images at each resolution once faded in

@@ -61,7 +61,7 @@ class StyleGANConfig(GANConfig):
     w_dim: int = checked(512, at_least(1))  # size of w
     mapping_layers: int = checked(8, at_least(1))
     mapping_lr: float = checked(0.01, between(0, 1, low_open=True))  # learning-rate multiplier of the mapping MLP
-    channel_base: int = checked(8192, at_least(1))  # feature maps at resolution r: min(channel_base / r, max_channels)
+    channel_base: int = checked(32768, at_least(1))  # feature maps at resolution r: min(channel_base / r, max_channels), [2]
     max_channels: int = checked(512, at_least(1))
     mixing: float = checked(0.9, between(0, 1))  # probability that a batch mixes two latents' styles
     w_avg_decay: float = checked(0.995, between(0, 1, high_open=True))  # running mean of w, for truncation
@@ -190,7 +190,8 @@ class StyleGAN(GAN):
     path_spaces = ("z", "w")
 
     def __init__(self, config: StyleGANConfig, shape, levels, num_classes=None):
-        check_growable("stylegan", shape)
+        if check_growable("stylegan", shape) == 0:
+            raise ValueError("stylegan needs images of at least 8×8 (at 4×4 there is one layer: nothing to mix)")
         super().__init__(config, shape, levels, num_classes)
 
     @property

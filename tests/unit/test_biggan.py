@@ -12,11 +12,11 @@ from genlib.models.biggan import SelfAttention
 from genlib.presets import config_from_dict
 
 
-def _biggan(**params):
+def _biggan(size: int = 8, **params):
     cfg = config_from_dict({"model": {"family": "biggan", "latent_dim": 8, "embed_dim": 8, "hidden": 8,
-                                      "attention_resolution": 8, **params}}).model
+                                      "attention_resolution": 0, **params}}).model
     torch.manual_seed(0)
-    return build_model(cfg, (1, 8, 8), 17, num_classes=10)
+    return build_model(cfg, (1, size, size), 17, num_classes=10)
 
 
 def test_orthogonal_penalty_sums_the_off_diagonal_gram_entries_of_each_generator_weight():
@@ -33,7 +33,11 @@ def test_orthogonal_penalty_sums_the_off_diagonal_gram_entries_of_each_generator
 def test_truncation_redraws_latents_beyond_the_threshold_and_zero_gives_one_image_per_class():
     model = _biggan().eval()
     z = model.truncated_latents(500, 0.5, torch.Generator().manual_seed(0))
-    assert z.abs().max() <= 0.5 and z.std() > 0.2  # a truncated normal, not a squashed one
+    # a normal truncated to ±0.5 (std 0.284), not one clamped there (std 0.43, mass on the bounds)
+    assert z.abs().max() < 0.5 and z.std().item() == pytest.approx(0.284, abs=0.01)
+    assert [model.threshold(psi) for psi in (0.0, 0.5, 0.75)] == [0.0, 1.0, 3.0]  # ψ ↦ t = ψ / (1 − ψ)
+    plain = model.sample(4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(plain, model.sample(4, generator=torch.Generator().manual_seed(1), truncation=1.0))
     threes = model.sample(4, labels=torch.full((4,), 3), generator=torch.Generator().manual_seed(1), truncation=0.0)
     assert all(torch.equal(threes[0], image) for image in threes)
     sevens = model.sample(4, labels=torch.full((4,), 7), generator=torch.Generator().manual_seed(1), truncation=0.0)
@@ -44,20 +48,28 @@ def test_self_attention_starts_as_the_identity_and_spectral_norm_bounds_the_weig
     attention = SelfAttention(8)
     x = torch.randn(2, 8, 4, 4)
     assert torch.equal(attention(x), x)  # γ = 0 at the start
-    model = _biggan().train()
-    batch = torch.randint(0, 17, (16, 1, 8, 8), dtype=torch.uint8)
+    model = _biggan(16, attention_resolution=8).train()  # G attends after its 8×8 block, D after its first
+    assert model.generator.attention is not None and model.discriminator.attention is not None
+    batch = torch.randint(0, 17, (16, 1, 16, 16), dtype=torch.uint8)
     for _ in range(20):  # power iterations run in training-mode forward passes
-        model("d", batch, torch.randn(16, 8), torch.arange(16) % 10)
-    for module in model.discriminator.modules():
-        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
-            sigma = torch.linalg.matrix_norm(module.weight.detach().flatten(1), ord=2)
-            assert sigma.item() == pytest.approx(1.0, abs=0.05)
+        for phase in ("d", "g"):
+            model(phase, batch, torch.randn(16, 8), torch.arange(16) % 10)
+    normed = [m for net in (model.generator, model.discriminator) for m in net.modules()
+              if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.Embedding)) and hasattr(m, "parametrizations")]
+    assert len(normed) > 20 and model.discriminator.project in normed
+    for module in normed:
+        sigma = torch.linalg.matrix_norm(module.weight.detach().flatten(1), ord=2)
+        assert sigma.item() == pytest.approx(1.0, abs=0.05)
+    with pytest.raises(ValueError, match="generator passes .* and the discriminator .*; choose one of"):
+        _biggan(16, attention_resolution=16)
 
 
-def test_biggan_without_labels_is_refused_naming_the_alternatives():
+def test_biggan_without_labels_or_on_4x4_images_is_refused_naming_what_would_work():
     cfg = config_from_dict({"model": {"family": "biggan"}}).model
     with pytest.raises(ValueError, match="biggan is class-conditional.*use gan, progan or stylegan"):
         build_model(cfg, (1, 8, 8), 17, num_classes=None)
+    with pytest.raises(ValueError, match="a side of at least 8"):
+        build_model(cfg, (1, 4, 4), 17, num_classes=10)
 
 
 class _LabelPainter(torch.nn.Module):

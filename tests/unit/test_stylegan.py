@@ -55,9 +55,30 @@ def test_mixing_a_latent_with_itself_is_plain_sampling_and_the_grid_mixes_rows_a
     assert torch.equal(grid[5:8], lefts[0:1].expand(3, -1, -1, -1))  # cutoff 0: every style is the row's
     cut = model.style_mix(rows=2, cols=3, cutoff=model.sampler.num_layers, generator=torch.Generator().manual_seed(2))
     assert torch.equal(cut[9:12], tops) and torch.equal(cut[1:4], tops)  # cutoff at the end: the column's
+    # A real mix (cutoff 1: the 4×4 layer's style from the column's latent, the rest from the row's).
+    net = model.sampler
+    coarse, fine = torch.randn(1, 8), torch.randn(1, 8)
+    ws = torch.cat([net.mapping(coarse)[:, None], net.mapping(fine)[:, None].expand(1, net.num_layers - 1, -1)], 1)
+    mixed = model.generate_from(coarse, fine, cutoff=1)
+    assert torch.equal(mixed, model.quantize(net.synthesize(ws)))
+    assert not torch.equal(mixed, model.generate_from(coarse)) and not torch.equal(mixed, model.generate_from(fine))
 
 
 def test_lazy_r1_is_gamma_over_two_times_the_squared_gradient_norm_at_the_real_images_weighted_by_its_interval():
+    from genlib.models.base import Batch, TrainingContext
+
+    # training_step asks for the penalty on every 4th discriminator step only, weighted ×4
+    model = _stylegan(penalty_every=4, gp_weight=3.0)
+    scales = []
+    forward = model.forward
+    model.forward = lambda phase, *args: scales.append(args[-1]) or forward(phase, *args) if phase == "d" \
+        else forward(phase, *args)
+    batch = Batch(torch.randint(0, 17, (4, 1, 8, 8), dtype=torch.uint8), None, torch.arange(4))
+    optimizers = model.configure_optimizers(__import__("genlib.config", fromlist=["TrainConfig"]).TrainConfig())
+    for step in range(9):
+        model.training_step(batch, optimizers, TrainingContext(step))
+    assert scales == [4.0, 0.0, 0.0, 0.0, 4.0, 0.0, 0.0, 0.0, 4.0]
+
     model = _stylegan(penalty_every=4, gp_weight=3.0).eval()  # eval: the generator draws no noise
     x = torch.randint(0, 17, (6, 1, 8, 8), dtype=torch.uint8)
     z = torch.randn(6, 8)
