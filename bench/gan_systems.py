@@ -29,7 +29,7 @@ import numpy as np
 # (label, preset, overrides): each at 32×32; the DCGAN and DRAGAN presets' own sizes.
 MODELS = [
     ("dcgan", "digits-gan", ["data.image_size=32"]),
-    ("dragan", "digits-gan", ["data.image_size=32", "model.loss=lsgan", "model.penalty=dragan"]),
+    ("dragan", "digits-gan", ["data.image_size=32", "model.penalty=dragan"]),  # Kodali et al.: the GAN loss + penalty
     ("progan", "digits32-progan", []),
     ("stylegan", "digits32-stylegan", []),
     ("biggan", "digits32-biggan", []),
