@@ -48,6 +48,25 @@ def test_at_the_start_of_a_fade_the_new_block_changes_nothing():
     torch.testing.assert_close(model.discriminator(F.interpolate(x, scale_factor=2, mode="nearest")), d_before)
 
 
+def test_during_a_fade_the_generator_and_the_real_images_blend_linearly_in_alpha():
+    model = _progan(16)
+    z = torch.randn(5, 8)
+    outputs = {}
+    for alpha in (0.0, 0.3, 1.0):
+        model.generator.set_level_of_detail(2, alpha)
+        outputs[alpha] = model.generator(z)
+    torch.testing.assert_close(outputs[0.3], 0.7 * outputs[0.0] + 0.3 * outputs[1.0])
+    x = torch.randint(0, 17, (5, 1, 16, 16), dtype=torch.uint8)
+    reals = {}
+    for alpha in (0.0, 0.3, 1.0):
+        model.discriminator.set_level_of_detail(2, alpha)
+        model.generator.set_level_of_detail(2, alpha)
+        torch.manual_seed(1)  # the same dequantisation noise
+        reals[alpha] = model._dequantize(x)
+    torch.testing.assert_close(reals[0.3], 0.7 * reals[0.0] + 0.3 * reals[1.0])
+    torch.testing.assert_close(reals[0.0], F.interpolate(F.avg_pool2d(reals[1.0], 2), scale_factor=2, mode="nearest"))
+
+
 def test_minibatch_stddev_appends_each_groups_mean_standard_deviation():
     x = torch.randn(6, 3, 2, 2)
     out = minibatch_stddev(x, group_size=4)  # 6 images: groups of 3 (the largest size ≤ 4 dividing 6)
