@@ -3,7 +3,7 @@ in-process (the loop's training_step, 2 threads) twice for 12 epochs of 32×32 d
 resolution (``fade_images=1 stable_images=0``) and grown as the preset schedules it; the validation
 MMD² of 200 held-out images every 3 epochs, with where the schedule stands.
 
-    .venv/bin/python bench/progan_growth.py [--epochs 12]
+    .venv/bin/python bench/progan_growth.py [--epochs 12] [--override model.fade_images=30000 ...]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import time
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--override", action="append", default=[], help="config override for both runs")
     args = parser.parse_args()
     os.environ.setdefault("GENLIB_HOME", tempfile.mkdtemp(prefix="genlib-bench-progan-"))
 
@@ -33,7 +34,7 @@ def main() -> None:
     torch.set_num_threads(2)
     print(f"progan on 32×32 digits, {args.epochs} epochs; {platform.node()}, {os.cpu_count()} cores", flush=True)
     for name, extra in [("fixed 32×32", ["model.fade_images=1", "model.stable_images=0"]), ("grown (preset)", [])]:
-        cfg = load_config("digits32-progan", extra)
+        cfg = load_config("digits32-progan", [*args.override, *extra])
         version = DatasetVersion(prepare(cfg.data).path)
         torch.manual_seed(0)
         model = build_model(cfg.model, version.shape, version.levels, version.num_classes)
