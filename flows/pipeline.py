@@ -29,6 +29,7 @@ from flows.policy import backoff, cache_key, persisted
 from flows.policy import transient as _transient
 from flows.reweight import reweight_task
 from genlib.config import Config, command_line_overrides
+from genlib.data.dataset import DatasetVersion
 from genlib.data.prepare import prepare, read_manifest
 from genlib.models import MODELS
 from genlib.presets import config_from_dict, load_config
@@ -37,7 +38,7 @@ from genlib.stages.checks import check_names
 from genlib.stages.evaluate import evaluate
 from genlib.stages.pipeline import parent_run, record_dataset
 from genlib.stages.summary import format_summary, summarise, summary_markdown
-from genlib.stages.train import train
+from genlib.stages.train import check_model_fits, train
 from genlib.tracking import Tracker
 from genlib.train.adaptive import check_encoder
 
@@ -95,7 +96,6 @@ def evaluate_task(config: dict[str, Any], checkpoint: str, dataset: str, trackin
 
 
 # Never cached: it writes into this flow run's parent MLflow run, whichever stages were cache hits.
-# Never cached: it writes into this flow run's parent MLflow run, whichever stages were cache hits.
 @task(name="summary", retries=2, retry_delay_seconds=backoff(5), retry_condition_fn=_transient,
       cache_policy=NO_CACHE)
 def summary_task(cfg_dict: dict[str, Any], dataset: dict[str, Any], rows: list[dict[str, Any]],
@@ -124,6 +124,9 @@ def run_stages(cfg: Config) -> dict[str, Any]:
     with parent_run(cfg, tracker, flow_run.id) as parent:
         dataset = persisted(prepare_task)(config)
         record_dataset(tracker, parent, dataset["content_hash"])
+        version = DatasetVersion(dataset["path"])
+        for model in cfg.pipeline_models():  # every model takes this data, before the first one trains
+            check_model_fits(cfg.replace(model=model), version)
         rows = [_train_and_evaluate(cfg.replace(model=model, models=()), dataset, tracker, parent)
                 for model in cfg.pipeline_models()]
         weights = None

@@ -56,6 +56,7 @@ def train(cfg: Config, dataset: str | Path, tracker: Tracker | None = None,
             Tag.DATASET_HASH: version.content_hash, Tag.PRESET: cfg.name}
     weights, weights_meta = training_weights(cfg, version, tracker)
     check_adaptive(cfg, MODELS.get(cfg.model.family).capabilities)  # also for callers that skip check_names
+    check_model_fits(cfg, version)
     ensure_ray()
     check_resources(cfg.train)  # before any run is opened
     check_cluster_storage(cfg.train.storage_path, version.path)
@@ -73,6 +74,19 @@ def train(cfg: Config, dataset: str | Path, tracker: Tracker | None = None,
         finished = sum(r.info.status == "FINISHED" for r in earlier)
         ray_name = f"{cfg.name}-{cfg.model.label}-{job[:12]}-{lane}-{finished}"
         return _train_in_run(cfg, version, tracker, parent_run_id, tags, weights, unfinished, ray_name)
+
+
+def check_model_fits(cfg: Config, version: DatasetVersion) -> None:
+    """Build ``cfg.model`` once for the dataset's shape, levels and classes and drop it, so that what
+    the family refuses for this data (a size progan cannot grow to, biggan without labels, an
+    attention resolution the networks never pass) is an error here, before Ray starts or a run
+    opens, not in a worker. The caller's random state is left as it was.
+    NOTE: on the CPU, not PyTorch's meta device: the EM baselines draw their start with a
+    distribution that meta tensors cannot validate."""
+    from genlib.models import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        build_model(cfg.model, version.shape, version.levels, version.num_classes)
 
 
 def _train_in_run(cfg: Config, version: DatasetVersion, tracker: Tracker, parent_run_id: str | None, tags: dict,

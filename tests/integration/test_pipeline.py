@@ -215,3 +215,18 @@ def test_pipeline_bad_override_fails_before_anything_runs(prefect_api):
     assert state.is_failed()
     with pytest.raises(ValueError, match="unknown config key"):
         state.result()
+
+
+def test_pipeline_refuses_a_model_the_data_does_not_fit_before_training_any(prefect_api):
+    from flows.pipeline import pipeline
+    from genlib.tracking import Tracker
+
+    state = pipeline("digits-quick", ["models=[{family: categorical}, {family: progan}]", "data.image_size=12",
+                                      "reweight.retrain=[]"], return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ValueError, match="progan grows from 4×4 by doubling"):
+        state.result()
+    tracker = Tracker()
+    assert tracker.find_runs("genlib-digits", {"genlib.stage": "train"}) == []  # not even the categorical model
+    (parent,) = tracker.find_runs("genlib-digits", {"genlib.stage": "pipeline"})
+    assert parent.info.status == "FAILED"

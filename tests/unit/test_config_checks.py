@@ -162,3 +162,26 @@ def test_eval_device_auto_follows_torch_and_cuda_without_a_gpu_is_refused(monkey
         eval_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert eval_device("auto") == torch.device("cuda") == eval_device("cuda")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["--model={family: progan}", "--data.image_size=12"],
+     "progan grows from 4×4 by doubling: it needs square images with a side of 4·2^k (4, 8, 16, 32, …), got 12×12"),
+    (["--model={family: biggan, attention_resolution: 16}"],
+     "model.attention_resolution=16: at 8×8 the generator passes [8] and the discriminator [4]"),
+])
+def test_a_model_that_cannot_take_the_data_is_refused_before_ray_or_any_run(overrides, message, genlib_home, capsys,
+                                                                           monkeypatch):
+    import ray
+
+    from genlib.tracking import Tracker
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("ray.init was called for a model the data does not fit")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    assert cli.main(["train", "digits-quick", "--models=[]", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("genlib: error: ") and message in err, err
+    experiment = Tracker().client.get_experiment_by_name("genlib-digits")
+    assert experiment is None or not Tracker().client.search_runs([experiment.experiment_id])  # no run opened
