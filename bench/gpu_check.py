@@ -161,14 +161,19 @@ def loop(plan: Plan) -> dict:
     return {"rows": rows, "loss_tolerance": LOSS_TOLERANCE}
 
 
+def _family_config(family: str, narrow: bool):
+    """The digits preset with ``family`` at its defaults (narrower in the dry run: ``DRY_SIZES``)."""
+    from genlib.presets import load_config
+
+    return load_config("digits", [f"model.family={family}", *(DRY_SIZES.get(family, []) if narrow else [])])
+
+
 def _unfit(family: str, size: int, narrow: bool) -> str | None:
     """Why ``family`` cannot train on ``size``×``size`` images (its own error), or None."""
     from genlib.models import build_model
-    from genlib.presets import load_config
 
     try:
-        build_model(load_config("digits", [f"model.family={family}", *(DRY_SIZES.get(family, []) if narrow else [])])
-                    .model, (1, size, size), 256, 10)
+        build_model(_family_config(family, narrow).model, (1, size, size), 256, 10)
     except ValueError as err:
         return str(err)
     return None
@@ -180,10 +185,9 @@ def _steps(family: str, size: int, device, precision: str, batches: list, held: 
 
     from genlib.models import build_model
     from genlib.models.base import Batch, TrainingContext
-    from genlib.presets import load_config
     from genlib.train.loop import _train_epoch
 
-    cfg = load_config("digits", [f"model.family={family}", *(DRY_SIZES.get(family, []) if narrow else [])])
+    cfg = _family_config(family, narrow)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, (1, size, size), 256, 10).to(device)  # the same initial weights anywhere
     torch.manual_seed(cfg.train.seed + noise_seed)  # the noise of training steps (CUDA's generator too)

@@ -217,14 +217,16 @@ class GAN(GenerativeModel):
 
     def r1_penalty(self, real: torch.Tensor, labels) -> torch.Tensor:
         """E‖∇D(x)‖² at the real batch [8] (the caller weights it by γ/2)."""
-        points = real.detach().requires_grad_(True)
-        grad, = torch.autograd.grad(self.discriminator(points, labels).sum(), points, create_graph=True)
-        return grad.flatten(1).pow(2).sum(dim=1).mean()
+        return self._input_gradient(real, labels).pow(2).sum(dim=1).mean()
 
     def _unit_gradient_penalty(self, points: torch.Tensor, labels) -> torch.Tensor:
+        return (self._input_gradient(points, labels).norm(dim=1) - 1).pow(2).mean()
+
+    def _input_gradient(self, points: torch.Tensor, labels) -> torch.Tensor:
+        """∇ₓD(x) at ``points``, flattened per image, with its graph kept (a penalty trains D through it)."""
         points = points.detach().requires_grad_(True)
         grad, = torch.autograd.grad(self.discriminator(points, labels).sum(), points, create_graph=True)
-        return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+        return grad.flatten(1)
 
     def training_step(self, batch: Batch, optimizers, context: TrainingContext) -> dict[str, float]:
         labels = self.class_labels(batch.labels, len(batch.x))
@@ -285,18 +287,21 @@ class GAN(GenerativeModel):
         latents (the perceptual path length's pairs; labels: the classes in turn)."""
         if space not in self.path_spaces:
             raise ValueError(f"{type(self).__name__} walks paths in {list(self.path_spaces)}, not {space!r}")
-        device = noise_device(generator)
-        z0, z1 = (torch.randn(n, self.config.latent_dim, generator=generator, device=device) for _ in range(2))
-        t = torch.rand(n, 1, generator=generator, device=device)
+        z0, z1 = self.latents(n, generator), self.latents(n, generator)
+        t = torch.rand(n, 1, generator=generator, device=noise_device(generator)).to(self.device)
         labels = self.class_labels(None, n, default=True)
-        return tuple(self.to_levels(self.generate(slerp(z0, z1, t + d).to(self.device), labels)) for d in (0, epsilon))
+        return tuple(self.to_levels(self.generate(slerp(z0, z1, t + d), labels)) for d in (0, epsilon))
 
     def quantize(self, images: torch.Tensor) -> torch.Tensor:
-        return ((images + 1) * (self.levels - 1) / 2).round().clamp(0, self.levels - 1).to(torch.uint8)
+        return self.to_levels(images).round().to(torch.uint8)
+
+    def latents(self, n: int, generator=None) -> torch.Tensor:
+        """``n`` draws of z ~ N(0, I), from ``generator`` (on its device), on the model's device."""
+        return torch.randn(n, self.config.latent_dim, generator=generator, device=noise_device(generator)).to(self.device)
 
     @torch.no_grad()
     def sample(self, n, labels=None, generator=None) -> torch.Tensor:
-        z = torch.randn(n, self.config.latent_dim, generator=generator, device=noise_device(generator)).to(self.device)
+        z = self.latents(n, generator)
         return self.quantize(self.generate(z, self.class_labels(labels, n, default=True)))
 
     @torch.no_grad()

@@ -207,9 +207,6 @@ class StyleGAN(GAN):
         return {name: torch.optim.Adam(net.parameters(), lr=train.lr, betas=(0.0, 0.99), eps=1e-8)
                 for name, net in (("generator", self.generator), ("discriminator", self.discriminator))}
 
-    def _latents(self, n: int, generator) -> torch.Tensor:
-        return torch.randn(n, self.config.latent_dim, generator=generator, device=noise_device(generator)).to(self.device)
-
     @torch.no_grad()
     def generate_from(self, z: torch.Tensor, mix_z: torch.Tensor | None = None, cutoff: int | None = None,
                       truncation: float | None = None) -> torch.Tensor:
@@ -225,7 +222,7 @@ class StyleGAN(GAN):
     @torch.no_grad()
     def sample(self, n, labels=None, generator=None, truncation: float | None = None) -> torch.Tensor:
         """``n`` images; ``truncation`` = ψ pulls every w towards the running mean w̄ (ψ = 0: w̄'s image)."""
-        return self.generate_from(self._latents(n, generator), truncation=truncation)
+        return self.generate_from(self.latents(n, generator), truncation=truncation)
 
     @torch.no_grad()
     def path_pairs(self, n: int, epsilon: float, space: str = "z", generator=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,7 +232,7 @@ class StyleGAN(GAN):
         net = self.sampler
         was_training = net.training
         net.eval()
-        w0, w1 = net.mapping(self._latents(n, generator)), net.mapping(self._latents(n, generator))
+        w0, w1 = net.mapping(self.latents(n, generator)), net.mapping(self.latents(n, generator))
         t = torch.rand(n, 1, generator=generator, device=noise_device(generator)).to(self.device)
         pairs = tuple(self.to_levels(net.synthesize((w0 + (t + d) * (w1 - w0))[:, None].repeat(1, net.num_layers, 1)))
                       for d in (0, epsilon))
@@ -248,7 +245,7 @@ class StyleGAN(GAN):
         layers before ``cutoff``; default: those up to 8×8), the left column's the fine ones, and each
         inner cell takes its column's coarse and its row's fine styles; the corner is blank."""
         cutoff = min(3, self.sampler.num_layers - 1) if cutoff is None else cutoff
-        coarse, fine = self._latents(cols, generator), self._latents(rows, generator)
+        coarse, fine = self.latents(cols, generator), self.latents(rows, generator)
         tops, lefts = self.generate_from(coarse), self.generate_from(fine)
         grid = [torch.zeros_like(tops[:1]), tops]
         for r in range(rows):

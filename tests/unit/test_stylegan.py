@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from genlib.config import TrainConfig
 from genlib.models import build_model
 from genlib.models.base import STYLE_MIX, TRUNCATE
 from genlib.models.stylegan import ModulatedConv2d
@@ -74,7 +75,7 @@ def test_lazy_r1_is_gamma_over_two_times_the_squared_gradient_norm_at_the_real_i
     model.forward = lambda phase, *args: scales.append(args[-1]) or forward(phase, *args) if phase == "d" \
         else forward(phase, *args)
     batch = Batch(torch.randint(0, 17, (4, 1, 8, 8), dtype=torch.uint8), None, torch.arange(4))
-    optimizers = model.configure_optimizers(__import__("genlib.config", fromlist=["TrainConfig"]).TrainConfig())
+    optimizers = model.configure_optimizers(TrainConfig())
     for step in range(9):
         model.training_step(batch, optimizers, TrainingContext(step))
     assert scales == [4.0, 0.0, 0.0, 0.0, 4.0, 0.0, 0.0, 0.0, 4.0]
