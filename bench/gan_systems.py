@@ -7,9 +7,10 @@ Each model trains through the real train stage (Ray Train, one worker) for ``--e
 selected checkpoint: domain-feature FID, precision and recall of ``eval.n_generated`` samples against
 the test split, the IS analogue (the domain classifier's), the class accuracy of conditional samples
 (BigGAN), and the truncation curve of the models that truncate (StyleGAN: ψ; BigGAN: the latent
-threshold). Then each GAN trains 2 more epochs on 1 and on 2 workers for its training images/s.
+threshold), and the path lengths in Z (and W for StyleGAN). Then each GAN trains 2 more epochs on 1 and on 2
+workers for its training images/s (progan at its full resolution from the first step).
 
-    .venv/bin/python bench/gan_systems.py [--epochs 20] [--n-generated 1000] [--skip-speed]
+    .venv/bin/python bench/gan_systems.py [--epochs 20] [--n-generated 1000] [--skip-speed | --speed-only]
 
 Results go to stdout and to ``--out`` (JSON, written after each model).
 """
@@ -35,7 +36,10 @@ MODELS = [
     ("biggan", "digits32-biggan", []),
     ("mixture", "digits-gan", ["data.image_size=32", "model={family: mixture, components: 30}"]),
 ]
-COLUMNS = ["fid_domain", "precision_domain", "recall_domain", "is_domain", "class_accuracy_domain"]
+COLUMNS = ["fid_domain", "precision_domain", "recall_domain", "is_domain", "class_accuracy_domain", "ppl_z_domain",
+           "ppl_w_domain"]
+# The speed runs time the full-resolution networks: progan's schedule would spend them at 4×4.
+SPEED_OVERRIDES = {"progan": ["model.fade_images=1", "model.stable_images=0"]}
 
 
 def main() -> None:
@@ -44,6 +48,7 @@ def main() -> None:
     parser.add_argument("--n-generated", type=int, default=1000)
     parser.add_argument("--models", nargs="*", default=[m[0] for m in MODELS])
     parser.add_argument("--skip-speed", action="store_true", help="no 1- and 2-worker images/s runs")
+    parser.add_argument("--speed-only", action="store_true", help="only the images/s runs (added to --out's report)")
     parser.add_argument("--out", type=Path, default=Path("gan_systems.json"))
     args = parser.parse_args()
     os.environ.setdefault("GENLIB_HOME", tempfile.mkdtemp(prefix="genlib-bench-gans-"))
@@ -79,8 +84,10 @@ def main() -> None:
           f"{args.n_generated} samples scored; {machine}", flush=True)
 
     tracker = Tracker()
+    if args.speed_only:  # keep what an earlier run of the quality part wrote
+        report["models"] = json.loads(args.out.read_text())["models"] if args.out.exists() else {}
     for label, preset, overrides in MODELS:
-        if label not in args.models:
+        if label not in args.models or args.speed_only:
             continue
         cfg = load_config(preset, [*overrides, *common])
         dataset = prepare(cfg.data).path
@@ -102,11 +109,12 @@ def main() -> None:
             if label not in args.models or label == "mixture":
                 continue
             for workers in (1, 2):
-                cfg = load_config(preset, [*overrides, *common, "train.epochs=2", f"train.num_workers={workers}",
+                cfg = load_config(preset, [*overrides, *SPEED_OVERRIDES.get(label, []), *common, "train.epochs=2",
+                                           f"train.num_workers={workers}",
                                            f"train.seed={100 + workers}", "eval.n_generated=0"])
                 trained = train(cfg, prepare(cfg.data).path, tracker)
                 speed = tracker.client.get_metric_history(trained.run_id, "images_per_second")[-1].value
-                report["models"][label][f"images_per_second_{workers}_workers"] = speed
+                report["models"].setdefault(label, {})[f"images_per_second_{workers}_workers"] = speed
             args.out.write_text(json.dumps(report, indent=2, default=float))
 
     _print(report)

@@ -8,6 +8,7 @@
     genlib evaluate PRESET --checkpoint DIR --dataset DIR [...]
     genlib runs [--stage evaluate|train|all] [--dataset digits] [--sort fid]   evaluations (a leaderboard) or trainings
     genlib sample --run RUN_ID | --model models:/NAME@ALIAS [-n 64] -o grid.png|samples.npz
+    genlib translate --run RUN_ID | --model models:/NAME@ALIAS --input DIR|file.npz -o DIR|out.npz [--direction a2b]
     genlib presets                                      list the presets
     genlib ui [--port 5000]                             MLflow UI on genlib's tracking store
     genlib server [--host 0.0.0.0] [--port 5000]        MLflow tracking server that other nodes log to
@@ -99,6 +100,18 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("-o", "--output", required=True, help="grid.png (a picture) or samples.npz (uint8 arrays)")
     sample.add_argument("--label", type=int, help="class to draw, for class-conditional models (default: all, evenly)")
     sample.add_argument("--seed", type=int, default=0)
+    tl = command("translate", _translate, "translate images with a trained image-to-image model (pix2pix, "
+                 "CycleGAN); no training data needed", preset=False)
+    which = tl.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="MLflow run id of a training (or evaluation) run")
+    which.add_argument("--model", help="registered model, models:/NAME@ALIAS (see the pipeline summary)")
+    tl.add_argument("--input", required=True, help="a folder of PNG/JPEG files, or an .npz with an 'images' array, "
+                    "in the source domain's size and levels (see --resize, --quantise)")
+    tl.add_argument("-o", "--output", required=True, help="a folder (one PNG per input, same names) or an .npz")
+    tl.add_argument("--direction", default="a2b", help="a2b (default) or b2a, for models that translate both ways")
+    tl.add_argument("--resize", action="store_true", help="resize inputs of another size to the model's (bicubic)")
+    tl.add_argument("--quantise", action="store_true", help="map the inputs' levels (0..255 for PNGs) onto the "
+                    "source domain's")
     command("presets", _presets, "list the presets", preset=False)
     dp = command("deploy", _deploy, "serve genlib's Prefect deployments (prefect.yaml) from this process, "
                  "no work pool needed", preset=False)
@@ -271,6 +284,7 @@ def _sample(args, overrides) -> int:
     import torch
 
     from genlib.figures import image_grid
+    from genlib.models.base import SAMPLE
     from genlib.models.io import load_model
     from genlib.runs import model_checkpoint, run_checkpoint
     from genlib.tracking import Tracker
@@ -282,6 +296,9 @@ def _sample(args, overrides) -> int:
     tracker = Tracker()
     model = load_model(model_checkpoint(tracker, args.model) if args.model else run_checkpoint(tracker, args.run))
     model.eval()
+    if SAMPLE not in model.capabilities:
+        raise ValueError(f"{type(model).__name__} does not sample from noise, it translates images: use "
+                         f"genlib translate --input ... -o ...")
     labels = None
     if args.label is not None:
         if not model.conditional:
@@ -296,6 +313,54 @@ def _sample(args, overrides) -> int:
     else:
         image_grid(images, model.levels).save(args.output)
     print(f"{args.n} samples of {type(model).__name__} → {args.output}")
+    return 0
+
+
+def _translate(args, overrides) -> int:
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from genlib.data.kinds import check_direction
+    from genlib.data.samples import IMAGE_SUFFIXES, read_samples
+    from genlib.evaluate.translate import translate_all
+    from genlib.io import atomic_dir, atomic_file
+    from genlib.models.base import TRANSLATE
+    from genlib.models.io import load_model
+    from genlib.runs import model_checkpoint, run_checkpoint
+    from genlib.tracking import Tracker
+
+    source, _ = check_direction(args.direction)
+    if not (args.output.endswith(".npz") or not os.path.splitext(args.output)[1]):
+        raise ValueError(f"--output must be a folder (PNG per image) or end in .npz, got {args.output!r}")
+    tracker = Tracker()
+    model = load_model(model_checkpoint(tracker, args.model) if args.model else run_checkpoint(tracker, args.run))
+    model.eval()
+    if TRANSLATE not in model.capabilities:
+        raise ValueError(f"{type(model).__name__} does not translate images; use genlib sample for it")
+    if args.direction not in model.directions:
+        raise ValueError(f"--direction {args.direction}: {type(model).__name__} translates {list(model.directions)}")
+    shape, levels = model.domain_spec(source)
+    images, done = read_samples(args.input, shape, levels, args.resize, args.quantise)
+    out = translate_all(model, torch.from_numpy(images), args.direction, desc=f"translating {len(images)} images")
+    target_levels = model.domain_spec(check_direction(args.direction)[1])[1]
+    if args.output.endswith(".npz"):
+        with atomic_file(args.output) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, images=out.numpy(), levels=target_levels)
+    else:  # the order read_samples reads a folder in
+        names = ([p.relative_to(args.input).with_suffix(".png") for p in sorted(Path(args.input).rglob("*"))
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES] if os.path.isdir(args.input)
+                 else [Path(f"{i:06d}.png") for i in range(len(out))])
+        pixels = (out.float() * (255.0 / (target_levels - 1))).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        with atomic_dir(args.output, overwrite=True) as tmp:
+            for name, image in zip(names, pixels):
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(tmp / name)
+    extra = f" ({', '.join(done.values())})" if done else ""
+    print(f"{len(out)} images translated {args.direction} by {type(model).__name__}{extra} → {args.output}")
     return 0
 
 

@@ -100,6 +100,7 @@ INTERPOLATION = "samples/interpolation.png"
 TRAVERSALS = "samples/traversals.png"
 STYLE_MIXING = "samples/style_mixing.png"
 TRUNCATION = "samples/truncation.png"
+TRANSLATIONS = "samples/translations.png"  # a translator's test images: input | translation | truth, per direction
 CLOSEST_PAIRS = "memorization/closest_pairs.png"
 DURING_TRAINING = "memorization/during_training.png"  # the curve train.eval_every logs, drawn by the evaluation
 WEIGHT_HISTOGRAM = "reweight/weight_histogram.png"
@@ -108,6 +109,14 @@ LEAST_WEIGHTED = "reweight/least_weighted.png"
 PER_CLASS = "memorization/per_class.json"
 PER_LABEL = "reweight/per_label.json"
 TRUNCATION_CURVE = "samples/truncation_curve.json"
+
+
+def directed_path(path: str, direction: str) -> str:
+    """A translator's artifact for one direction: ``memorization/closest_pairs_a2b.png``."""
+    stem, dot, suffix = path.rpartition(".")
+    return f"{stem}_{direction}{dot}{suffix}"
+
+
 # Figures and tables the report shows, in its order, with their captions.
 FIGURES = {
     SAMPLES: "samples",
@@ -119,12 +128,18 @@ FIGURES = {
                 "mean style's image)",
     CLOSEST_PAIRS: "closest generated → train pairs in pixel space (generated left, train right; ordered by the "
                    "transform-robust score where it ran: a moved or mirrored copy sits beside its original)",
+    TRANSLATIONS: "translations of test images, per direction: source (top), translation, and the true target where "
+                  "it is known (bottom)",
+    **{directed_path(CLOSEST_PAIRS, d): f"closest translation → target-domain train pairs ({d}), in pixel space"
+       for d in ("a2b", "b2a")},
     DURING_TRAINING: "memorization during training (train.eval_every): copy rates and data-copying z per epoch",
     WEIGHT_HISTOGRAM: "sampling weights × N (1 = uniform)",
     MOST_WEIGHTED: "the most weighted training images (rarest latent regions)",
     LEAST_WEIGHTED: "the least weighted training images",
 }
 TABLES = {PER_CLASS: "per class (a sample's class: its nearest training image's, in feature space)",
+          **{directed_path(PER_CLASS, d): f"per class of the translations ({d}; a translation's class: its nearest "
+                                          f"target-domain training image's)" for d in ("a2b", "b2a")},
           TRUNCATION_CURVE: "the truncation curve: sample quality (FID, precision) against diversity (recall) as ψ "
                             "falls (ψ = 1: no truncation)",
           PER_LABEL: "weights per label (labels are reported here only; the weights never see them)"}
@@ -189,6 +204,14 @@ HEADLINES = (
     Headline("copy_rate_pixel", "copy rate", "min", r"copy_rate_.+", "every family", lead=r"copy_rate_pixel(_robust)?",
              summary=True, prefer=("copy_rate_pixel_robust",)),
     Headline("authenticity", "authenticity", "max", r"authenticity_.+", "every family", leaderboard=False),
+    # Translators (genlib/evaluate/translate.py): against true targets, per direction; cycle error per domain;
+    # the share of translations the target domain's classifier gives the source's class
+    Headline("l1", "L1", "min", r"l1_(a2b|b2a)", "translators, where true targets exist", summary=True),
+    Headline("psnr", "PSNR (dB)", "max", r"psnr_(a2b|b2a)", "translators, where true targets exist"),
+    Headline("ssim", "SSIM", "max", r"ssim_(a2b|b2a)", "translators, where true targets exist"),
+    Headline("cycle", "cycle L1", "min", r"cycle_l1_(a|b)", "translators both ways (CycleGAN)"),
+    Headline("content", "content kept", "max", r"content_accuracy_.+", "translators on labelled data",
+             summary=True),
     # ≪ 0 flags copying; > 0 is not "better"
     Headline("data_copying_z", "data-copying z", None, r"data_copying_z_.+", "every family", leaderboard=False),
 )

@@ -6,7 +6,13 @@ A dataset version is a directory ``<GENLIB_HOME>/datasets/<source>-<hash12>/`` h
 to the rare subgroup — a report-only label that training and reweighting never read; for
 ``data.rare_class`` it is derived from the labels), and ``manifest.json``. The hash covers every
 array and the levels, so the same inputs give the same directory and preparing them again is a
-cache hit. Writing goes to a temporary directory that is renamed into place only when complete, so
+cache hit.
+
+A two-domain version (kind ``paired`` or ``unpaired``, ``kinds.py``) holds each domain as a complete
+version of its own in ``a/`` and ``b/`` (a paired version splits both by the same indices, so pairs stay
+together; an unpaired one splits each domain on its own), the true translations of the test split
+where the source knows them (``truth_a2b_test.npy``, for evaluation only), and a manifest with the
+kind, each domain's shape, levels, splits and hash, and a hash over all of it. Writing goes to a temporary directory that is renamed into place only when complete, so
 a failure leaves nothing behind.
 """
 
@@ -23,6 +29,8 @@ import numpy as np
 
 from genlib import paths
 from genlib.config import DataConfig
+from genlib.data.kinds import DIRECTIONS, DOMAINS, IMAGES
+from genlib.data.pairs import TwoDomains
 from genlib.data.sources import SourceData, load_source
 from genlib.io import atomic_dir
 
@@ -46,6 +54,8 @@ class Prepared:
 def prepare(cfg: DataConfig, root: Path | None = None) -> Prepared:
     """Load ``cfg.source``, split it, and write (or find) its dataset version."""
     source = load_source(cfg)
+    if isinstance(source, TwoDomains):
+        return _prepare_two_domains(cfg, source, Path(root) if root else paths.datasets_dir())
     splits = split_indices(source, cfg)
     arrays = {name: (source.images[idx], None if source.labels is None else source.labels[idx])
               for name, idx in splits.items()}
@@ -56,9 +66,56 @@ def prepare(cfg: DataConfig, root: Path | None = None) -> Prepared:
     if (target / "manifest.json").is_file():
         log.info("dataset %s is already prepared (cache hit)", target)
         return Prepared(target, read_manifest(target), cache_hit=True)
-    manifest = _manifest(cfg, source, arrays, content_hash)
-    _write_atomically(target, arrays, manifest)
+    manifest = _manifest(cfg, cfg.source, source, arrays, content_hash)
+    with atomic_dir(target) as tmp:  # a version prepared meanwhile by another process is identical, and is kept
+        _write_arrays(tmp, arrays, manifest)
+        _read_only(tmp)
     log.info("prepared dataset %s", target)
+    return Prepared(target, manifest, cache_hit=False)
+
+
+def _prepare_two_domains(cfg: DataConfig, source: TwoDomains, root: Path) -> Prepared:
+    if cfg.style is not None or cfg.rare_class is not None:
+        raise ValueError(f"data.style and data.rare_class induce a rarity in one image set; source {cfg.source!r} is "
+                         f"{source.kind} (two domains): leave them unset")
+    if source.kind == "paired":  # one split for both sides: a pair stays together
+        shared = split_indices(source.b, cfg)
+        splits = {domain: shared for domain in DOMAINS}
+    else:
+        splits = {domain: split_indices(getattr(source, domain), cfg) for domain in DOMAINS}
+    domains = {}
+    for domain in DOMAINS:
+        data = getattr(source, domain)
+        arrays = {name: (data.images[idx], None if data.labels is None else data.labels[idx], None)
+                  for name, idx in splits[domain].items()}
+        domains[domain] = (data, arrays, hash_arrays(arrays, data.levels))
+    truth = {f"truth_{direction}_test": values[splits[DIRECTIONS[direction][0]]["test"]]
+             for direction, values in sorted(source.truth.items())}
+    digest = hashlib.sha256(f"genlib-dataset-v{FORMAT_VERSION};kind={source.kind}".encode())
+    for domain in DOMAINS:
+        digest.update(f";{domain}={domains[domain][2]}".encode())
+    for name, values in truth.items():
+        digest.update(f";{name};{values.shape}".encode())
+        digest.update(np.ascontiguousarray(values).tobytes())
+    content_hash = digest.hexdigest()
+    target = root / f"{cfg.source}-{content_hash[:12]}"
+    if (target / "manifest.json").is_file():
+        log.info("dataset %s is already prepared (cache hit)", target)
+        return Prepared(target, read_manifest(target), cache_hit=True)
+    manifests = {domain: _manifest(cfg, f"{cfg.source}/{domain}", *domains[domain]) for domain in DOMAINS}
+    manifest = {**manifests["b"], "source": cfg.source, "kind": source.kind, "content_hash": content_hash,
+                "truth": sorted(source.truth), "rare": None,
+                "domains": {domain: {key: m[key] for key in ("shape", "levels", "labelled", "num_classes", "splits",
+                                                             "content_hash")} for domain, m in manifests.items()}}
+    with atomic_dir(target) as tmp:
+        for domain in DOMAINS:
+            (tmp / domain).mkdir()
+            _write_arrays(tmp / domain, domains[domain][1], manifests[domain])
+        for name, values in truth.items():
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(values))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        _read_only(tmp)
+    log.info("prepared %s dataset %s", source.kind, target)
     return Prepared(target, manifest, cache_hit=False)
 
 
@@ -171,6 +228,12 @@ def read_manifest(path: Path) -> dict[str, Any]:
 def verify_version(path: Path) -> None:
     """Recompute a version's content hash and raise if its files were changed."""
     manifest = read_manifest(path)
+    if manifest.get("kind", IMAGES) != IMAGES:
+        for domain in DOMAINS:
+            verify_version(Path(path) / domain)
+            if read_manifest(Path(path) / domain)["content_hash"] != manifest["domains"][domain]["content_hash"]:
+                raise ValueError(f"{path}: domain {domain}'s hash differs from the one the manifest records")
+        return
     arrays = {}
     for name in SPLITS:
         optional = [Path(path) / f"{name}_{kind}.npy" for kind in ("labels", "rare")]
@@ -181,12 +244,13 @@ def verify_version(path: Path) -> None:
         raise ValueError(f"{path}: content hash is {actual}, manifest says {manifest['content_hash']}")
 
 
-def _manifest(cfg: DataConfig, source: SourceData, arrays, content_hash: str) -> dict[str, Any]:
+def _manifest(cfg: DataConfig, name: str, source: SourceData, arrays, content_hash: str) -> dict[str, Any]:
     _, h, w, c = source.images.shape
     labelled = source.labels is not None
     return {
         "format_version": FORMAT_VERSION,
-        "source": cfg.source,
+        "source": name,
+        "kind": IMAGES,
         "data_config": asdict(cfg),
         "shape": [h, w, c],
         "levels": source.levels,
@@ -209,15 +273,17 @@ def _rare_counts(cfg: DataConfig, arrays) -> dict[str, int] | None:
     return None
 
 
-def _write_atomically(target: Path, arrays, manifest: dict[str, Any]) -> None:
-    # A version prepared meanwhile by another process is identical, and is kept.
-    with atomic_dir(target) as tmp:
-        for name, (images, labels, rare) in arrays.items():
-            np.save(tmp / f"{name}_images.npy", np.ascontiguousarray(images))
-            if labels is not None:
-                np.save(tmp / f"{name}_labels.npy", labels.astype(np.int64))
-            if rare is not None:
-                np.save(tmp / f"{name}_rare.npy", rare.astype(bool))
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        for f in tmp.iterdir():
+def _write_arrays(folder: Path, arrays, manifest: dict[str, Any]) -> None:
+    for name, (images, labels, rare) in arrays.items():
+        np.save(folder / f"{name}_images.npy", np.ascontiguousarray(images))
+        if labels is not None:
+            np.save(folder / f"{name}_labels.npy", labels.astype(np.int64))
+        if rare is not None:
+            np.save(folder / f"{name}_rare.npy", rare.astype(bool))
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def _read_only(folder: Path) -> None:
+    for f in folder.rglob("*"):
+        if f.is_file():
             f.chmod(0o444)  # a version is never modified

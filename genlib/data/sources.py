@@ -38,9 +38,11 @@ Source = Callable[[DataConfig], SourceData]
 SOURCES: Registry[Source] = Registry("dataset source")
 
 
-def load_source(cfg: DataConfig) -> SourceData:
+def load_source(cfg: DataConfig):
+    """The source's ``SourceData`` (one image set) or ``pairs.TwoDomains`` (paired or unpaired domains)."""
     data = SOURCES.get(cfg.source)(cfg)
-    check_images(data.images, data.levels, where=f"source {cfg.source!r}")
+    if isinstance(data, SourceData):
+        check_images(data.images, data.levels, where=f"source {cfg.source!r}")
     return data
 
 

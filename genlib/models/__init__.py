@@ -7,7 +7,8 @@ registers itself there.
 from __future__ import annotations
 
 from genlib.config import ModelConfig
-from genlib.models import aae, baselines, biggan, gan, pixelcnn, pixelvae, progan, stylegan, vae  # noqa: F401 - importing a family registers it
+from genlib.data.kinds import IMAGES
+from genlib.models import aae, baselines, biggan, gan, pixelcnn, pixelvae, progan, stylegan, translation, vae  # noqa: F401 - importing a family registers it
 from genlib.models.base import MODELS, GenerativeModel
 
 
@@ -16,10 +17,30 @@ def model_config_class(family: str) -> type[ModelConfig]:
     return MODELS.get(family).config_class
 
 
-def build_model(config, shape, levels, num_classes=None) -> GenerativeModel:
-    """Build the family named by ``config.family`` for images of ``shape`` (C, H, W)."""
+def build_model(config, shape, levels, num_classes=None, source=None) -> GenerativeModel:
+    """Build the family named by ``config.family`` for images of ``shape`` (C, H, W); ``source``: domain
+    A's ((C, H, W), levels) for the families that train on two-domain data."""
     cls = MODELS.get(config.family)
     if not isinstance(config, cls.config_class):
         raise TypeError(f"family {config.family!r} needs a {cls.config_class.__name__}, "
                         f"got {type(config).__name__}")
-    return cls(config, shape, levels, num_classes)
+    if source is None:
+        return cls(config, shape, levels, num_classes)
+    if IMAGES in cls.data_kinds:
+        raise ValueError(f"{cls.__name__} trains on images data: it takes no second domain")
+    return cls(config, shape, levels, num_classes, source)
+
+
+def check_data_kind(family: str, kind: str, where: str = "the dataset") -> None:
+    """Refuse a family on data of a kind it does not train on, saying which kinds it takes."""
+    takes = MODELS.get(family).data_kinds
+    if kind not in takes:
+        raise ValueError(f"model family {family!r} trains on {' or '.join(sorted(takes))} data, but {where} is "
+                         f"{kind} data; choose a {' or '.join(sorted(takes))} source (data.source) or another family")
+
+
+def build_model_for(config, version) -> GenerativeModel:
+    """Build ``config``'s family for a dataset version (``DatasetVersion``: its kind, shapes, levels and
+    classes), refusing a kind the family does not train on."""
+    check_data_kind(config.family, version.kind, f"dataset {version.path.name}")
+    return build_model(config, version.shape, version.levels, version.num_classes, version.source_spec)

@@ -46,6 +46,7 @@ from genlib.models.base import (
     LATENT_PRIOR,
     MODELS,
     RECONSTRUCT,
+    SAMPLE,
     TRAVERSE,
     Batch,
     GenerativeModel,
@@ -83,7 +84,7 @@ class AAEConfig(ModelConfig):
 @MODELS.register("aae")
 class AAE(GenerativeModel):
     config_class = AAEConfig
-    capabilities = frozenset({ENCODE, INTERPOLATE, TRAVERSE, RECONSTRUCT, LATENT_PRIOR})
+    capabilities = frozenset({SAMPLE, ENCODE, INTERPOLATE, TRAVERSE, RECONSTRUCT, LATENT_PRIOR})
     # Each phase's forward uses part of the networks: the rest gets no gradient in that pass.
     ddp_options = {"find_unused_parameters": True}
 

@@ -16,9 +16,13 @@ import torch
 from torch import nn
 
 from genlib.config import ModelConfig, TrainConfig
+from genlib.data.kinds import DIRECTIONS, IMAGES, KINDS
 from genlib.registry import Registry
 
 # Names a family may declare in ``capabilities``.
+SAMPLE = "sample"  # sample(n, labels, generator): images from noise (every family but those that only translate)
+# translate(x, direction, generator): images of the other domain (direction "a2b" or "b2a", those in ``directions``)
+TRANSLATE = "translate"
 LOG_PROB = "log_prob"  # log_prob(x): nats per image, exact or a bound (see log_prob_exact)
 ENCODE = "encode"  # encode(x): latent means, used by reweighting
 COMPLETE = "complete"  # complete(x, mask): fill unobserved pixels
@@ -34,26 +38,29 @@ STYLE_MIX = "style_mix"
 # path_pairs(n, epsilon, space, generator): images (float, in level units) at t and t + ε on random latent paths in
 # each of ``path_spaces``: the perceptual path length's pairs
 PATH_LENGTH = "path_length"
-KNOWN_CAPABILITIES = frozenset({LOG_PROB, ENCODE, COMPLETE, INTERPOLATE, TRAVERSE, RECONSTRUCT, LATENT_PRIOR,
-                                TRUNCATE, STYLE_MIX, PATH_LENGTH})
+KNOWN_CAPABILITIES = frozenset({SAMPLE, TRANSLATE, LOG_PROB, ENCODE, COMPLETE, INTERPOLATE, TRAVERSE, RECONSTRUCT,
+                                LATENT_PRIOR, TRUNCATE, STYLE_MIX, PATH_LENGTH})
 
 
 @dataclass(frozen=True)
 class Batch:
-    x: torch.Tensor  # (B, C, H, W) uint8 in [0, levels)
+    x: torch.Tensor  # (B, C, H, W) uint8 in [0, levels): the images (two-domain data: domain B's)
     labels: torch.Tensor | None  # (B,) int64, or None for unlabelled data
     index: torch.Tensor  # (B,) positions in the split
+    # two-domain data: domain A's images, uint8 in [0, source_levels) (paired: x's inputs, aligned; unpaired: a draw)
+    source: torch.Tensor | None = None
 
     @classmethod
-    def from_loader(cls, item: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> Batch:
-        """From an ImageDataset batch ``(x, labels, index)``; label -1 marks unlabelled data."""
-        x, labels, index = item
-        return cls(x, labels if bool((labels >= 0).all()) else None, index)
+    def from_loader(cls, item) -> Batch:
+        """From a dataset batch ``(x, labels, index)`` or ``(x, labels, index, source)``; label -1 marks
+        unlabelled data."""
+        x, labels, index, *source = item
+        return cls(x, labels if bool((labels >= 0).all()) else None, index, source[0] if source else None)
 
     def to(self, device: torch.device) -> Batch:
         """On ``device``; from pinned memory the copy is asynchronous (ordered before the kernels using it)."""
-        labels = None if self.labels is None else self.labels.to(device, non_blocking=True)
-        return Batch(self.x.to(device, non_blocking=True), labels, self.index.to(device, non_blocking=True))
+        labels, source = (None if t is None else t.to(device, non_blocking=True) for t in (self.labels, self.source))
+        return Batch(self.x.to(device, non_blocking=True), labels, self.index.to(device, non_blocking=True), source)
 
 
 @dataclass(frozen=True)
@@ -79,18 +86,25 @@ class GenerativeModel(nn.Module):
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    data_kinds: ClassVar[frozenset[str]] = frozenset({IMAGES})  # the data kinds (``data/kinds.py``) it trains on
+    directions: ClassVar[tuple[str, ...]] = ()  # with ``translate``: the directions it translates
     log_prob_exact: ClassVar[bool] = False  # True: log_prob is exact; False: a bound with k samples
     ddp_options: ClassVar[dict] = {}  # extra DistributedDataParallel arguments this family needs
 
     def __init__(self, config: ModelConfig, shape: tuple[int, int, int], levels: int,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, source: tuple[tuple[int, int, int], int] | None = None):
         super().__init__()
         if levels < 2 or levels > 256:
             raise ValueError(f"levels must be in [2, 256], got {levels}")
+        if (source is None) != (IMAGES in self.data_kinds):
+            raise ValueError(f"{type(self).__name__} trains on {sorted(self.data_kinds)} data: "
+                             + ("it needs domain A's (shape, levels)" if source is None else "it takes no second domain"))
         self.config = config
         self.shape = tuple(shape)  # (C, H, W)
         self.levels = levels
         self.num_classes = num_classes
+        # two-domain data: domain A's (C, H, W) and levels (``shape`` and ``levels`` are domain B's)
+        self.source_shape, self.source_levels = (tuple(source[0]), source[1]) if source else (None, None)
         self.conditional = bool(getattr(config, "conditional", False))  # families that offer it
         if self.conditional and not num_classes:
             raise ValueError(f"{type(self).__name__} with conditional=true needs a labelled dataset "
@@ -177,6 +191,14 @@ class GenerativeModel(nn.Module):
     def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not declare {ENCODE!r}")
 
+    def translate(self, x: torch.Tensor, direction: str = "a2b", generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images of the source domain (uint8 in its levels) → uint8 images in the target domain's levels."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare {TRANSLATE!r}")
+
+    def domain_spec(self, domain: str) -> tuple[tuple[int, int, int], int]:
+        """((C, H, W), levels) of domain "a" (the source side) or "b" (``shape``, ``levels``)."""
+        return (self.source_shape, self.source_levels) if domain == "a" else (self.shape, self.levels)
+
 
 def check_family(cls: type) -> None:
     """Registry check: a family is a GenerativeModel with a config class and known capabilities."""
@@ -188,6 +210,12 @@ def check_family(cls: type) -> None:
     if unknown:
         raise TypeError(f"{cls.__name__} declares unknown capabilities {sorted(unknown)}; "
                         f"known: {sorted(KNOWN_CAPABILITIES)}")
+    if not cls.data_kinds or not set(cls.data_kinds) <= set(KINDS) or (IMAGES in cls.data_kinds and len(cls.data_kinds) > 1):
+        raise TypeError(f"{cls.__name__}.data_kinds must be {{{IMAGES!r}}} or a set of the two-domain kinds, "
+                        f"got {sorted(cls.data_kinds)}")
+    if (TRANSLATE in cls.capabilities) != bool(cls.directions) or not set(cls.directions) <= set(DIRECTIONS):
+        raise TypeError(f"{cls.__name__}: a family that declares {TRANSLATE!r} names its directions (of "
+                        f"{sorted(DIRECTIONS)}), and only such a family; got {cls.directions}")
 
 
 def to_unit(x: torch.Tensor, levels: int) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from genlib.config import ModelConfig, at_least, checked, name, positive
-from genlib.models.base import LOG_PROB, MODELS, Batch, GenerativeModel, TrainingContext
+from genlib.models.base import LOG_PROB, MODELS, SAMPLE, Batch, GenerativeModel, TrainingContext
 from genlib.models.layers import bits_per_dim, noise_device
 
 
@@ -43,7 +43,7 @@ class CategoricalConfig(ModelConfig):
 
 
 class _MixtureBase(GenerativeModel):
-    capabilities = frozenset({LOG_PROB})
+    capabilities = frozenset({SAMPLE, LOG_PROB})
     log_prob_exact = True
 
     def __init__(self, config, shape, levels, num_classes=None, components: int = 1):

@@ -46,7 +46,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from genlib.config import ANY, TrainConfig, at_least, between, checked, name, one_of
-from genlib.models.base import INTERPOLATE, MODELS, PATH_LENGTH, TRUNCATE
+from genlib.models.base import INTERPOLATE, MODELS, PATH_LENGTH, SAMPLE, TRUNCATE
 from genlib.models.gan import GAN, LOSSES, PENALTIES, GANConfig
 from genlib.models.layers import downsample_steps, noise_device
 
@@ -195,7 +195,7 @@ class BigDiscriminator(nn.Module):
 @MODELS.register("biggan")
 class BigGAN(GAN):
     config_class = BigGANConfig
-    capabilities = frozenset({INTERPOLATE, TRUNCATE, PATH_LENGTH})
+    capabilities = frozenset({SAMPLE, INTERPOLATE, TRUNCATE, PATH_LENGTH})
 
     def __init__(self, config: BigGANConfig, shape, levels, num_classes=None):
         if not config.conditional or not num_classes:

@@ -40,7 +40,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlib.config import ANY, ModelConfig, TrainConfig, at_least, between, checked, name, one_of
-from genlib.models.base import INTERPOLATE, MODELS, PATH_LENGTH, Batch, GenerativeModel, TrainingContext, to_unit
+from genlib.models.base import (
+    INTERPOLATE,
+    MODELS,
+    PATH_LENGTH,
+    SAMPLE,
+    Batch,
+    GenerativeModel,
+    TrainingContext,
+    to_unit,
+)
 from genlib.models.layers import downsample_steps, latent_path, mmd2, noise_device, slerp
 
 PENALTIES = ("auto", "none", "interpolates", "dragan", "r1")
@@ -146,7 +155,7 @@ class Discriminator(nn.Module):
 @MODELS.register("gan")
 class GAN(GenerativeModel):
     config_class = GANConfig
-    capabilities = frozenset({INTERPOLATE, PATH_LENGTH})
+    capabilities = frozenset({SAMPLE, INTERPOLATE, PATH_LENGTH})
     path_spaces: tuple[str, ...] = ("z",)  # latent spaces path_pairs walks
     # Each forward uses one network: the other's parameters get no gradient in that pass.
     ddp_options = {"find_unused_parameters": True}

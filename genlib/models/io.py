@@ -3,7 +3,8 @@
 A checkpoint directory holds
   ``model.safetensors``   the weights,
   ``optimizers.pt``       optimizer state dicts (loaded with ``weights_only=True``),
-  ``state.json``          family, model config, image shape, levels, classes, epoch, step, metrics,
+  ``state.json``          family, model config, image shape, levels, classes (and a translator's source
+                          domain's shape and levels), epoch, step, metrics,
   ``sampling_weights.npy`` the train split's sampling weights in use, when training reweights adaptively.
 Everything needed to rebuild the model is in ``state.json``; nothing is unpickled.
 """
@@ -43,6 +44,8 @@ def save_checkpoint(path: str | Path, model: GenerativeModel,
             torch.save({name: opt.state_dict() for name, opt in optimizers.items()}, tmp / OPTIMIZERS)
         state = {"model_config": dataclasses.asdict(model.config), "shape": list(model.shape),
                  "levels": model.levels, "num_classes": model.num_classes, **progress}
+        if model.source_shape is not None:
+            state["source"] = [list(model.source_shape), model.source_levels]
         (tmp / STATE).write_text(json.dumps(state, indent=2, default=float))
     return path
 
@@ -58,7 +61,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ge
     """Rebuild the model a checkpoint describes and load its weights."""
     state = read_state(path)
     model_cfg = parse_model(state["model_config"], model_config_class)
-    model = build_model(model_cfg, tuple(state["shape"]), state["levels"], state["num_classes"])
+    source = state.get("source")
+    model = build_model(model_cfg, tuple(state["shape"]), state["levels"], state["num_classes"],
+                        None if source is None else (tuple(source[0]), source[1]))
     model.load_state_dict(load_file(Path(path) / WEIGHTS, device=str(map_location)))
     return model.to(map_location)
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlib.config import ANY, ConfigValueError, ModelConfig, at_least, checked, name, odd_at_least, one_of
-from genlib.models.base import COMPLETE, LOG_PROB, MODELS, Batch, GenerativeModel, TrainingContext, to_unit
+from genlib.models.base import COMPLETE, LOG_PROB, MODELS, SAMPLE, Batch, GenerativeModel, TrainingContext, to_unit
 from genlib.models.layers import (
     MaskedConv2d,
     bits_per_dim,
@@ -69,7 +69,7 @@ class AutoregressiveModel(PixelHead, GenerativeModel):
     sampler also implements ``start_cache`` and ``position_logits``.
     """
 
-    capabilities = frozenset({LOG_PROB, COMPLETE})
+    capabilities = frozenset({SAMPLE, LOG_PROB, COMPLETE})
     log_prob_exact = True
 
     def logits(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:

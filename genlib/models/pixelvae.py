@@ -44,6 +44,7 @@ from genlib.models.base import (
     LATENT_PRIOR,
     LOG_PROB,
     MODELS,
+    SAMPLE,
     TRAVERSE,
     Batch,
     TrainingContext,
@@ -78,7 +79,7 @@ class PixelVAEConfig(ModelConfig):
 @MODELS.register("pixelvae")
 class PixelVAE(PixelHead, GaussianLatentModel):
     config_class = PixelVAEConfig
-    capabilities = frozenset({LOG_PROB, ENCODE, COMPLETE, INTERPOLATE, TRAVERSE, LATENT_PRIOR})
+    capabilities = frozenset({SAMPLE, LOG_PROB, ENCODE, COMPLETE, INTERPOLATE, TRAVERSE, LATENT_PRIOR})
 
     def __init__(self, config: PixelVAEConfig, shape, levels, num_classes=None):
         super().__init__(config, shape, levels, num_classes)

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlib.config import Rule, TrainConfig, at_least, between, checked, name, one_of
-from genlib.models.base import INTERPOLATE, MODELS, PATH_LENGTH, Batch, TrainingContext
+from genlib.models.base import INTERPOLATE, MODELS, PATH_LENGTH, SAMPLE, Batch, TrainingContext
 from genlib.models.gan import GAN, LOSSES, PENALTIES, GANConfig
 
 START = 4  # the resolution training starts at, as in [1]
@@ -223,7 +223,7 @@ class ProDiscriminator(_Scheduled):
 @MODELS.register("progan")
 class ProGAN(GAN):
     config_class = ProGANConfig
-    capabilities = frozenset({INTERPOLATE, PATH_LENGTH})
+    capabilities = frozenset({SAMPLE, INTERPOLATE, PATH_LENGTH})
 
     def __init__(self, config: ProGANConfig, shape, levels, num_classes=None):
         check_growable("progan", shape)

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlib.config import TrainConfig, at_least, between, checked, name, one_of
-from genlib.models.base import INTERPOLATE, MODELS, PATH_LENGTH, STYLE_MIX, TRUNCATE
+from genlib.models.base import INTERPOLATE, MODELS, PATH_LENGTH, SAMPLE, STYLE_MIX, TRUNCATE
 from genlib.models.gan import GAN, LOSSES, PENALTIES, GANConfig
 from genlib.models.layers import noise_device
 from genlib.models.progan import (
@@ -186,7 +186,7 @@ class StyleGenerator(nn.Module):
 @MODELS.register("stylegan")
 class StyleGAN(GAN):
     config_class = StyleGANConfig
-    capabilities = frozenset({INTERPOLATE, TRUNCATE, STYLE_MIX, PATH_LENGTH})
+    capabilities = frozenset({SAMPLE, INTERPOLATE, TRUNCATE, STYLE_MIX, PATH_LENGTH})
     path_spaces = ("z", "w")
 
     def __init__(self, config: StyleGANConfig, shape, levels, num_classes=None):

@@ -33,6 +33,7 @@ from genlib.models.base import (
     LOG_PROB,
     MODELS,
     RECONSTRUCT,
+    SAMPLE,
     TRAVERSE,
     Batch,
     GenerativeModel,
@@ -122,7 +123,7 @@ class GaussianLatentModel(GenerativeModel):
 @MODELS.register("vae")
 class VAE(GaussianLatentModel):
     config_class = VAEConfig
-    capabilities = frozenset({LOG_PROB, ENCODE, INTERPOLATE, TRAVERSE, RECONSTRUCT, LATENT_PRIOR})
+    capabilities = frozenset({SAMPLE, LOG_PROB, ENCODE, INTERPOLATE, TRAVERSE, RECONSTRUCT, LATENT_PRIOR})
 
     def __init__(self, config: VAEConfig, shape, levels, num_classes=None):
         super().__init__(config, shape, levels, num_classes)

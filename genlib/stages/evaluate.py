@@ -9,9 +9,13 @@ from pathlib import Path
 
 from genlib.config import Config
 from genlib.data.dataset import DatasetVersion
+from genlib.data.kinds import DIRECTIONS
 from genlib.evaluate.extractor import eval_device
+from genlib.evaluate.references import References
 from genlib.evaluate.suite import CURVE_PREFIX, Scores, score
+from genlib.evaluate.translate import translation_scores
 from genlib.figures import curves, png_bytes
+from genlib.models.base import TRANSLATE
 from genlib.models.io import load_model
 from genlib.report import RunView, render
 from genlib.runs import trained_run
@@ -44,9 +48,12 @@ def evaluate(cfg: Config, checkpoint: str | Path, dataset: str | Path, tracker: 
         tracker.log_params(run_id, {"checkpoint": str(checkpoint)})
         tracker.log_dataset(run_id, version.manifest, version.path, context="test")
         with tempfile.TemporaryDirectory() as scratch:
-            refs = load_references(cfg, version, model.device, tracker, Path(scratch)) \
-                if cfg.eval.n_generated > 0 else None
-            parts = score(model, cfg, version, refs)
+            if TRANSLATE in model.capabilities:
+                parts, refs = _translation_parts(model, cfg, version, tracker, Path(scratch))
+            else:
+                refs = load_references(cfg, version, model.device, tracker, Path(scratch)) \
+                    if cfg.eval.n_generated > 0 else None
+                parts = score(model, cfg, version, refs)
         if refs is not None:
             record_network(tracker, run_id, refs.extractor)
         if train_run_id:
@@ -55,6 +62,23 @@ def evaluate(cfg: Config, checkpoint: str | Path, dataset: str | Path, tracker: 
         log_view(tracker, run_id, view)
         tracker.log_text(run_id, render(f"genlib evaluation: {cfg.model.label}", [view]), REPORT)
     return EvalResult(run_id, view.metrics, report_location(tracker, run_id))
+
+
+def _translation_parts(model, cfg: Config, version: DatasetVersion, tracker: Tracker, scratch: Path):
+    """A translator's scores (``translate.py``), each domain's references loaded once; and the references
+    whose network the run records (the first direction's target domain: the other's digest is in the
+    params of its direction)."""
+    loaded: dict[str, References] = {}
+
+    def references(domain: str) -> References:
+        if domain not in loaded:
+            (scratch / domain).mkdir(exist_ok=True)
+            loaded[domain] = load_references(cfg, version.domain(domain), model.device, tracker, scratch / domain)
+        return loaded[domain]
+
+    parts = translation_scores(model, cfg, version, references)
+    first = DIRECTIONS[model.directions[0]][1]
+    return parts, loaded.get(first)
 
 
 def memorization_curves(tracker: Tracker, train_run_id: str) -> list[Scores]:

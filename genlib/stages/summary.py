@@ -11,6 +11,8 @@ import json
 from typing import Any
 
 from genlib.config import Config
+from genlib.models import MODELS
+from genlib.models.base import SAMPLE, TRANSLATE
 from genlib.report import collect, render
 from genlib.stages.locations import LOCAL_UI, mlflow_run_url, report_location
 from genlib.tracking import (
@@ -115,7 +117,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     widths = [max(len(line[i]) for line in table) for i in range(len(head))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    unscored = [r["model"] for r in rows if not headline("bpd").matching(r, lead=True)]
+    unscored = [r["model"] for r in rows if not headline("bpd").matching(r, lead=True)
+                and SAMPLE in MODELS.get(r["family"]).capabilities]
     if unscored:
         lines.append(f"(no likelihood: {', '.join(unscored)}; see their samples and sample-quality scores in MLflow)")
     return "\n".join([
@@ -126,5 +129,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         *([f"The report:        {summary['report']}"] if summary.get("report") else []),
         "Browse every run:  .venv/bin/genlib ui   (serves the MLflow UI and opens this experiment's runs)",
         "Best model per family: " + ", ".join(summary.get("registered", {}).values()),
-        "Draw samples:      .venv/bin/genlib sample --model <one of those> -n 64 -o grid.png",
+        *(["Draw samples:      .venv/bin/genlib sample --model <one of those> -n 64 -o grid.png"]
+          if any(SAMPLE in MODELS.get(r["family"]).capabilities for r in rows) else []),
+        *(["Translate images:  .venv/bin/genlib translate --model <one of those> --input DIR|in.npz -o DIR|out.npz"]
+          if any(TRANSLATE in MODELS.get(r["family"]).capabilities for r in rows) else []),
     ])

@@ -22,6 +22,7 @@ from genlib.data.dataset import DatasetVersion
 from genlib.data.weights import check_weights, read_weights
 from genlib.figures import image_grid
 from genlib.models import MODELS
+from genlib.models.base import SAMPLE, TRANSLATE
 from genlib.runs import weights_file
 from genlib.tracking import CHECKPOINT, Stage, Tag, Tracker, epoch_samples, experiment_name
 from genlib.train.adaptive import check_adaptive
@@ -81,12 +82,17 @@ def check_model_fits(cfg: Config, version: DatasetVersion) -> None:
     the family refuses for this data (a size progan cannot grow to, biggan without labels, an
     attention resolution the networks never pass) is an error here, before Ray starts or a run
     opens, not in a worker. The caller's random state is left as it was.
+    A family that does not train on the dataset's kind (pix2pix on unpaired data) is refused here too,
+    and so is a memorization curve (``train.eval_every``) for a family that does not sample.
     NOTE: on the CPU, not PyTorch's meta device: the EM baselines draw their start with a
     distribution that meta tensors cannot validate."""
-    from genlib.models import build_model
+    from genlib.models import build_model_for
 
+    if cfg.train.eval_every and SAMPLE not in MODELS.get(cfg.model.family).capabilities:
+        raise ValueError(f"train.eval_every draws samples for a memorization curve; {cfg.model.family!r} does not "
+                         f"sample (it translates): set train.eval_every=0")
     with torch.random.fork_rng(devices=[]):
-        build_model(cfg.model, version.shape, version.levels, version.num_classes)
+        build_model_for(cfg.model, version)
 
 
 def _train_in_run(cfg: Config, version: DatasetVersion, tracker: Tracker, parent_run_id: str | None, tags: dict,
@@ -157,9 +163,14 @@ class MLflowEpochs(TrainHooks):
             sys.__stdout__.write(progress_line(cfg, metrics) + "\n")
             sys.__stdout__.flush()
         self.tracker.log_metrics(self.run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
-        if samples:
+        if samples and SAMPLE in model.capabilities:
             images = model.sample(cfg.eval.n_samples, generator=torch.Generator().manual_seed(cfg.train.seed))
             self.tracker.log_image(self.run_id, image_grid(images, model.levels), epoch_samples(epoch))
+        elif samples and TRANSLATE in model.capabilities and self.dataset:  # the first validation images, translated
+            from genlib.data.dataset import DatasetVersion
+            from genlib.evaluate.translate import gallery
+
+            self.tracker.log_image(self.run_id, gallery(model, DatasetVersion(self.dataset), "val"), epoch_samples(epoch))
         if cfg.train.eval_every and self.dataset and (epoch % cfg.train.eval_every == 0 or epoch == 1):
             from genlib.data.dataset import DatasetVersion
             from genlib.evaluate.references import References

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from genlib.config import Config
 from genlib.data.dataset import DatasetVersion
 from genlib.data.sampling import WeightedDistributedSampler
-from genlib.models import GenerativeModel, build_model
+from genlib.models import GenerativeModel, build_model_for
 from genlib.models.base import Batch, TrainingContext
 from genlib.models.io import load_optimizer_states, read_checkpoint, read_sampling_weights, save_checkpoint
 from genlib.presets import config_from_dict
@@ -75,7 +75,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     faults = Faults(loop_config.get("chaos"), rank)
 
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-    model = build_model(cfg.model, version.shape, version.levels, version.num_classes)
+    model = build_model_for(cfg.model, version)
     progress, optimizer_states, sampling_weights = _restore(model)
     hooks.resumed(progress.epoch)
     # Moves to the device; DDP when world > 1 and there are gradients to synchronise.

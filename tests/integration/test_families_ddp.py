@@ -1,4 +1,5 @@
-"""Every registered family (and conditional variant) trains data-parallel on two processes.
+"""Every registered family (and conditional variant) trains data-parallel on two processes, each on the
+data kind it takes (tests.families.kind_of: the translators on 8×8 paired or unpaired digits).
 
 * All of them run the worker loop's own epoch and validation code (``_train_epoch``, ``_validate``)
   in a real two-process gloo group, wrapped in DistributedDataParallel with the family's own DDP
@@ -26,7 +27,7 @@ from genlib.presets import config_from_dict, load_config
 from genlib.stages.evaluate import evaluate
 from genlib.stages.train import train
 from genlib.tracking import Tracker
-from tests.families import ALL
+from tests.families import ALL, KIND_SOURCES, kind_of
 
 pytestmark = pytest.mark.integration
 
@@ -50,26 +51,27 @@ def _learned(val_losses: list[float]) -> bool:
     return val_losses[-1] < min(UNIFORM, val_losses[0] + 0.05)
 
 
-def _ddp_worker(rank: int, world: int, port: int, dataset: str, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, datasets: dict[str, str], out: str) -> None:
     """One rank: train every variant for EPOCHS epochs with the loop's code; write what it ended with."""
     from torch import distributed as dist
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DataLoader, DistributedSampler, Subset
 
     from genlib.data.dataset import DatasetVersion
-    from genlib.models import build_model
+    from genlib.models import build_model_for
     from genlib.models.base import TrainingContext
     from genlib.train.loop import _train_epoch, _validate
 
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    version, device, results = DatasetVersion(dataset), torch.device("cpu"), {}
-    train_set, val_set = version.dataset("train"), version.dataset("val")
+    device, results = torch.device("cpu"), {}
     for variant in sorted(ALL):
         cfg = _config(variant)
+        version = DatasetVersion(datasets[kind_of(variant)])
+        train_set, val_set = version.dataset("train"), version.dataset("val")
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank, as the trainer does
-        model = build_model(cfg.model, version.shape, version.levels, version.num_classes)
+        model = build_model_for(cfg.model, version)
         if model.trainable:
             model.bind_runner(DistributedDataParallel(model, **model.ddp_options))
         optimizers = model.configure_optimizers(cfg.train)
@@ -106,11 +108,12 @@ def ddp_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("GENLIB_HOME", str(out / "genlib-home"))
-        dataset = str(prepare(DataConfig(source="digits")).path)
+        datasets = {kind: str(prepare(DataConfig(source=source, image_size=8)).path)
+                    for kind, source in KIND_SOURCES.items()}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, dataset, str(out)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, port, datasets, str(out)), nprocs=2, join=True)
     return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(2)]
 
 

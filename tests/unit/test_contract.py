@@ -1,5 +1,7 @@
 """One contract over every registered model family (and its conditional variants)."""
 
+import math
+
 import pytest
 import torch
 from sklearn.datasets import load_digits
@@ -13,6 +15,8 @@ from genlib.models.base import (
     LATENT_PRIOR,
     LOG_PROB,
     RECONSTRUCT,
+    SAMPLE,
+    TRANSLATE,
     TRAVERSE,
     Batch,
     TrainingContext,
@@ -20,7 +24,7 @@ from genlib.models.base import (
 from genlib.models.io import load_model, save_checkpoint
 from genlib.models.layers import bits_per_dim, mmd2
 from genlib.presets import config_from_dict
-from tests.families import ALL, TINY
+from tests.families import ALL, IMAGE_VARIANTS, TINY, TWO_DOMAIN_VARIANTS, kind_of
 
 SHAPE, LEVELS = (1, 8, 8), 17
 
@@ -42,7 +46,7 @@ def _digits(n: int = 64) -> Batch:
     return Batch(x, torch.from_numpy(digits.target[:n]), torch.arange(n))
 
 
-@pytest.mark.parametrize("variant", sorted(ALL))
+@pytest.mark.parametrize("variant", IMAGE_VARIANTS)
 def test_training_reduces_loss_on_a_fixed_batch(variant):
     model = _build(variant)
     optimizers = model.configure_optimizers(TrainConfig(lr=3e-3))
@@ -58,7 +62,7 @@ def test_training_reduces_loss_on_a_fixed_batch(variant):
     assert model.validation_step(batch)["loss"] < 0.9 * before
 
 
-@pytest.mark.parametrize("variant", sorted(ALL))
+@pytest.mark.parametrize("variant", IMAGE_VARIANTS)
 def test_samples_are_images_of_the_dataset(variant):
     model = _build(variant).eval()
     samples = model.sample(4, generator=torch.Generator().manual_seed(0))
@@ -73,7 +77,7 @@ def test_samples_are_images_of_the_dataset(variant):
         assert grid.shape[0] % 5 == 0 and grid.shape[1:] == SHAPE and grid.dtype == torch.uint8
 
 
-@pytest.mark.parametrize("variant", sorted(ALL))
+@pytest.mark.parametrize("variant", IMAGE_VARIANTS)
 def test_checkpoint_round_trip_reproduces_samples(variant, tmp_path):
     model = _build(variant)
     optimizers = model.configure_optimizers(TrainConfig())
@@ -87,7 +91,7 @@ def test_checkpoint_round_trip_reproduces_samples(variant, tmp_path):
     assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("variant", sorted(ALL))
+@pytest.mark.parametrize("variant", IMAGE_VARIANTS)
 def test_log_prob_where_declared(variant):
     model = _build(variant).eval()
     batch = _digits(8)
@@ -141,3 +145,110 @@ def test_conditional_prior_draws_each_class_from_its_own_component():
     nearest = torch.cdist(z, model.means).argmin(1)
     assert (nearest == labels).float().mean() > 0.95
     assert model.sample(4, labels=torch.tensor([0, 1, 2, 3])).shape == (4, *SHAPE)
+
+
+# -- translators: two-domain data -------------------------------------------------------------------
+
+
+def _two_domains(kind: str, n: int = 32) -> Batch:
+    """8×8 digits as a two-domain batch: paired, their outlines (A) with the digits (B); unpaired, plain
+    digits (A) and bold ones drawn from other images (B)."""
+    from genlib.data.pairs import bold, outline
+
+    images = load_digits().images.astype("uint8")[..., None]
+    labels = torch.from_numpy(load_digits().target)
+    def nchw(x):
+        return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+
+    if kind == "paired":
+        return Batch(nchw(images[:n]), labels[:n], torch.arange(n), nchw(outline(images[:n], LEVELS)))
+    return Batch(nchw(bold(images[n:2 * n], LEVELS)), labels[n:2 * n], torch.arange(n), nchw(images[:n]))
+
+
+def _build_translator(variant: str, seed: int = 0):
+    family, params = ALL[variant]
+    torch.manual_seed(seed)
+    cfg = config_from_dict({"model": {"family": family, **params}}).model
+    return build_model(cfg, SHAPE, LEVELS, num_classes=10, source=(SHAPE, LEVELS))
+
+
+@pytest.mark.parametrize("variant", TWO_DOMAIN_VARIANTS)
+def test_translator_training_reduces_validation_loss_on_a_fixed_batch(variant):
+    model = _build_translator(variant)
+    optimizers = model.configure_optimizers(TrainConfig(lr=3e-3))
+    batch = _two_domains(kind_of(variant))
+    before = model.eval().validation_step(batch)["loss"]
+    model.train()
+    for step in range(20):
+        out = model.training_step(batch, optimizers, TrainingContext(step))
+    assert "loss" in out and all(isinstance(v, float) and math.isfinite(v) for v in out.values())
+    assert model.eval().validation_step(batch)["loss"] < 0.9 * before
+
+
+@pytest.mark.parametrize("variant", TWO_DOMAIN_VARIANTS)
+def test_translations_are_images_of_the_target_domain(variant):
+    model = _build_translator(variant).eval()
+    batch = _two_domains(kind_of(variant), 4)
+    assert TRANSLATE in model.capabilities and SAMPLE not in model.capabilities
+    assert set(model.capabilities) <= KNOWN_CAPABILITIES
+    for direction in model.directions:
+        source = batch.source if direction == "a2b" else batch.x
+        out = model.translate(source, direction)
+        assert out.shape == (4, *SHAPE) and out.dtype == torch.uint8 and int(out.max()) < LEVELS
+        assert torch.equal(out, model.translate(source, direction))  # eval mode: a deterministic map
+    for missing in {"a2b", "b2a"} - set(model.directions):
+        with pytest.raises(ValueError, match="translates"):
+            model.translate(batch.x, missing)
+    with pytest.raises(NotImplementedError):
+        model.sample(4)
+
+
+@pytest.mark.parametrize("variant", TWO_DOMAIN_VARIANTS)
+def test_translator_checkpoint_round_trip_keeps_translations_and_non_tensor_state(variant, tmp_path):
+    model = _build_translator(variant)
+    optimizers = model.configure_optimizers(TrainConfig())
+    batch = _two_domains(kind_of(variant), 8)
+    for step in range(2):
+        model.training_step(batch, optimizers, TrainingContext(step))
+    extra = {k: v for k, v in model.state_dict().items() if k.endswith("_extra_state")}
+    loaded = load_model(save_checkpoint(tmp_path / "ckpt", model, optimizers, epoch=0, step=2)).eval()
+    assert loaded.config == model.config and loaded.domain_spec("a") == model.domain_spec("a")
+    for key, value in extra.items():  # the image histories: what training put there, not what a new model has
+        assert value.numel() > 0 and torch.equal(loaded.state_dict()[key], value)
+    model.eval()
+    for direction in model.directions:
+        assert torch.equal(loaded.translate(batch.source, direction) if direction == "a2b" else loaded.translate(
+            batch.x, direction), model.translate(batch.source if direction == "a2b" else batch.x, direction))
+
+
+def test_a_family_refuses_data_of_a_kind_it_does_not_train_on():
+    from genlib.models import check_data_kind
+
+    with pytest.raises(ValueError, match="'pix2pix' trains on paired data, but the dataset is unpaired"):
+        check_data_kind("pix2pix", "unpaired")
+    with pytest.raises(ValueError, match="'vae' trains on images data"):
+        check_data_kind("vae", "paired")
+    check_data_kind("cyclegan", "paired")  # CycleGAN takes paired data too: it ignores the pairing
+    with pytest.raises(ValueError, match="needs domain A"):
+        build_model(config_from_dict({"model": {"family": "pix2pix"}}).model, SHAPE, LEVELS)
+    with pytest.raises(ValueError, match="takes no second domain"):
+        build_model(config_from_dict({"model": {"family": "vae"}}).model, SHAPE, LEVELS, source=(SHAPE, LEVELS))
+
+
+def test_image_pool_keeps_a_history_and_returns_it_half_the_time():
+    from genlib.models.translation import ImagePool
+
+    pool = ImagePool(4)
+    first = torch.arange(4.0).view(4, 1, 1, 1)
+    assert torch.equal(pool.query(first), first)  # room left: each image goes in and comes back
+    torch.manual_seed(0)
+    fresh = torch.arange(100.0, 2100.0).view(-1, 1, 1, 1)
+    out = pool.query(fresh).flatten()
+    swapped = out != fresh.flatten()
+    assert 0.45 < swapped.float().mean() < 0.55  # a stored image in its place with probability ½
+    earlier = [set(range(4)) | set(range(100, 100 + i)) for i in range(len(out))]
+    assert all(int(v) in earlier[i] for i, v in enumerate(out.tolist()) if swapped[i])  # and one given to it before
+    assert len(pool.images) == 4 and all(float(image) >= 100 for image in pool.images)  # the first ones were swapped out
+    restored = ImagePool(4)
+    restored.load_state_dict(pool.state_dict())
+    assert [float(i) for i in restored.images] == [float(i) for i in pool.images]
