@@ -165,6 +165,9 @@ class DataConfig(Checked):
     style_class_share: float = checked(0.15, between(0, 1))
     # share of each class's val and test images in the style (both kinds must be there to measure the rare subgroup)
     style_eval_share: float = checked(0.5, between(0, 1, low_open=True, high_open=True))
+    # two-domain sources: exchange domains A and B (a model translates A → B; the pix2pix facades set has the
+    # photo on the left, A, and its labels on the right)
+    swap_domains: bool = checked(False, ANY)
 
     def check(self) -> None:
         if self.rare_class is not None and self.style is not None:

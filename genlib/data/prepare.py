@@ -54,6 +54,9 @@ class Prepared:
 def prepare(cfg: DataConfig, root: Path | None = None) -> Prepared:
     """Load ``cfg.source``, split it, and write (or find) its dataset version."""
     source = load_source(cfg)
+    if cfg.swap_domains and not isinstance(source, TwoDomains):
+        raise ValueError(f"data.swap_domains exchanges the two domains of a paired or unpaired source; "
+                         f"source {cfg.source!r} has one image set")
     if isinstance(source, TwoDomains):
         return _prepare_two_domains(cfg, source, Path(root) if root else paths.datasets_dir())
     splits = split_indices(source, cfg)
@@ -75,6 +78,9 @@ def prepare(cfg: DataConfig, root: Path | None = None) -> Prepared:
 
 
 def _prepare_two_domains(cfg: DataConfig, source: TwoDomains, root: Path) -> Prepared:
+    if cfg.swap_domains:
+        source = TwoDomains(source.kind, source.b, source.a,
+                            {f"{d[-1]}2{d[0]}": values for d, values in source.truth.items()})
     if cfg.style is not None or cfg.rare_class is not None:
         raise ValueError(f"data.style and data.rare_class induce a rarity in one image set; source {cfg.source!r} is "
                          f"{source.kind} (two domains): leave them unset")

@@ -250,6 +250,7 @@ class Pix2PixConfig(ModelConfig):
     d_layers: int = checked(3, between(0, 8))  # PatchGAN's stride-2 layers: 3 gives [1]'s 70×70 patches
     loss: str = checked("non-saturating", one_of(*TRANSLATION_LOSSES))  # the adversarial loss ([1]: the GAN's)
     l1_weight: float = checked(100.0, at_least(0))  # λ of the L1 term (100 in [1]; 0: a plain conditional GAN)
+    adversarial_weight: float = checked(1.0, at_least(0))  # of the GAN term (0: L1 alone, [1]'s ablation)
     dropout: float = checked(0.5, between(0, 1, high_open=True))  # in the three innermost decoder layers
 
 
@@ -290,7 +291,8 @@ class Pix2Pix(_Translator):
         fake = self.generator(condition)
         adversarial = g_loss(self.discriminator(torch.cat([condition, fake], 1)))
         l1 = (fake - to_unit(b, self.levels)).abs().mean()
-        return adversarial + self.config.l1_weight * l1, {"g_adv": adversarial.detach(), "l1": l1.detach()}
+        loss = self.config.adversarial_weight * adversarial + self.config.l1_weight * l1
+        return loss, {"g_adv": adversarial.detach(), "l1": l1.detach()}
 
     def training_step(self, batch: Batch, optimizers, context: TrainingContext) -> dict[str, float]:
         d_loss, _ = self.run("d", batch.source, batch.x)

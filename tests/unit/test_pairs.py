@@ -161,3 +161,12 @@ def test_a_rarity_is_refused_for_two_domains():
     with pytest.raises(ValueError, match="source 'digits-edges' is paired \\(two domains\\): leave them unset"):
         prepare(DataConfig(source="digits-edges", style="thick"))
     assert _nothing_written()
+
+
+def test_swap_domains_exchanges_a_and_b_and_their_truth():
+    plain = DatasetVersion(prepare(DataConfig(source="digits-bold", image_size=16)).path)
+    swapped = DatasetVersion(prepare(DataConfig(source="digits-bold", image_size=16, swap_domains=True)).path)
+    np.testing.assert_array_equal(swapped.domain("a").images("train"), plain.domain("b").images("train"))
+    np.testing.assert_array_equal(swapped.truth("b2a"), plain.truth("a2b"))
+    with pytest.raises(ValueError, match="source 'digits' has one image set"):
+        prepare(DataConfig(source="digits", swap_domains=True))
