@@ -34,15 +34,13 @@ COLUMNS = ["l1_a2b", "psnr_a2b", "ssim_a2b", "fid_domain_a2b", "content_accuracy
            "target_share_b2a"]
 
 
-def identity_model(version):
-    """The identity map as a translator both ways: the baseline every translation must beat."""
+def identity_model(version, directions: tuple[str, ...]):
+    """The identity map as a translator (``directions``): the baseline every translation must beat."""
     from genlib.models.base import TRANSLATE, GenerativeModel
 
     class Identity(GenerativeModel):
         capabilities = frozenset({TRANSLATE})
         data_kinds = frozenset({"paired", "unpaired"})
-        directions = ("a2b", "b2a")
-
         def __init__(self):
             super().__init__(GenerativeModel.config_class(), version.shape, version.levels, None, version.source_spec)
             self.register_buffer("anchor", torch.zeros(()))
@@ -50,6 +48,7 @@ def identity_model(version):
         def translate(self, x, direction="a2b", generator=None):
             return x.clone()
 
+    Identity.directions = directions
     return Identity()
 
 
@@ -88,7 +87,7 @@ def main() -> None:
         version = DatasetVersion(prepare(cfg.data).path)
         started = time.perf_counter()
         if overrides is None:
-            model = identity_model(version)
+            model = identity_model(version, ("a2b",) if version.kind == "paired" else ("a2b", "b2a"))
             refs = {}
             with tempfile.TemporaryDirectory() as scratch:
                 def references(domain):

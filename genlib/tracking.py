@@ -452,7 +452,11 @@ class Tracker:
             digest=manifest["content_hash"][:32],
             source_type="local",
             source=json.dumps({"uri": str(Path(path).resolve())}),
-            schema=json.dumps({"shape": manifest["shape"], "levels": manifest["levels"]}),
+            schema=json.dumps({"kind": manifest.get("kind", "images"), "shape": manifest["shape"],
+                               "levels": manifest["levels"],
+                               **({"domains": {d: {k: v[k] for k in ("shape", "levels", "splits")}
+                                               for d, v in manifest["domains"].items()}} if "domains" in manifest
+                                  else {})}),
             profile=json.dumps({"splits": manifest["splits"], "labelled": manifest["labelled"]}),
         )
         tag = InputTag(key="mlflow.data.context", value=context)
