@@ -170,7 +170,11 @@ def _prepare(args, overrides) -> int:
     # to import the extractors that _config checks eval.extractor against.
     prepared = prepare(load_config(args.preset, overrides).data)
     state = "cache hit" if prepared.cache_hit else "written"
-    print(f"{prepared.path}  ({state}; hash {prepared.content_hash[:12]}; splits {prepared.manifest['splits']})")
+    manifest = prepared.manifest
+    splits = (f"{manifest['kind']}: " + ", ".join(f"domain {d.upper()} splits {v['splits']}"
+                                                  for d, v in manifest["domains"].items())
+              if "domains" in manifest else f"splits {manifest['splits']}")
+    print(f"{prepared.path}  ({state}; hash {prepared.content_hash[:12]}; {splits})")
     return 0
 
 

@@ -97,13 +97,7 @@ def _prepare_two_domains(cfg: DataConfig, source: TwoDomains, root: Path) -> Pre
         domains[domain] = (data, arrays, hash_arrays(arrays, data.levels))
     truth = {f"truth_{direction}_test": values[splits[DIRECTIONS[direction][0]]["test"]]
              for direction, values in sorted(source.truth.items())}
-    digest = hashlib.sha256(f"genlib-dataset-v{FORMAT_VERSION};kind={source.kind}".encode())
-    for domain in DOMAINS:
-        digest.update(f";{domain}={domains[domain][2]}".encode())
-    for name, values in truth.items():
-        digest.update(f";{name};{values.shape}".encode())
-        digest.update(np.ascontiguousarray(values).tobytes())
-    content_hash = digest.hexdigest()
+    content_hash = hash_two_domains(source.kind, {domain: domains[domain][2] for domain in DOMAINS}, truth)
     target = root / f"{cfg.source}-{content_hash[:12]}"
     if (target / "manifest.json").is_file():
         log.info("dataset %s is already prepared (cache hit)", target)
@@ -224,6 +218,17 @@ def hash_arrays(arrays: dict[str, tuple], levels: int) -> str:
     return digest.hexdigest()
 
 
+def hash_two_domains(kind: str, domain_hashes: dict[str, str], truth: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the kind, each domain's content hash and the kept-aside truth arrays (by file name)."""
+    digest = hashlib.sha256(f"genlib-dataset-v{FORMAT_VERSION};kind={kind}".encode())
+    for domain in DOMAINS:
+        digest.update(f";{domain}={domain_hashes[domain]}".encode())
+    for name, values in sorted(truth.items()):
+        digest.update(f";{name};{values.shape}".encode())
+        digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()
+
+
 def read_manifest(path: Path) -> dict[str, Any]:
     manifest_path = Path(path) / "manifest.json"
     if not manifest_path.is_file():
@@ -237,8 +242,11 @@ def verify_version(path: Path) -> None:
     if manifest.get("kind", IMAGES) != IMAGES:
         for domain in DOMAINS:
             verify_version(Path(path) / domain)
-            if read_manifest(Path(path) / domain)["content_hash"] != manifest["domains"][domain]["content_hash"]:
-                raise ValueError(f"{path}: domain {domain}'s hash differs from the one the manifest records")
+        truth = {f"truth_{d}_test": np.load(Path(path) / f"truth_{d}_test.npy") for d in manifest.get("truth", [])}
+        actual = hash_two_domains(manifest["kind"], {d: read_manifest(Path(path) / d)["content_hash"] for d in DOMAINS},
+                                  truth)
+        if actual != manifest["content_hash"]:
+            raise ValueError(f"{path}: content hash is {actual}, manifest says {manifest['content_hash']}")
         return
     arrays = {}
     for name in SPLITS:

@@ -44,3 +44,17 @@ def build_model_for(config, version) -> GenerativeModel:
     classes), refusing a kind the family does not train on."""
     check_data_kind(config.family, version.kind, f"dataset {version.path.name}")
     return build_model(config, version.shape, version.levels, version.num_classes, version.source_spec)
+
+
+def check_model_data(model: GenerativeModel, version) -> None:
+    """Refuse to score ``model`` on a dataset version it was not built for: another kind, image shape,
+    level count or (a translator) source domain."""
+    check_data_kind(model.config.family, version.kind, f"dataset {version.path.name}")
+    built = (model.shape, model.levels, model.source_shape and (model.source_shape, model.source_levels))
+    found = (tuple(version.shape), version.levels, version.source_spec)
+    if built != found:
+        raise ValueError(f"the {model.config.family} model was built for images {built[0]} with {built[1]} levels"
+                         + (f" from domain A's {built[2][0]} with {built[2][1]}" if built[2] else "")
+                         + f"; dataset {version.path.name} has {found[0]} with {found[1]}"
+                         + (f" from {found[2][0]} with {found[2][1]}" if found[2] else "")
+                         + ": evaluate it on the dataset version it was trained on")

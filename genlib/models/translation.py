@@ -24,8 +24,9 @@ NOTE: the generator and discriminator steps each run their own generator forward
 discriminator's without gradients), so D's fakes come from a second dropout draw; [1]'s code reuses
 one forward. Real images are dequantised (uniform noise of one level) before a discriminator sees
 them, as in genlib's GANs, so that discreteness does not give them away.
-NOTE: ``translate`` runs the generators in eval mode (batch statistics from training, no dropout): a
-deterministic map. [1] keeps dropout and batch statistics at test time, for noise.
+NOTE: ``translate`` runs the generators in eval mode (batch norm's running statistics, no dropout): a
+deterministic map. [1] keeps dropout and the test batch's statistics at test time, for noise; with
+batches of one, ``model.norm: instance`` keeps training and translation alike.
 NOTE: CycleGAN's learning-rate decay over the second half of training [2] is not applied; the
 image history is per worker, and a checkpoint saves rank 0's, which every rank resumes with.
 """
@@ -35,15 +36,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from genlib.config import ModelConfig, TrainConfig, at_least, between, checked, name, one_of
 from genlib.data.kinds import PAIRED, UNPAIRED, check_direction
 from genlib.models.base import MODELS, TRANSLATE, Batch, GenerativeModel, TrainingContext, to_unit
-from genlib.models.gan import LOSSES
 from genlib.models.layers import mmd2
 
-TRANSLATION_LOSSES = ("non-saturating", "lsgan")
+# (discriminator loss from real and fake logits, generator loss from fake logits), as [1] and [2] write them:
+# the GAN loss as binary cross-entropy (G's non-saturating form), least squares as (D(x) − 1)² + D(G(x))² for D
+# and (D(G(x)) − 1)² for G. Each discriminator's loss is then halved, as both papers do.
+TRANSLATION_LOSSES = {
+    "non-saturating": (lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(), lambda f: F.softplus(-f).mean()),
+    "lsgan": (lambda r, f: (r - 1).pow(2).mean() + f.pow(2).mean(), lambda f: (f - 1).pow(2).mean()),
+}
+NORMS = {"batch": nn.BatchNorm2d, "instance": nn.InstanceNorm2d}
 
 
 def halvings(h: int, w: int, most: int = 8) -> int:
@@ -71,7 +79,8 @@ class UNet(nn.Module):
     and innermost layers) and a mirrored decoder whose layers also take the encoder's output at their
     resolution; dropout in the three innermost decoder layers [1]. Floats in [-1, 1] → [-1, 1]."""
 
-    def __init__(self, in_channels: int, out_channels: int, size: tuple[int, int], base: int, dropout: float):
+    def __init__(self, in_channels: int, out_channels: int, size: tuple[int, int], base: int, dropout: float,
+                 norm: type[nn.Module] = nn.BatchNorm2d):
         super().__init__()
         depth = halvings(*size)
         if depth < 1:
@@ -83,7 +92,7 @@ class UNet(nn.Module):
             inner = 0 < i < depth - 1
             layers.append(nn.Conv2d(in_channels if i == 0 else chans[i - 1], chans[i], 4, 2, 1, bias=not inner))
             if inner:
-                layers.append(nn.BatchNorm2d(chans[i]))
+                layers.append(norm(chans[i]))
             self.down.append(nn.Sequential(*layers))
         self.up = nn.ModuleList()
         for i in reversed(range(depth)):  # maps resolution level i + 1 to level i
@@ -93,7 +102,7 @@ class UNet(nn.Module):
             if outer:
                 layers.append(nn.Tanh())
             else:
-                layers.append(nn.BatchNorm2d(chans[i - 1]))
+                layers.append(norm(chans[i - 1]))
                 if depth - 1 - i < 3 and dropout > 0:
                     layers.append(nn.Dropout(dropout))
             self.up.append(nn.Sequential(*layers))
@@ -248,10 +257,13 @@ class Pix2PixConfig(ModelConfig):
     generator_channels: int = checked(64, at_least(1))  # U-Net channels at full resolution (64 in [1])
     discriminator_channels: int = checked(64, at_least(1))  # PatchGAN's first layer (64 in [1])
     d_layers: int = checked(3, between(0, 8))  # PatchGAN's stride-2 layers: 3 gives [1]'s 70×70 patches
-    loss: str = checked("non-saturating", one_of(*TRANSLATION_LOSSES))  # the adversarial loss ([1]: the GAN's)
+    loss: str = checked("non-saturating", one_of(*TRANSLATION_LOSSES))  # the adversarial loss ([1]: the GAN's, as BCE)
     l1_weight: float = checked(100.0, at_least(0))  # λ of the L1 term (100 in [1]; 0: a plain conditional GAN)
     adversarial_weight: float = checked(1.0, at_least(0))  # of the GAN term (0: L1 alone, [1]'s ablation)
     dropout: float = checked(0.5, between(0, 1, high_open=True))  # in the three innermost decoder layers
+    # "batch" as [1]; "instance" for batches of one (there batch norm is instance norm while training, and
+    # translating with its running statistics would not be)
+    norm: str = checked("batch", one_of(*NORMS))
 
 
 @MODELS.register("pix2pix")
@@ -267,8 +279,9 @@ class Pix2Pix(_Translator):
         (ca, ha, wa), (cb, hb, wb) = self.source_shape, self.shape
         if (ha, wa) != (hb, wb):
             raise ValueError(f"pix2pix maps images to images of the same size; domain A is {ha}×{wa}, B {hb}×{wb}")
-        self.generator = UNet(ca, cb, (hb, wb), config.generator_channels, config.dropout)
-        self.discriminator = PatchGAN(ca + cb, (hb, wb), config.discriminator_channels, config.d_layers, nn.BatchNorm2d)
+        norm = NORMS[config.norm]
+        self.generator = UNet(ca, cb, (hb, wb), config.generator_channels, config.dropout, norm)
+        self.discriminator = PatchGAN(ca + cb, (hb, wb), config.discriminator_channels, config.d_layers, norm)
 
     def generator_for(self, direction: str) -> nn.Module:
         return self.generator
@@ -279,7 +292,7 @@ class Pix2Pix(_Translator):
 
     def forward(self, phase: str, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One player's loss (``phase`` "d" or "g") on a batch of pairs (uint8 a, b)."""
-        d_loss, g_loss = LOSSES[self.config.loss]
+        d_loss, g_loss = TRANSLATION_LOSSES[self.config.loss]
         condition = to_unit(a, self.source_levels)
         if phase == "d":  # [1] halves D's objective, slowing D relative to G
             with torch.no_grad():
@@ -359,7 +372,7 @@ class CycleGAN(_Translator):
                 fake_b: torch.Tensor | None = None):
         """``phase`` "g": (the generators' loss, its parts, the fakes for the pools); "d": (the
         discriminators' loss, {}, None) on real images and the pooled fakes ``fake_a``, ``fake_b``."""
-        d_loss, g_loss = LOSSES[self.config.loss]
+        d_loss, g_loss = TRANSLATION_LOSSES[self.config.loss]
         real_a, real_b = to_unit(a, self.source_levels), to_unit(b, self.levels)
         if phase == "d":  # [2] halves each discriminator's objective
             loss = 0.5 * d_loss(self.disc_a(_dequantize(a, self.source_levels)), self.disc_a(fake_a)) + \

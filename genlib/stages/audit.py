@@ -37,6 +37,9 @@ def audit(cfg: Config, samples: str | Path, dataset: str | Path, name: str | Non
     """Score the images in ``samples`` against ``dataset`` in a new MLflow run, with an HTML report.
     ``cfg`` gives the evaluation settings (``eval.*``) and the tracking store."""
     version = DatasetVersion(dataset)
+    if version.kind != "images":
+        raise ValueError(f"dataset {version.path.name} holds {version.kind} data (two domains): audit against one of "
+                         f"them, --dataset {version.path / 'a'} or --dataset {version.path / 'b'}")
     images, conversions = read_samples(samples, version.shape, version.levels, resize, quantise)
     name = name or Path(samples).stem
     device = eval_device(cfg.eval.device)

@@ -15,6 +15,7 @@ from genlib.evaluate.references import References
 from genlib.evaluate.suite import CURVE_PREFIX, Scores, score
 from genlib.evaluate.translate import translation_scores
 from genlib.figures import curves, png_bytes
+from genlib.models import check_model_data
 from genlib.models.base import TRANSLATE
 from genlib.models.io import load_model
 from genlib.report import RunView, render
@@ -38,6 +39,10 @@ def evaluate(cfg: Config, checkpoint: str | Path, dataset: str | Path, tracker: 
     version = DatasetVersion(dataset)
     model = load_model(checkpoint, map_location=eval_device(cfg.eval.device))
     model.eval()
+    check_model_data(model, version)  # before a run opens
+    if TRANSLATE in model.capabilities and cfg.eval.extractor_from:
+        raise ValueError("eval.extractor_from brings one feature network; a translator is scored in each target "
+                         "domain's own network: leave eval.extractor_from unset")
     tags = {Tag.STAGE: Stage.EVALUATE, Tag.FAMILY: cfg.model.family, Tag.MODEL: cfg.model.label,
             Tag.DATASET_HASH: version.content_hash, Tag.PRESET: cfg.name,
             Tag.DATASET: f"{version.manifest['source']}-{version.content_hash[:12]}"}

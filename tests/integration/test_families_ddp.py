@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from genlib.config import DataConfig
+from genlib.data.kinds import IMAGES
 from genlib.data.prepare import prepare
 from genlib.models.base import LOG_PROB
 from genlib.models.io import load_model
@@ -45,9 +46,12 @@ def _config(variant: str):
     return config_from_dict(raw)
 
 
-def _learned(val_losses: list[float]) -> bool:
+def _learned(val_losses: list[float], variant: str = "") -> bool:
     # Learning on held-out data across two workers. (EM's exact independent model is done after one
-    # epoch, so later epochs may only stay put.)
+    # epoch, so later epochs may only stay put.) A translator's loss (an L1, an MMD²) is far below the
+    # uniform model's bits: it must fall.
+    if variant and kind_of(variant) != IMAGES:
+        return val_losses[-1] < val_losses[0]
     return val_losses[-1] < min(UNIFORM, val_losses[0] + 0.05)
 
 
@@ -127,7 +131,7 @@ def test_two_process_ddp_keeps_replicas_identical_and_learns(ddp_results, varian
     # The training context is the same on both ranks and counts the images of both.
     assert first["context"] == second["context"] and first["context"][1] == first["drawn"]
     assert all(math.isfinite(v) for v in (*first["val_loss"], *first["train"].values()))
-    assert _learned(first["val_loss"]), first["val_loss"]
+    assert _learned(first["val_loss"], variant), first["val_loss"]
 
 
 @pytest.mark.parametrize("variant", THROUGH_RAY)

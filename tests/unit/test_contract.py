@@ -221,6 +221,38 @@ def test_translator_checkpoint_round_trip_keeps_translations_and_non_tensor_stat
             batch.x, direction), model.translate(batch.source if direction == "a2b" else batch.x, direction))
 
 
+@pytest.mark.parametrize("variant", TWO_DOMAIN_VARIANTS)
+def test_translators_map_between_domains_of_other_channels_and_levels(variant):
+    family, params = ALL[variant]
+    cfg = config_from_dict({"model": {"family": family, **params, **({"identity_weight": 0} if family == "cyclegan"
+                                                                      else {})}}).model
+    model = build_model(cfg, (1, 8, 8), 17, source=((3, 8, 8), 256))  # RGB photos of 256 levels → grey digits
+    batch = Batch(_digits(4).x, None, torch.arange(4), torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8))
+    optimizers = model.configure_optimizers(TrainConfig())
+    assert all(math.isfinite(v) for v in model.training_step(batch, optimizers, TrainingContext()).values())
+    model.eval()
+    to_b = model.translate(batch.source, "a2b")
+    assert to_b.shape == (4, 1, 8, 8) and int(to_b.max()) < 17
+    if "b2a" in model.directions:
+        to_a = model.translate(batch.x, "b2a")
+        assert to_a.shape == (4, 3, 8, 8) and to_a.dtype == torch.uint8
+    with pytest.raises(ValueError, match=r"a2b translates images of shape \(3, 8, 8\), got \(1, 8, 8\)"):
+        model.translate(batch.x, "a2b")
+
+
+def test_a_model_is_refused_on_a_dataset_it_was_not_built_for():
+    from genlib.config import DataConfig
+    from genlib.data.dataset import DatasetVersion
+    from genlib.data.prepare import prepare
+    from genlib.models import check_model_data
+
+    edges = DatasetVersion(prepare(DataConfig(source="digits-edges", image_size=16)).path)
+    with pytest.raises(ValueError, match=r"built for images \(1, 8, 8\) with 17 levels from domain A's \(1, 8, 8\)"):
+        check_model_data(_build_translator("pix2pix"), edges)
+    with pytest.raises(ValueError, match="'vae' trains on images data, but dataset digits-edges-"):
+        check_model_data(_build("vae"), edges)
+
+
 def test_a_family_refuses_data_of_a_kind_it_does_not_train_on():
     from genlib.models import check_data_kind
 

@@ -46,6 +46,31 @@ def test_an_unpaired_version_draws_its_domains_from_disjoint_images_and_keeps_th
     assert not (version.path / "a" / "truth_a2b_test.npy").exists()  # the truth is not part of a domain
 
 
+def test_verify_version_covers_the_kept_aside_truth(tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(prepare(DataConfig(source="digits-bold", image_size=16)).path, copy)
+    verify_version(copy)
+    truth = copy / "truth_a2b_test.npy"
+    truth.chmod(0o644)
+    values = np.load(truth)
+    values[0, 0, 0, 0] = 16 - values[0, 0, 0, 0]
+    np.save(truth, values)
+    with pytest.raises(ValueError, match="content hash is .*, manifest says"):
+        verify_version(copy)
+
+
+def test_a_two_domain_dataset_is_refused_by_the_audit_before_a_run_opens(tmp_path):
+    from genlib.presets import load_config
+    from genlib.stages.audit import audit
+
+    version = prepare(DataConfig(source="digits-edges", image_size=16)).path
+    with pytest.raises(ValueError, match=r"holds paired data \(two domains\): audit against one of them, --dataset"):
+        audit(load_config("digits-quick"), tmp_path / "samples.npz", version)
+    assert not (paths.home() / "mlflow.db").exists()
+
+
 def test_a_two_domain_dataset_yields_both_images_and_refuses_one_domain_reads():
     version = DatasetVersion(prepare(DataConfig(source="digits-bold", image_size=16)).path)
     train = version.dataset("train")
@@ -147,7 +172,7 @@ def test_a_failed_two_domain_write_leaves_nothing(monkeypatch):
 
     def flaky_save(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 5:  # in domain B, after domain A was written
+        if calls["n"] == 8:  # in domain B (its train labels), after domain A's six arrays and manifest were written
             raise OSError("disk full")
         return real_save(*args, **kwargs)
 

@@ -8,6 +8,7 @@ from genlib.config import DataConfig
 from genlib.data.dataset import DatasetVersion
 from genlib.data.prepare import prepare
 from genlib.evaluate.translate import translation_scores
+from genlib.evaluate.translation import ssim
 from genlib.models import build_model_for
 from genlib.presets import config_from_dict
 from genlib.tracking import TRANSLATIONS
@@ -46,7 +47,8 @@ def test_paired_translations_are_scored_against_their_targets():
     mse = ((out - target) ** 2).flatten(1).mean(1)
     assert metrics["l1_a2b"] == pytest.approx(float((out - target).abs().mean()), rel=1e-12)
     assert metrics["psnr_a2b"] == pytest.approx(float((10 * torch.log10(1 / mse)).mean()), rel=1e-9)
-    assert 0 < metrics["ssim_a2b"] < 1
+    assert metrics["ssim_a2b"] == pytest.approx(float(ssim(model.translate(_test_images(version, "a")),
+                                                           _test_images(version, "b"), 17).mean()), rel=1e-12)
     assert set(metrics) == {"l1_a2b", "psnr_a2b", "ssim_a2b"}  # one direction, no cycle
     assert params["a2b.n"] == len(out) and params["eval.kind"] == "paired"
     assert figures[TRANSLATIONS].size[1] > 3 * 48  # three rows (input, translation, target) of 48-pixel tiles
@@ -60,7 +62,13 @@ def test_unpaired_translations_get_the_cycle_error_and_the_kept_truth_both_ways(
     back_b = model.translate(model.translate(b, "b2a"), "a2b")
     assert metrics["cycle_l1_a"] == pytest.approx(float((back_a.double() - a.double()).abs().mean() / 16), rel=1e-12)
     assert metrics["cycle_l1_b"] == pytest.approx(float((back_b.double() - b.double()).abs().mean() / 16), rel=1e-12)
-    truth_b2a = torch.from_numpy(np.array(version.truth("b2a"))).permute(0, 3, 1, 2)
-    expected = (model.translate(b, "b2a").double() - truth_b2a.double()).abs().mean() / 16
-    assert metrics["l1_b2a"] == pytest.approx(float(expected), rel=1e-12)
-    assert "l1_a2b" in metrics and params["b2a.truth"].startswith("the source's true translations")
+    for direction, source in (("a2b", a), ("b2a", b)):  # against the true translations kept aside at prepare
+        truth = torch.from_numpy(np.array(version.truth(direction))).permute(0, 3, 1, 2).double() / 16
+        out = model.translate(source, direction).double() / 16
+        mse = ((out - truth) ** 2).flatten(1).mean(1)
+        assert metrics[f"l1_{direction}"] == pytest.approx(float((out - truth).abs().mean()), rel=1e-12)
+        assert metrics[f"psnr_{direction}"] == pytest.approx(float((10 * torch.log10(1 / mse)).mean()), rel=1e-9)
+        # SSIM itself is checked against a reference implementation in test_translation_metrics.py
+        assert metrics[f"ssim_{direction}"] == pytest.approx(float(ssim(model.translate(source, direction), (
+            truth * 16).round().to(torch.uint8), 17).mean()), rel=1e-12)
+    assert params["b2a.truth"].startswith("the source's true translations")
