@@ -4,7 +4,7 @@ Written for the rare, brief loan of a GPU machine, so that one command covers ev
 
 * ``machine``: GPU name, memory and compute capability, driver, CUDA, cuDNN, torch, Ray, genlib commit.
 * ``loop``: every registered family trains ``--steps`` optimizer steps on upsampled real digits at 28×28
-  and 32×32, through the training loop's own epoch function (``genlib.train.loop._train_epoch``: the
+  and 32×32 (the translators: each digit's outline → the digit), through the training loop's own epoch function (``genlib.train.loop._train_epoch``: the
   batch transfer, bf16 autocast, the steps), in fp32 and bf16: images/s after warm-up and peak GPU memory.
   For fp32 the same seed, weights and batches also train on the CPU, and the validation loss after
   ``ref_steps`` steps is compared (relative difference; cuDNN's TF32 convolutions and, in the VAE
@@ -54,7 +54,10 @@ SECTIONS = ("machine", "loop", "ray", "knn", "inception", "sampling", "evaluate"
 DRY_SIZES = {"progan": ["model.latent_dim=32", "model.channel_base=128", "model.max_channels=32"],
              "stylegan": ["model.latent_dim=32", "model.w_dim=32", "model.mapping_layers=2", "model.channel_base=128",
                           "model.max_channels=32"],
-             "biggan": ["model.latent_dim=16", "model.embed_dim=16", "model.hidden=16", "model.attention_resolution=0"]}
+             "biggan": ["model.latent_dim=16", "model.embed_dim=16", "model.hidden=16", "model.attention_resolution=0"],
+             "pix2pix": ["model.generator_channels=8", "model.discriminator_channels=8", "model.d_layers=1"],
+             "cyclegan": ["model.generator_channels=8", "model.res_blocks=2", "model.discriminator_channels=8",
+                          "model.d_layers=1"]}
 LOSS_TOLERANCE = 0.05  # relative, or 3× the spread that other noise alone gives on the CPU, if larger
 
 
@@ -128,13 +131,15 @@ def loop(plan: Plan) -> dict:
         batches = [(x[i:i + plan.batch], y[i:i + plan.batch], torch.arange(i, i + plan.batch))
                    for i in range(0, len(x) - plan.batch + 1, plan.batch)]
         held = batches[-1]  # scored, never trained on
-        train = [batches[i % (len(batches) - 1)] for i in range(plan.warmup + plan.steps)]
+        images = [batches[i % (len(batches) - 1)] for i in range(plan.warmup + plan.steps)], held
+        pairs = [(*b, _outlines(b[0])) for b in images[0]], (*held, _outlines(held[0]))  # for the translators
         for family in plan.families:
             unfit = _unfit(family, size, narrow=not plan.cuda)
             if unfit:  # progan grows by doubling from 4×4: not 28×28
                 rows.append({"family": family, "size": size, "skipped": unfit})
                 _say(rows[-1])
                 continue
+            train, held = pairs if _translator(family) else images
             for precision in ("fp32", "bf16"):
                 narrow = not plan.cuda
                 row = {"family": family, "size": size, "precision": precision,
@@ -168,12 +173,33 @@ def _family_config(family: str, narrow: bool):
     return load_config("digits", [f"model.family={family}", *(DRY_SIZES.get(family, []) if narrow else [])])
 
 
-def _unfit(family: str, size: int, narrow: bool) -> str | None:
-    """Why ``family`` cannot train on ``size``×``size`` images (its own error), or None."""
+def _translator(family: str) -> bool:
+    from genlib.models import MODELS
+
+    return "images" not in MODELS.get(family).data_kinds
+
+
+def _outlines(x):
+    """The translators' inputs: each uint8 (N, 1, H, W) digit's outline (``genlib.data.pairs.outline``)."""
+    import torch
+
+    from genlib.data.pairs import outline
+
+    return torch.from_numpy(outline(x.permute(0, 2, 3, 1).numpy(), 256)).permute(0, 3, 1, 2).contiguous()
+
+
+def _build(family: str, size: int, narrow: bool):
+    """``family`` at its (dry-run) config for grey ``size``² images of 256 levels (a translator: from the same)."""
     from genlib.models import build_model
 
+    source = ((1, size, size), 256) if _translator(family) else None
+    return build_model(_family_config(family, narrow).model, (1, size, size), 256, 10, source)
+
+
+def _unfit(family: str, size: int, narrow: bool) -> str | None:
+    """Why ``family`` cannot train on ``size``×``size`` images (its own error), or None."""
     try:
-        build_model(_family_config(family, narrow).model, (1, size, size), 256, 10)
+        _build(family, size, narrow)
     except ValueError as err:
         return str(err)
     return None
@@ -183,13 +209,12 @@ def _steps(family: str, size: int, device, precision: str, batches: list, held: 
            noise_seed: int = 1, narrow: bool = False) -> dict:
     import torch
 
-    from genlib.models import build_model
     from genlib.models.base import Batch, TrainingContext
     from genlib.train.loop import _train_epoch
 
     cfg = _family_config(family, narrow)
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, (1, size, size), 256, 10).to(device)  # the same initial weights anywhere
+    model = _build(family, size, narrow).to(device)  # the same initial weights anywhere
     torch.manual_seed(cfg.train.seed + noise_seed)  # the noise of training steps (CUDA's generator too)
     optimizers = model.configure_optimizers(cfg.train)
     model.train()
