@@ -13,7 +13,7 @@ from genlib.tracking import Tracker
 
 pytestmark = pytest.mark.integration
 
-TRAIN = ["train", "digits-quick", "--models=[]", "--model.hidden=8", "--train.epochs=3", "--train.num_workers=1",
+TRAIN = ["train", "digits-quick", "--models=[]", "--model.hidden=8", "--train.epochs=2", "--train.num_workers=1",
          "--eval.n_samples=16", "--train.sample_every=10", "--train.select_by=last"]
 
 
@@ -57,7 +57,7 @@ def test_a_job_stopped_by_ctrl_c_resumes_in_one_run_each_epoch_logged_once(ray_l
     assert f"genlib: joining the Ray cluster at {other}" in done.stderr
     run, logged = _run(tracker)
     assert run.info.status == "FINISHED" and run.data.tags["genlib.resumed_from_epoch"] == "1"
-    assert run.data.tags["genlib.driver_relaunched"] == "true" and logged == [1, 2, 3]
+    assert run.data.tags["genlib.driver_relaunched"] == "true" and logged == [1, 2]
 
 
 @pytest.mark.parametrize("override,asked", [("--train.gpus_per_worker=1", "1 CPU + 1 GPU"),

@@ -28,7 +28,7 @@ from tests.families import ALL, KIND_SOURCES, kind_of
 
 pytestmark = pytest.mark.integration
 
-EPOCHS = 3
+EPOCHS = 2
 UNIFORM = 64 * math.log(17)  # nats per 8×8 image of 17 levels
 
 
