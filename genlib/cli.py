@@ -336,7 +336,7 @@ def _translate(args, overrides) -> int:
     from genlib.runs import model_checkpoint, run_checkpoint
     from genlib.tracking import Tracker
 
-    source, _ = check_direction(args.direction)
+    source, target = check_direction(args.direction)
     if not (args.output.endswith(".npz") or not os.path.splitext(args.output)[1]):
         raise ValueError(f"--output must be a folder (PNG per image) or end in .npz, got {args.output!r}")
     tracker = Tracker()
@@ -349,7 +349,7 @@ def _translate(args, overrides) -> int:
     shape, levels = model.domain_spec(source)
     images, done = read_samples(args.input, shape, levels, args.resize, args.quantise)
     out = translate_all(model, torch.from_numpy(images), args.direction, desc=f"translating {len(images)} images")
-    target_levels = model.domain_spec(check_direction(args.direction)[1])[1]
+    target_levels = model.domain_spec(target)[1]
     if args.output.endswith(".npz"):
         with atomic_file(args.output) as tmp:
             with open(tmp, "wb") as f:

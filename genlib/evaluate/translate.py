@@ -77,12 +77,12 @@ def translation_scores(model: GenerativeModel, cfg: Config, version: DatasetVers
                        references: Callable[[str], References]) -> list[Scores]:
     """Every part of the evaluation of a translator on ``version``'s test splits; ``references(domain)``:
     the References of a domain (loaded by the caller, once per domain)."""
-    parts, translated = [], {}
+    parts, translated, inputs = [], {}, {}
     protocol: dict[str, Any] = {"eval.split": "test", "eval.kind": version.kind,
                                 "eval.directions": ", ".join(model.directions), "eval.device": model.device.type}
     for direction in model.directions:
         source, target = DIRECTIONS[direction]
-        x = nchw(version.domain(source).images("test"))
+        x = inputs[source] = nchw(version.domain(source).images("test"))
         out = translated[direction] = translate_all(model, x, direction, desc=f"translating {len(x)} images {direction}")
         protocol[f"{direction}.n"] = len(x)
         metrics: dict[str, float] = {}
@@ -99,7 +99,7 @@ def translation_scores(model: GenerativeModel, cfg: Config, version: DatasetVers
         source, target = DIRECTIONS[direction]
         back = f"{target}2{source}"
         if back in model.directions:
-            x = nchw(version.domain(source).images("test"))
+            x = inputs[source]  # read once per domain, above
             again = translate_all(model, translated[direction], back)
             levels = model.domain_spec(source)[1]
             parts.append(Scores({f"cycle_l1_{source}": float((again.double() - x.double()).abs().mean() / (levels - 1))},
