@@ -234,7 +234,7 @@ class TrainConfig(Checked):
 @dataclass(frozen=True)
 class EvalConfig(Checked):
     iwae_k: int = checked(100, at_least(1))  # importance samples of the IWAE bound for models with a likelihood bound
-    batch_size: int = checked(128, at_least(1))  # test images scored at once
+    batch_size: int = checked(128, at_least(1))  # test images scored at once; images per feature-extraction batch
     n_samples: int = checked(64, at_least(1))  # images in the final sample grid
     n_generated: int = checked(1000, at_least(0))  # samples scored for quality and memorization; 0 skips those metrics
     extractor: str = checked("domain", name())  # registered feature extractor (genlib.evaluate.features.EXTRACTORS)
@@ -256,6 +256,19 @@ class EvalConfig(Checked):
     # samples at each ψ (ψ = 1, no truncation, is the evaluation itself); empty: no curve
     truncation: tuple[float, ...] = checked((0.7, 0.5, 0.3), Rule(
         lambda v: all(_number(p) and 0 <= p < 1 for p in v), "a list of ψ in [0, 1)", (1.5,)))
+    # Ray workers that sample, extract features (a Ray Data actor pool) and search neighbours (Ray tasks
+    # over shards), on local Ray or the cluster RAY_ADDRESS names (genlib.evaluate.workers); 1: all in
+    # this process. The numbers do not depend on it.
+    workers: int = checked(1, at_least(1))
+    gpus_per_worker: float = checked(0.0, at_least(0))  # GPUs each of the eval.workers Ray workers takes
+
+    def check(self) -> None:
+        if self.gpus_per_worker > 0 and self.workers == 1:
+            raise ConfigValueError("gpus_per_worker", self.gpus_per_worker,
+                                   "0 with eval.workers=1 (one process uses eval.device); or set eval.workers ≥ 2")
+        if self.knn == "ivf" and self.workers > 1:
+            raise ConfigValueError("knn", self.knn, "'exact' with eval.workers ≥ 2: the IVF index searches in one "
+                                   "process, the exact search is what is spread over the workers")
 
 
 # DB-VAE reweighting (genlib.evaluate.reweight). Rarity signals: per-dimension latent histograms combined

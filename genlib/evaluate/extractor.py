@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from genlib import paths
 from genlib.data.dataset import DatasetVersion
-from genlib.evaluate.cache import cached_arrays
+from genlib.io import atomic_file
 from genlib.registry import Registry
 
 
@@ -46,9 +48,9 @@ class Extractor:
         """Class logits of features this extractor made, or None when it has no classifier."""
         if self.classify is None:
             return None
-        f = torch.as_tensor(features, dtype=torch.float32)
-        return np.concatenate([self.classify(f[i:i + batch_size].to(self.device)).float().cpu().numpy()
-                               for i in range(0, len(f), batch_size)])
+        return np.concatenate([self.classify(torch.as_tensor(np.array(features[i:i + batch_size], np.float32))
+                                             .to(self.device)).float().cpu().numpy()
+                               for i in range(0, len(features), batch_size)])
 
     @property
     def device(self) -> torch.device:
@@ -83,14 +85,19 @@ def weights_digest(module: torch.nn.Module) -> str:
 EXTRACTORS: Registry[Callable[[DatasetVersion], Extractor]] = Registry("feature extractor")
 
 
-def cached_features(extractor: Extractor, version: DatasetVersion, split: str) -> np.ndarray:
-    """Features of a dataset split, cached by (dataset hash, split, extractor preprocessing, n)."""
-    images = np.array(version.images(split))
-    key = f"{version.content_hash[:16]}-{split}-{extractor.preprocessing}-{len(images)}"
-    if extractor.device.type != "cpu":  # GPU features differ in rounding (TF32): never mixed with CPU ones
-        key += f"-{extractor.device.type}"
+def cached_features(extractor: Extractor, version: DatasetVersion, split: str, workers=None) -> np.ndarray:
+    """Features (N, D) of a dataset split, memory-mapped from ``features/<key>.npy``, the key naming the
+    dataset hash, split, extractor preprocessing, n and the device kind; extracted by ``workers``
+    (``workers.Workers``; default: this process, on the extractor's device) and written as they arrive."""
+    from genlib.evaluate.workers import SplitRows, Workers
 
-    def compute() -> dict[str, np.ndarray]:
-        return {"features": extractor(torch.from_numpy(images).permute(0, 3, 1, 2))}
-
-    return cached_arrays(key, compute)["features"]
+    workers = workers or Workers(device=extractor.device)
+    rows = SplitRows(str(version.path), split)
+    key = f"{version.content_hash[:16]}-{split}-{extractor.preprocessing}-{len(rows)}"
+    if workers.feature_device != "cpu":  # GPU features differ in rounding (TF32): never mixed with CPU ones
+        key += f"-{workers.feature_device}"
+    path = paths.home() / "features" / f"{key}.npy"
+    if not path.is_file():
+        with atomic_file(path) as tmp:
+            workers.features(extractor, rows, out=Path(tmp))
+    return np.load(path, mmap_mode="r")

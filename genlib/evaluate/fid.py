@@ -16,7 +16,9 @@
 * An Inception-Score analogue [5]: exp E_x KL(p(y|x) ‖ p(y)) from a classifier's logits — with the
   domain network's own class head instead of Inception's ImageNet one, mean ± std over splits.
 
-Feature extraction, caching and logging live elsewhere: these functions only compute.
+Feature extraction, caching and logging live elsewhere: these functions only compute. The k-NN
+balls are searched in shards by ``workers.Workers`` (in this process by default), so a reference set
+may be a file larger than memory.
 
 [1] Heusel et al., "GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash
     Equilibrium", NeurIPS 2017.
@@ -32,7 +34,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-import torch
+
+from genlib.evaluate.workers import Workers
 
 
 class FrechetDistance(NamedTuple):
@@ -90,17 +93,27 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
 
 def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000,
         seed: int = 0) -> tuple[float, float]:
-    """Kernel Inception Distance: mean and std of the unbiased MMD² over random subsets."""
-    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    """Kernel Inception Distance: mean and std of the unbiased MMD² over random subsets. Only the subsets'
+    rows are read: ``real`` may be a memory-mapped reference set larger than memory."""
     if real.ndim != 2 or real.shape[1] != fake.shape[1]:
         raise ValueError(f"features must be (N, D) with equal D, got {real.shape} and {fake.shape}")
     m = min(subset_size, len(real), len(fake))
     if m < 2:
         raise ValueError(f"KID needs at least 2 samples in each set, got {len(real)} and {len(fake)}")
     rng = np.random.default_rng(seed)
-    values = [_mmd2_poly(real[rng.choice(len(real), m, replace=False)],
-                         fake[rng.choice(len(fake), m, replace=False)]) for _ in range(subsets)]
+    values = []
+    for _ in range(subsets):
+        pick_real, pick_fake = rng.choice(len(real), m, replace=False), rng.choice(len(fake), m, replace=False)
+        values.append(_mmd2_poly(_rows(real, pick_real), _rows(fake, pick_fake)))
     return float(np.mean(values)), float(np.std(values))
+
+
+def _rows(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """x[index] in float64, read in increasing row order (a memory-mapped file forward, once)."""
+    order = np.argsort(index)
+    out = np.empty((len(index), x.shape[1]), np.float64)
+    out[order] = x[index[order]]
+    return out
 
 
 def _mmd2_poly(x: np.ndarray, y: np.ndarray) -> float:
@@ -112,44 +125,29 @@ def _mmd2_poly(x: np.ndarray, y: np.ndarray) -> float:
     return float((kxx.sum() - np.trace(kxx)) / off + (kyy.sum() - np.trace(kyy)) / off - 2 * kxy.mean())
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, block: int = 4096) -> tuple[float, float]:
-    """Improved precision and recall [3] with k-NN balls; distances computed in blocks."""
-    real_t, fake_t = (torch.as_tensor(np.asarray(a, np.float32)) for a in (real, fake))
-    if min(len(real_t), len(fake_t)) <= k:
+def precision_recall(real, fake, k: int = 3, workers: Workers | None = None,
+                     real_radii: np.ndarray | None = None) -> tuple[float, float]:
+    """Improved precision and recall [3] with k-NN balls (d ≤ radius); ``real`` and ``fake``: arrays or
+    ``Rows`` (a reference set on disk), searched by ``workers`` (default: this process).
+    ``real_radii``: the real k-th neighbour distances, when the caller has them."""
+    workers = workers or Workers()
+    if min(len(real), len(fake)) <= k:
         raise ValueError(f"precision/recall with k={k} needs more than {k} samples per set")
-    real_radii, fake_radii = _kth_neighbour(real_t, k, block), _kth_neighbour(fake_t, k, block)
-    precision = _inside_any_ball(fake_t, real_t, real_radii, block).float().mean().item()
-    recall = _inside_any_ball(real_t, fake_t, fake_radii, block).float().mean().item()
-    return precision, recall
+    real_radii = workers.kth_distances(real, k) if real_radii is None else real_radii
+    fake_radii = workers.kth_distances(fake, k)
+    precision = workers.balls(fake, real, real_radii, strict=False, desc="precision")[0].mean()
+    recall = workers.balls(real, fake, fake_radii, strict=False, desc="recall")[0].mean()
+    return float(precision), float(recall)
 
 
-def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5, block: int = 4096) -> tuple[float, float]:
-    """Density and coverage [4] of ``fake`` against ``real``, with balls of the real k-NN radii."""
-    real_t, fake_t = (torch.as_tensor(np.asarray(a, np.float32)) for a in (real, fake))
-    if len(real_t) <= k or len(fake_t) == 0:
+def density_coverage(real, fake, k: int = 5, workers: Workers | None = None,
+                     real_radii: np.ndarray | None = None) -> tuple[float, float]:
+    """Density and coverage [4] of ``fake`` against ``real``, with balls of the real k-NN radii (d < radius);
+    arguments as ``precision_recall``'s."""
+    workers = workers or Workers()
+    if len(real) <= k or len(fake) == 0:
         raise ValueError(f"density/coverage with k={k} needs more than {k} real samples and some generated ones, "
-                         f"got {len(real_t)} and {len(fake_t)}")
-    radii = _kth_neighbour(real_t, k, block)
-    inside, covered = 0, torch.zeros(len(real_t), dtype=torch.bool)
-    for start in range(0, len(fake_t), block):
-        within = torch.cdist(fake_t[start:start + block], real_t) < radii[None, :]  # (b, N)
-        inside += int(within.sum())
-        covered |= within.any(dim=0)
-    return inside / (k * len(fake_t)), covered.float().mean().item()
-
-
-def _kth_neighbour(points: torch.Tensor, k: int, block: int) -> torch.Tensor:
-    """Distance from each point to its k-th nearest other point in the same set: (N,)."""
-    out = []
-    for start in range(0, len(points), block):
-        d = torch.cdist(points[start:start + block], points)  # (b, N); the self-distance 0 is rank 0
-        out.append(d.topk(k + 1, dim=1, largest=False).values[:, k])
-    return torch.cat(out)
-
-
-def _inside_any_ball(queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, block: int) -> torch.Tensor:
-    out = []
-    for start in range(0, len(queries), block):
-        d = torch.cdist(queries[start:start + block], centres)  # (b, M)
-        out.append((d <= radii[None, :]).any(dim=1))
-    return torch.cat(out)
+                         f"got {len(real)} and {len(fake)}")
+    real_radii = workers.kth_distances(real, k) if real_radii is None else real_radii
+    _, inside, covered = workers.balls(fake, real, real_radii, strict=True, desc="density and coverage")
+    return int(inside.sum()) / (k * len(fake)), float(covered.mean())

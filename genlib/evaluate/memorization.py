@@ -37,18 +37,31 @@ def copy_rate(neighbours: Neighbours, threshold: float = 1 / 3) -> tuple[float, 
     return float(flags.mean()), flags
 
 
+KMEANS_ROWS = 50_000  # training rows the data-copying test's cells are fitted on (a seeded sample beyond)
+
+
 def data_copying_zscore(train: np.ndarray, test: np.ndarray, generated: np.ndarray, cells: int = 10,
                         min_per_cell: int = 20, seed: int = 0, device: str | torch.device = "cpu",
-                        ) -> tuple[float, dict[int, float]]:
+                        distances: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float, dict[int, float]]:
     """C_T of [1]: test-share-weighted mean of per-cell Mann-Whitney z-scores; also per cell.
 
-    Cells with fewer than ``min_per_cell`` test or generated samples are left out, as in [1]."""
+    Cells with fewer than ``min_per_cell`` test or generated samples are left out, as in [1].
+    ``distances``: the test→train and generated→train nearest distances, when the caller searched
+    them (``workers.Workers``); ``train`` and ``test`` may then be memory-mapped files: the cells are
+    fitted on at most ``KMEANS_ROWS`` training rows and assigned in chunks.
+
+    NOTE: [1] fits the cells on the whole training set; beyond ``KMEANS_ROWS`` rows a seeded sample
+    of them places the centroids (the test statistic still uses every test and generated sample)."""
     from sklearn.cluster import KMeans
 
-    km = KMeans(n_clusters=cells, n_init=3, random_state=seed).fit(np.asarray(train, np.float32))
-    d_test = nearest_neighbours(test, train, k=1, device=device).distances[:, 0]
-    d_gen = nearest_neighbours(generated, train, k=1, device=device).distances[:, 0]
-    c_test, c_gen = km.predict(np.asarray(test, np.float32)), km.predict(np.asarray(generated, np.float32))
+    fit = train if len(train) <= KMEANS_ROWS else train[np.sort(
+        np.random.default_rng(seed).choice(len(train), KMEANS_ROWS, replace=False))]
+    km = KMeans(n_clusters=cells, n_init=3, random_state=seed).fit(np.asarray(fit, np.float32))
+    if distances is None:
+        distances = tuple(nearest_neighbours(x, train, k=1, device=device).distances[:, 0] for x in (test, generated))
+    d_test, d_gen = distances
+    c_test, c_gen = (np.concatenate([km.predict(np.asarray(x[s:s + 65536], np.float32))
+                                     for s in range(0, len(x), 65536)]) for x in (test, generated))
     scores, weights = {}, {}
     for cell in range(cells):
         p, q = d_test[c_test == cell], d_gen[c_gen == cell]

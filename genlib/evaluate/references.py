@@ -26,8 +26,8 @@ from genlib.evaluate.copies import (
 )
 from genlib.evaluate.extractor import Extractor, cached_features
 from genlib.evaluate.features import load_extractor
-from genlib.evaluate.fid import gaussian_stats
-from genlib.evaluate.knn import Neighbours, nearest_neighbours
+from genlib.evaluate.knn import Neighbours
+from genlib.evaluate.workers import FileRows, SplitRows, Workers
 
 CALIBRATION_IMAGES = 2000  # held-out images the robust copy thresholds are set on (1 %: 20 of them)
 
@@ -35,17 +35,33 @@ CALIBRATION_IMAGES = 2000  # held-out images the robust copy thresholds are set 
 class References:
     """The reference side of every metric, for one dataset version in one extractor's feature space."""
 
-    def __init__(self, version: DatasetVersion, extractor: Extractor, device: torch.device | str = "cpu"):
+    def __init__(self, version: DatasetVersion, extractor: Extractor, device: torch.device | str = "cpu",
+                 workers: Workers | None = None):
         self.version = version
         self.extractor = extractor.to(device)
-        self.device = torch.device(device)  # where features are extracted and neighbours searched
+        self.device = torch.device(device)  # where features are extracted and neighbours searched here
+        self.workers = workers or Workers(device=self.device)  # who samples, extracts and searches
 
     @classmethod
     def load(cls, version: DatasetVersion, extractor: str, device: torch.device | str = "cpu",
-             weights=None) -> References:
+             weights=None, workers: Workers | None = None) -> References:
         """References in the registered extractor ``extractor``'s space (its network loaded once;
         ``weights``: a domain network exported by another evaluation, see ``features.load_extractor``)."""
-        return cls(version, load_extractor(extractor, version, weights), device)
+        return cls(version, load_extractor(extractor, version, weights), device, workers)
+
+    def images(self, split: str) -> SplitRows:
+        """A split's images, uint8 (N, C, H, W), read where they are needed."""
+        return SplitRows(str(self.version.path), split)
+
+    def pixels(self, split: str) -> SplitRows:
+        """A split's pixels, float32 (N, C·H·W): the pixel space of the memorization checks."""
+        return SplitRows(str(self.version.path), split, pixels=True)
+
+    def features(self, split: str) -> FileRows:
+        """A split's features in the cache file (extracted first if they are not there yet)."""
+        if split not in ("train", "test", "val"):
+            raise ValueError(f"split must be train, test or val, got {split!r}")
+        return FileRows(getattr(self, f"{split}_features").filename)
 
     @cached_property
     def train_images(self) -> torch.Tensor:
@@ -59,23 +75,34 @@ class References:
 
     @cached_property
     def train_features(self) -> np.ndarray:
-        return cached_features(self.extractor, self.version, "train")
+        """float32 (N, D), memory-mapped from the cache."""
+        return cached_features(self.extractor, self.version, "train", self.workers)
 
     @cached_property
     def test_features(self) -> np.ndarray:
-        return cached_features(self.extractor, self.version, "test")
+        return cached_features(self.extractor, self.version, "test", self.workers)
 
     @cached_property
     def val_features(self) -> np.ndarray:
-        return cached_features(self.extractor, self.version, "val")
+        return cached_features(self.extractor, self.version, "val", self.workers)
 
     @cached_property
     def test_stats(self) -> tuple[np.ndarray, np.ndarray, int]:
-        """Mean, covariance and n of the test split's features, cached by (hash, split, extractor, n)."""
-        feats = self.test_features
-        key = f"{self.version.content_hash[:16]}-test-{self.extractor.preprocessing}-{len(feats)}-gaussian"
-        stats = cached_arrays(key, lambda: dict(zip(("mu", "sigma"), gaussian_stats(feats))))
+        """Mean, covariance and n of the test split's features (merged from per-shard moments), cached by
+        (hash, split, extractor, n)."""
+        feats = self.features("test")
+        key = f"{self.version.content_hash[:16]}-test-{self.extractor.preprocessing}-{len(feats)}-moments"
+        stats = cached_arrays(key, lambda: dict(zip(("mu", "sigma"), self.workers.moments(feats))))
         return stats["mu"], stats["sigma"], len(feats)
+
+    @cached_property
+    def test_radii(self) -> np.ndarray:
+        """(N, 5): each test image's distances to its 5 nearest other test images in feature space, the
+        k-NN balls of precision/recall (k = 3) and density/coverage (k = 5)."""
+        feats = self.features("test")
+        key = f"{self.version.content_hash[:16]}-test-{self.extractor.preprocessing}-{len(feats)}-radii"
+        return cached_arrays(key, lambda: {"radii": self.workers.neighbours(
+            feats, feats, 5, exclude_self=True, desc="test k-NN radii").distances})["radii"]
 
     @cached_property
     def test_images(self) -> torch.Tensor:
@@ -107,9 +134,9 @@ class References:
     @cached_property
     def train_self_neighbours(self) -> Neighbours:
         """Each training image's nearest other training image in pixel space, cached per dataset."""
-        px = self.train_pixels
+        px = self.pixels("train")
         key = f"{self.version.content_hash[:16]}-train-{len(px)}-pixel-self-nn"
-        found = cached_arrays(key, lambda: nearest_neighbours(px, px, k=1, exclude_self=True,
-                                                                         device=self.device)._asdict())
+        found = cached_arrays(key, lambda: self.workers.neighbours(px, px, 1, exclude_self=True,
+                                                                   desc="train self-neighbours")._asdict())
         return Neighbours(found["distances"], found["indices"])
 

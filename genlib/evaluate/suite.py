@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from genlib.config import Config
 from genlib.data.dataset import DatasetVersion
@@ -41,6 +40,7 @@ from genlib.evaluate.knn import Neighbours, approximate_neighbours, nearest_neig
 from genlib.evaluate.likelihood import LATENT_MMD_IMAGES, latent_metrics, likelihood_metrics
 from genlib.evaluate.memorization import authenticity, copy_rate, data_copying_zscore
 from genlib.evaluate.references import References
+from genlib.evaluate.workers import SAMPLE_BATCH, Rows, Workers, as_rows
 from genlib.figures import image_grid
 from genlib.models import GenerativeModel
 from genlib.models.base import INTERPOLATE, LATENT_PRIOR, PATH_LENGTH, STYLE_MIX, TRAVERSE, TRUNCATE
@@ -57,8 +57,6 @@ from genlib.tracking import (
 
 TRUNCATION_GRID = (1.0, 0.7, 0.5, 0.3, 0.0)  # ψ per row of the truncation figure
 
-SAMPLE_BATCH = 256
-
 
 @dataclass
 class Scores:
@@ -74,19 +72,13 @@ def requested_labels(model, n: int) -> torch.Tensor | None:
     return torch.arange(n) % model.num_classes if model.conditional else None
 
 
-@torch.no_grad()
-def generate(model, n: int, seed: int, truncation: float | None = None) -> torch.Tensor:
-    """``n`` samples, uint8 (n, C, H, W), drawn in batches under a seeded generator (truncated by ψ =
-    ``truncation`` when given: models with the ``truncate`` capability); a class-conditional model's
-    for ``requested_labels``."""
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    extra = {} if truncation is None else {"truncation": truncation}
-    labels = requested_labels(model, n)
-    desc = f"sampling {n} images" + ("" if truncation is None else f" at ψ = {truncation:g}")
-    batches = [model.sample(min(SAMPLE_BATCH, n - i), None if labels is None else labels[i:i + SAMPLE_BATCH],
-                            generator=generator, **extra).cpu()
-               for i in tqdm(range(0, n, SAMPLE_BATCH), desc=desc, leave=False)]
-    return torch.cat(batches)
+def generate(model, n: int, seed: int, truncation: float | None = None, workers: Workers | None = None) -> torch.Tensor:
+    """``n`` samples, uint8 (n, C, H, W), drawn in batches of ``SAMPLE_BATCH``, each under its own seed
+    derived from ``seed`` (truncated by ψ = ``truncation`` when given: models with the ``truncate``
+    capability); a class-conditional model's for ``requested_labels``. By ``workers`` (default: this
+    process): the same images wherever they are drawn."""
+    workers = workers or Workers(device=model.device)
+    return workers.sample(model, n, seed, truncation, requested_labels(model, n))
 
 
 def truncation_curve(model: GenerativeModel, cfg: Config, refs: References, untruncated: dict[str, float]) -> Scores:
@@ -97,8 +89,10 @@ def truncation_curve(model: GenerativeModel, cfg: Config, refs: References, untr
     name, (mu, sigma, _) = refs.extractor.name, refs.test_stats
     rows = [{"psi": 1.0, **{m: untruncated[f"{m}_{name}"] for m in ("fid", "precision", "recall")}}]
     for psi in cfg.eval.truncation:
-        f_gen = refs.extractor(generate(model, cfg.eval.n_generated, cfg.train.seed + 1, truncation=psi))
-        precision, recall = precision_recall(refs.test_features, f_gen)
+        samples = generate(model, cfg.eval.n_generated, cfg.train.seed + 1, psi, refs.workers)
+        f_gen = refs.workers.features(refs.extractor, samples)
+        precision, recall = precision_recall(refs.features("test"), f_gen, workers=refs.workers,
+                                             real_radii=refs.test_radii[:, 2])
         rows.append({"psi": psi, "fid": frechet_distance(*gaussian_stats(f_gen), mu, sigma).value,
                      "precision": precision, "recall": recall})
     metrics = {f"{m}_{name}_psi{row['psi']:g}": row[m] for row in rows[1:] for m in ("fid", "precision", "recall")}
@@ -108,12 +102,12 @@ def truncation_curve(model: GenerativeModel, cfg: Config, refs: References, untr
 
 def sample_quality(f_gen: np.ndarray, refs: References) -> Scores:
     """FID, KID, precision/recall and density/coverage of generated features against the test split."""
-    f_test = refs.test_features
+    f_test, test_rows, workers = refs.test_features, refs.features("test"), refs.workers
     mu, sigma, n_ref = refs.test_stats
     fd = frechet_distance(*gaussian_stats(f_gen), mu, sigma)
     kid_mean, kid_std = kid(f_test, f_gen, subsets=50, subset_size=min(1000, len(f_test), len(f_gen)))
-    precision, recall = precision_recall(f_test, f_gen)
-    density, coverage = density_coverage(f_test, f_gen)
+    precision, recall = precision_recall(test_rows, f_gen, workers=workers, real_radii=refs.test_radii[:, 2])
+    density, coverage = density_coverage(test_rows, f_gen, workers=workers, real_radii=refs.test_radii[:, 4])
     extractor = refs.extractor
     name = extractor.name
     numeric = {k: v for k, v in extractor.info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -128,7 +122,7 @@ def sample_quality(f_gen: np.ndarray, refs: References) -> Scores:
               "quality.extractor": extractor.preprocessing, "quality.n_generated": len(f_gen),
               "quality.reference_split": "test", "quality.n_reference": n_ref,
               "quality.precision_recall_k": 3, "quality.density_coverage_k": 5,
-              "fid.clipped_eigenvalues": fd.clipped_eigenvalues}
+              "fid.clipped_eigenvalues": fd.clipped_eigenvalues, **workers.protocol()}
     ceiling = _inception_score(extractor, f_test, "quality.is_test_split")  # the same score of real test images
     if ceiling:
         params.update({"quality.is_splits": IS_SPLITS, "quality.is_test_split": ceiling["quality.is_test_split"]})
@@ -160,14 +154,17 @@ def _inception_score(extractor, features: np.ndarray, key: str) -> dict[str, flo
     return {key: mean, f"{key}_std": std}
 
 
-def train_search(queries: np.ndarray, train: np.ndarray, method: str, probes: int,
-                 device: str | torch.device = "cpu") -> tuple[Neighbours, dict]:
-    """Nearest two training neighbours of each query: exact, or from the IVF index with its recall
-    against exact search measured on a sample of the queries (logged with the metrics)."""
+def train_search(queries: np.ndarray, train: Rows | np.ndarray, method: str, probes: int,
+                 workers: Workers | None = None, desc: str = "train neighbours") -> tuple[Neighbours, dict]:
+    """Nearest two training neighbours of each query: exact (by ``workers``, in shards), or, in this
+    process, from the IVF index with its recall against exact search measured on a sample of the
+    queries (logged with the metrics)."""
+    workers = workers or Workers()
     if method == "exact":
-        return nearest_neighbours(queries, train, k=2, device=device), {}
+        return workers.neighbours(queries, train, 2, desc=desc), {}
     if method != "ivf":
         raise ValueError(f"eval.knn must be 'exact' or 'ivf', got {method!r}")
+    device, train = workers.device, as_rows(train).read()
     found = approximate_neighbours(queries, train, k=2, probes=probes, device=device)
     check = np.random.default_rng(0).choice(len(queries), min(200, len(queries)), replace=False)
     exact = nearest_neighbours(queries[check], train, k=2, device=device)
@@ -203,13 +200,12 @@ def memorization(generated: torch.Tensor, f_gen: np.ndarray, refs: References, c
                  knn: str = "exact", probes: int = 8, robust: str = "none") -> Scores:
     """Copy rates (plain and transform-robust), authenticity and data-copying z of samples against
     the train split."""
-    version, train_images, train_px = refs.version, refs.train_images, refs.train_pixels
+    version, train_px, workers = refs.version, refs.pixels("train"), refs.workers
     gen_px = generated.flatten(1).float().numpy()
-    f_train, f_test = refs.train_features, refs.test_features
     name = refs.extractor.name
-    device = refs.device
-    (nn_px, px_check), (nn_feat, feat_check) = (train_search(gen_px, train_px, knn, probes, device),
-                                                train_search(f_gen, f_train, knn, probes, device))
+    (nn_px, px_check), (nn_feat, feat_check) = (
+        train_search(gen_px, train_px, knn, probes, workers, "train neighbours (pixels)"),
+        train_search(f_gen, refs.features("train"), knn, probes, workers, f"train neighbours ({name})"))
     copy_px, copied = copy_rate(nn_px)
     auth_px, authentic = authenticity(nn_px, refs.train_self_neighbours)
     metrics = {"copy_rate_pixel": copy_px, f"copy_rate_{name}": copy_rate(nn_feat)[0], "authenticity_pixel": auth_px,
@@ -222,7 +218,10 @@ def memorization(generated: torch.Tensor, f_gen: np.ndarray, refs: References, c
               "memorization.copy_threshold": "d1/d2 < 1/3",
               "memorization.knn": knn if knn == "exact" else f"ivf, {probes} probes of ~sqrt(N) cells"}
     try:
-        metrics[f"data_copying_z_{name}"], _ = data_copying_zscore(f_train, f_test, f_gen, cells, device=device)
+        d_test = workers.neighbours(refs.features("test"), refs.features("train"), 1, desc="test → train").distances
+        metrics[f"data_copying_z_{name}"], _ = data_copying_zscore(refs.train_features, refs.test_features, f_gen,
+                                                                   cells, distances=(d_test[:, 0],
+                                                                                     nn_feat.distances[:, 0]))
         params["data_copying.cells"] = cells
     except ValueError as err:  # too few samples per cell: say so in the run rather than guess
         params["data_copying.skipped"] = str(err)
@@ -235,7 +234,8 @@ def memorization(generated: torch.Tensor, f_gen: np.ndarray, refs: References, c
     else:
         closest, matched = np.argsort(nn_px.distances[:, 0])[:16], nn_px.indices[:, 0]
         params["memorization.closest_pairs"] = "lowest pixel distance"
-    pairs = torch.stack([generated[closest], train_images[matched[closest]]], 1).flatten(0, 1)
+    nearest = torch.from_numpy(refs.images("train").take(matched[closest]))
+    pairs = torch.stack([generated[closest], nearest], 1).flatten(0, 1)
     figures = {CLOSEST_PAIRS: image_grid(pairs, version.levels, nrow=8)}
     tables = {}
     if version.num_classes:
@@ -297,7 +297,8 @@ def score(model: GenerativeModel, cfg: Config, version: DatasetVersion, refs: Re
     parts = [Scores(metrics, protocol, sample_figures(model, cfg), {})]
     if cfg.eval.n_generated > 0:
         refs = refs or References.load(version, cfg.eval.extractor, model.device)
-        quality = sample_scores(generate(model, cfg.eval.n_generated, cfg.train.seed + 1), cfg, version, model.device,
+        quality = sample_scores(generate(model, cfg.eval.n_generated, cfg.train.seed + 1, workers=refs.workers),
+                                cfg, version, model.device,
                                 refs, requested_labels(model, cfg.eval.n_generated))
         parts += quality
         if TRUNCATE in model.capabilities and cfg.eval.truncation:
@@ -359,7 +360,7 @@ def sample_scores(generated: torch.Tensor, cfg: Config, version: DatasetVersion,
     (default: this dataset's own, for ``cfg.eval.extractor``); ``labels``: the class each image was
     drawn for (a class-conditional model's), scored with the extractor's classifier where it has one."""
     refs = refs or References.load(version, cfg.eval.extractor, device)
-    f_gen = refs.extractor(generated)
+    f_gen = refs.workers.features(refs.extractor, generated)
     quality = sample_quality(f_gen, refs)
     if labels is not None:
         quality = _with_class_accuracy(quality, f_gen, labels, refs.extractor)
@@ -387,8 +388,8 @@ CURVE_PREFIX = "during_training_"
 def memorization_curve_point(model: GenerativeModel, cfg: Config, refs: References) -> dict[str, float]:
     """One point of the memorization curve: the copy rates (plain and, unless off, transform-robust) in
     pixel space and the data-copying z of ``train.eval_samples`` fresh samples (model in eval mode)."""
-    generated = generate(model, cfg.train.eval_samples, cfg.train.seed + 2)
-    nn_px = nearest_neighbours(generated.flatten(1).float().numpy(), refs.train_pixels, k=2, device=refs.device)
+    generated = generate(model, cfg.train.eval_samples, cfg.train.seed + 2, workers=refs.workers)
+    nn_px = refs.workers.neighbours(generated.flatten(1).float().numpy(), refs.pixels("train"), 2)
     point = {"copy_rate_pixel": copy_rate(nn_px)[0]}
     if cfg.eval.robust_copies != "none":
         robust, _, _ = robust_copies(generated, refs, "pixel")

@@ -19,6 +19,7 @@ from genlib.data.dataset import DatasetVersion
 from genlib.evaluate.domain import export_domain
 from genlib.evaluate.extractor import Extractor
 from genlib.evaluate.references import References
+from genlib.evaluate.workers import Workers
 from genlib.tracking import Tag, Tracker
 
 ARTIFACT = "extractor"
@@ -30,7 +31,7 @@ def load_references(cfg: Config, version: DatasetVersion, device: torch.device, 
     in the network ``cfg.eval.extractor_from`` names (downloaded into ``scratch``)."""
     source = cfg.eval.extractor_from
     weights = None if source is None else exported_network(tracker, source, scratch)
-    return References.load(version, cfg.eval.extractor, device, weights)
+    return References.load(version, cfg.eval.extractor, device, weights, Workers.from_config(cfg.eval, device))
 
 
 def exported_network(tracker: Tracker, source: str, scratch: Path) -> Path:

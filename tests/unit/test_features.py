@@ -33,7 +33,7 @@ def test_extractor_contract(name):
     assert np.allclose(again(images), feats, atol=1e-5)
     split = cached_features(extractor, version, "test")
     assert split.shape == (version.manifest["splits"]["test"], extractor.dims)
-    assert len(list((paths.home() / "features").glob("*-test-*.npz"))) == 1
+    assert len(list((paths.home() / "features").glob("*-test-*.npy"))) == 1
 
 
 @pytest.mark.usefixtures("digits_domain_network")

@@ -66,24 +66,33 @@ def _pr_brute_force(real, fake, k):
     return precision, recall
 
 
-def test_precision_recall_match_their_definition():
+@pytest.fixture
+def small_shards(monkeypatch):
+    """Shards of 7 reference rows against blocks of 5 queries: the merges of the pieces are exercised."""
+    import genlib.evaluate.workers as workers
+
+    monkeypatch.setattr(workers, "SHARD_ROWS", 7)
+    monkeypatch.setattr(workers, "QUERY_ROWS", 5)
+
+
+def test_precision_recall_match_their_definition(small_shards):
     rng = np.random.default_rng(3)
     real, fake = rng.normal(size=(40, 3)), rng.normal(size=(30, 3)) * 1.5 + 0.5
-    p, r = precision_recall(real, fake, k=3, block=7)  # small blocks exercise the blocking
+    p, r = precision_recall(real, fake, k=3)
     bp, br = _pr_brute_force(real, fake, 3)
     assert p == pytest.approx(bp) and r == pytest.approx(br)
     assert precision_recall(real, real, k=3) == (1.0, 1.0)
     assert precision_recall(real, real + 100.0, k=3) == (0.0, 0.0)
 
 
-def test_density_and_coverage_equal_the_reference_prdc():
+def test_density_and_coverage_equal_the_reference_prdc(small_shards):
     from prdc import compute_prdc
 
     rng = np.random.default_rng(5)
     for real, fake in [(rng.normal(size=(200, 8)), rng.normal(size=(150, 8)) * 1.3 + 0.2),
                        (rng.normal(size=(120, 4)), rng.normal(size=(300, 4)) * 0.5)]:  # crowded: density > 1
         reference = compute_prdc(real_features=real, fake_features=fake, nearest_k=5)
-        density, coverage = density_coverage(real, fake, k=5, block=37)  # small blocks exercise the blocking
+        density, coverage = density_coverage(real, fake, k=5)
         assert density == pytest.approx(reference["density"], rel=1e-6)
         assert coverage == pytest.approx(reference["coverage"], rel=1e-6)
     assert density > 1  # the second pair's samples sit in the middle of the real balls

@@ -1,0 +1,576 @@
+"""Where an evaluation's heavy steps run: in this process, or spread over Ray workers.
+
+``eval.workers`` = 1 runs everything here. With ``eval.workers`` = n ≥ 2, sampling and feature
+extraction run as Ray Data batch inference on a pool of n actors (each loads the model or the
+feature network once, and takes ``eval.gpus_per_worker`` GPUs), and the searches and statistics
+over reference sets run as Ray tasks, at most n at a time; on local Ray, or on the cluster
+``RAY_ADDRESS`` names, with the data on storage every node reads.
+
+Either way the work is cut into the same pieces:
+
+* samples: batches of ``SAMPLE_BATCH``, batch i drawn under its own seed (``batch_seed``);
+* features: batches of ``eval.batch_size`` images;
+* searches, ball counts and Gaussian moments over a reference set: shards of ``SHARD_ROWS`` rows,
+  against query blocks of ``QUERY_ROWS`` rows;
+
+and each piece runs with one torch thread, here (a Python thread per core, as the k-NN search
+runs its blocks) as on a worker. So a piece gives the same bits wherever it runs, and the merges
+— the exact top k by (distance, row); OR and sums of ball memberships; Chan's pairwise merge of
+float64 moments, folded in shard order — give numbers that depend neither on the number of
+workers nor on the order the pieces finish in.
+
+A piece reads what it needs itself (``Rows``: a dataset split, a feature file in the cache, or an
+array the driver holds, shipped once through Ray's object store), and the driver keeps only
+per-query results, so its memory does not grow with the reference set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from genlib.evaluate.knn import Neighbours, _in_parallel, nearest_neighbours
+
+SAMPLE_BATCH = 256  # samples drawn at once, each batch under its own seed
+SHARD_ROWS = 65536  # reference rows a search or statistics piece reads
+QUERY_ROWS = 4096  # query rows a search or ball piece reads
+RAY_RETRIES = 3  # times Ray reruns a search or statistics task whose worker died
+
+
+def batch_seed(seed: int, batch: int) -> int:
+    """The seed of sample batch ``batch`` of an evaluation seeded ``seed``: independent streams per batch,
+    so any worker can draw any batch and get the same images."""
+    return int(np.random.SeedSequence([seed, batch]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def spans(n: int, size: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges of ``size`` rows covering n rows (the last may be shorter)."""
+    return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+# --- What a piece reads -----------------------------------------------------------------------
+
+
+class Rows:
+    """A matrix a piece reads rows of, without the driver holding all of it."""
+
+    def __getstate__(self) -> dict:
+        """What a Ray task receives: where the rows are, never the rows a memory map opened here."""
+        state = dict(self.__dict__)
+        if not isinstance(self, ArrayRows):
+            state.pop("array", None)
+        return state
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
+
+    @property
+    def array(self) -> np.ndarray:
+        """The whole matrix as an array (memory-mapped where it is a file): index it, do not copy it."""
+        raise NotImplementedError
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        return np.asarray(self.array[start:stop])
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        """Rows ``index`` (read in increasing order: a file is read once, forward)."""
+        order = np.argsort(index, kind="stable")
+        out = np.empty((len(index), *self.shape[1:]), self.array.dtype)
+        out[order] = self.array[np.asarray(index)[order]]
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class ArrayRows(Rows):
+    """An array the driver holds (generated samples, their features)."""
+    data: np.ndarray
+
+    @property
+    def array(self) -> np.ndarray:
+        return self.data
+
+
+@dataclass(frozen=True, eq=False)
+class FileRows(Rows):
+    """A ``.npy`` file (a split's features in the cache), memory-mapped where it is read."""
+    path: str
+
+    @cached_property
+    def array(self) -> np.ndarray:
+        return np.load(self.path, mmap_mode="r")
+
+
+@dataclass(frozen=True, eq=False)
+class SplitRows(Rows):
+    """A dataset split's images: uint8 (N, C, H, W) (``pixels=False``), or float32 (N, C·H·W) pixels, the
+    memorization checks' pixel space."""
+    dataset: str
+    split: str
+    pixels: bool = False
+
+    @cached_property
+    def array(self) -> np.ndarray:
+        from genlib.data.dataset import DatasetVersion
+        return DatasetVersion(self.dataset).images(self.split)  # (N, H, W, C), memory-mapped
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        n, h, w, c = self.array.shape
+        return (n, c * h * w) if self.pixels else (n, c, h, w)
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        return self._layout(np.asarray(self.array[start:stop]))
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        order = np.argsort(index, kind="stable")
+        out = np.empty((len(index), *self.array.shape[1:]), np.uint8)
+        out[order] = self.array[np.asarray(index)[order]]
+        return self._layout(out)
+
+    def _layout(self, images: np.ndarray) -> np.ndarray:
+        images = images.transpose(0, 3, 1, 2)
+        return images.reshape(len(images), -1).astype(np.float32) if self.pixels else np.ascontiguousarray(images)
+
+
+@dataclass(frozen=True, eq=False)
+class _StoredRows(Rows):
+    """An ``ArrayRows`` put into Ray's object store once, read zero-copy by each piece."""
+    ref: Any
+    stored_shape: tuple[int, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.stored_shape
+
+    @cached_property
+    def array(self) -> np.ndarray:
+        import ray
+        return ray.get(self.ref)
+
+
+def as_rows(x: Rows | np.ndarray | torch.Tensor) -> Rows:
+    if isinstance(x, Rows):
+        return x
+    return ArrayRows(x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x))
+
+
+# --- Pieces: pure functions of what they read, one torch thread --------------------------------
+
+
+def _search_piece(queries: Rows, q: tuple[int, int], refs: Rows, r: tuple[int, int], k: int,
+                  device: str) -> tuple[np.ndarray, np.ndarray]:
+    """The exact k nearest rows of shard ``r`` for queries ``q``: (b, ≤ k) distances and global rows."""
+    shard = np.array(refs.read(*r), np.float32)  # a copy: torch wants writable arrays
+    found = nearest_neighbours(np.array(queries.read(*q), np.float32), shard, k=min(k, len(shard)), device=device)
+    return found.distances, found.indices + r[0]
+
+
+def _moments_piece(rows: Rows, r: tuple[int, int], device: str) -> tuple[int, np.ndarray, np.ndarray]:
+    """(n, mean, Σ (x − mean)(x − mean)ᵀ) of shard ``r``, in float64."""
+    x = rows.read(*r).astype(np.float64)
+    mean = x.mean(0)
+    x -= mean
+    return len(x), mean, x.T @ x
+
+
+def _ball_piece(queries: Rows, q: tuple[int, int], centres: Rows, c: tuple[int, int], radii: np.ndarray,
+                strict: bool, device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For queries ``q`` against balls of ``radii`` around centres ``c``: per query whether it lies in any
+    ball and in how many, per centre whether any query lies in its ball (``strict``: d < r, else d ≤ r)."""
+    d = torch.cdist(torch.from_numpy(np.array(queries.read(*q), np.float32)).to(device),
+                    torch.from_numpy(np.array(centres.read(*c), np.float32)).to(device))
+    r = torch.from_numpy(radii).to(device)[None, :]
+    inside = d < r if strict else d <= r
+    return inside.any(1).cpu().numpy(), inside.sum(1).cpu().numpy(), inside.any(0).cpu().numpy()
+
+
+def _one_thread(fn: Callable, *args, device: str | None = None) -> Any:
+    """Run a piece with one torch thread on ``device`` (a Ray worker: its GPU if it was given one)."""
+    if device is None:
+        import ray
+        device = "cuda" if ray.get_gpu_ids() else "cpu"
+    torch.set_num_threads(1)
+    return fn(*args, device)
+
+
+# --- Ray Data: sampling and features on an actor pool ------------------------------------------
+
+
+class _SampleActor:
+    """Draws sample batches with the model it loaded once (from the object store)."""
+
+    def __init__(self, model_ref, seed: int, truncation: float | None, labels: np.ndarray | None):
+        import ray
+        torch.set_num_threads(1)
+        self.device = "cuda" if ray.get_gpu_ids() else "cpu"
+        self.model = ray.get(model_ref).to(self.device).eval()
+        self.seed, self.truncation, self.labels = seed, truncation, labels
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = [sample_batch(self.model, int(b), int(s), int(e), self.seed, self.truncation, self.labels)
+               for b, s, e in zip(batch["batch"], batch["start"], batch["stop"])]
+        return {"row": np.concatenate([np.arange(s, e) for s, e in zip(batch["start"], batch["stop"])]),
+                "images": np.concatenate(out)}
+
+
+class _FeatureActor:
+    """Extracts features of image batches with the network it loaded once (from the object store)."""
+
+    def __init__(self, extractor_ref, source: Rows, batch_size: int):
+        import ray
+        torch.set_num_threads(1)
+        device = "cuda" if ray.get_gpu_ids() else "cpu"
+        self.extractor = ray.get(extractor_ref).to(device)
+        self.source, self.batch_size = source, batch_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        images = [np.array(self.source.read(int(s), int(e))) for s, e in zip(batch["start"], batch["stop"])]
+        return {"row": np.concatenate([np.arange(s, e) for s, e in zip(batch["start"], batch["stop"])]),
+                "features": np.concatenate([self.extractor(torch.from_numpy(x), self.batch_size) for x in images])}
+
+
+@torch.no_grad()
+def sample_batch(model, batch: int, start: int, stop: int, seed: int, truncation: float | None,
+                 labels: np.ndarray | None) -> np.ndarray:
+    """Sample batch ``batch`` (rows ``start``–``stop``) of an evaluation: uint8 (n, C, H, W)."""
+    generator = torch.Generator(device=model.device).manual_seed(batch_seed(seed, batch))
+    extra = {} if truncation is None else {"truncation": truncation}
+    wanted = None if labels is None else torch.from_numpy(labels[start:stop]).to(model.device)
+    return model.sample(stop - start, wanted, generator=generator, **extra).cpu().numpy()
+
+
+# --- Workers ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Workers:
+    """Runs an evaluation's pieces: here (``count`` = 1) or on ``count`` Ray workers."""
+    count: int = 1
+    gpus_per_worker: float = 0.0
+    batch_size: int = 512  # images per feature-extraction batch
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # here: where pieces run
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def from_config(cls, eval_cfg, device: torch.device | str = "cpu") -> Workers:
+        return cls(eval_cfg.workers, eval_cfg.gpus_per_worker, eval_cfg.batch_size, torch.device(device))
+
+    @property
+    def on_ray(self) -> bool:
+        return self.count > 1
+
+    @property
+    def feature_device(self) -> str:
+        """The kind of device features are extracted on ("cpu", "cuda"): part of their cache key."""
+        if self.on_ray:
+            return "cuda" if self.gpus_per_worker > 0 else "cpu"
+        return self.device.type
+
+    def protocol(self) -> dict[str, Any]:
+        """What the run records of how the work was spread (the numbers do not depend on it)."""
+        return {"eval.workers": self.count, "eval.gpus_per_worker": self.gpus_per_worker,
+                "eval.shard_rows": SHARD_ROWS, "eval.feature_batch": self.batch_size}
+
+    # -- sampling and features
+
+    def sample(self, model, n: int, seed: int, truncation: float | None = None,
+               labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` samples, uint8 (n, C, H, W): batch i of ``SAMPLE_BATCH`` drawn under ``batch_seed(seed, i)``."""
+        wanted = None if labels is None else labels.cpu().numpy()
+        items = [(i, s, e) for i, (s, e) in enumerate(spans(n, SAMPLE_BATCH))]
+        desc = f"sampling {n} images" + ("" if truncation is None else f" at ψ = {truncation:g}")
+        if not self.on_ray:  # batch after batch: a model's sampler need not be thread-safe
+            return torch.from_numpy(np.concatenate([sample_batch(model, *it, seed, truncation, wanted)
+                                                    for it in tqdm(items, desc=desc, leave=False)]))
+        import ray
+        model_ref = ray.put(_on_cpu(model))
+        out = np.empty((n, *model.shape), np.uint8)
+        for part in self._ray_data(_SampleActor, {"model_ref": model_ref, "seed": seed, "truncation": truncation,
+                                                  "labels": wanted},
+                                   [{"batch": i, "start": s, "stop": e} for i, s, e in items], desc, n):
+            out[part["row"]] = part["images"]
+        return torch.from_numpy(out)
+
+    def features(self, extractor, images: Rows | np.ndarray | torch.Tensor, out: Path | None = None) -> np.ndarray:
+        """Features (N, D) of uint8 images (N, C, H, W), in batches of ``batch_size``; written into the
+        ``.npy`` file ``out`` as they arrive when given (returned memory-mapped): the driver then holds
+        one batch at a time, however large the split."""
+        source = as_rows(images)
+        n, items = len(source), spans(len(source), self.batch_size)
+        with _FeatureSink(out, n, extractor.dims) as sink:
+            if not self.on_ray:
+                self._here(lambda span: sink.put(span[0], extractor(torch.from_numpy(np.array(source.read(*span))),
+                                                                    self.batch_size)),
+                           items, f"{extractor.name} features")
+            else:
+                import ray
+                kwargs = {"extractor_ref": ray.put(_on_cpu(extractor)), "source": self._ship(source),
+                          "batch_size": self.batch_size}
+                for part in self._ray_data(_FeatureActor, kwargs, [{"start": s, "stop": e} for s, e in items],
+                                           f"{extractor.name} features", n):
+                    for start, stop in _runs(part["row"]):  # contiguous rows: one write each
+                        sink.put(int(part["row"][start]), part["features"][start:stop])
+        return sink.result
+
+    # -- searches and statistics
+
+    def neighbours(self, queries: Rows | np.ndarray, refs: Rows | np.ndarray, k: int,
+                   exclude_self: bool = False, desc: str = "nearest neighbours") -> Neighbours:
+        """The exact k nearest reference rows of every query (Euclidean; between shards, ties go to the
+        lower row, within one the exact search picks); ``exclude_self``: queries and references are the
+        same rows, and a row is not its own neighbour."""
+        queries, refs = as_rows(queries), as_rows(refs)
+        want = k + int(exclude_self)
+        if len(refs) < want:
+            raise ValueError(f"need at least {want} references for k={k}"
+                             f"{' without each query itself' if exclude_self else ''}, got {len(refs)}")
+        q_spans, r_spans = spans(len(queries), QUERY_ROWS), spans(len(refs), SHARD_ROWS)
+        best: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(q_spans)
+
+        def merge(qi, found):
+            with self._lock:
+                best[qi] = found if best[qi] is None else top_k([best[qi], found], want)
+
+        self._map(_search_piece, [(qi, (queries, q, refs, r, want)) for qi, q in enumerate(q_spans) for r in r_spans],
+                  desc, merge)
+        dist = np.concatenate([top_k([b], want)[0] for b in best])
+        rows = np.concatenate([top_k([b], want)[1] for b in best])
+        if exclude_self:
+            dist, rows = drop_self(dist, rows)
+        return Neighbours(dist, rows)
+
+    def moments(self, rows: Rows | np.ndarray, desc: str = "feature statistics") -> tuple[np.ndarray, np.ndarray]:
+        """Mean (D,) and covariance (D, D) of the rows in float64, merged from per-shard moments."""
+        rows = as_rows(rows)
+        if len(rows) < 2:
+            raise ValueError(f"features must be (N ≥ 2, D), got shape {rows.shape}")
+        r_spans = spans(len(rows), SHARD_ROWS)
+        parts: dict[int, tuple] = {}
+        folded: list[Any] = [None, 0]  # running moments, next shard to fold
+
+        def merge(shard, found):
+            with self._lock:
+                parts[shard] = found
+                while folded[1] in parts:
+                    part = parts.pop(folded[1])
+                    folded[0] = part if folded[0] is None else merge_moments(folded[0], part)
+                    folded[1] += 1
+
+        self._map(_moments_piece, [(i, (rows, r)) for i, r in enumerate(r_spans)], desc, merge)
+        n, mean, m2 = folded[0]
+        return mean, m2 / (n - 1)
+
+    def kth_distances(self, rows: Rows | np.ndarray, k: int, desc: str = "k-NN radii") -> np.ndarray:
+        """Each row's distance to its k-th nearest other row: the radius of its k-NN ball."""
+        return self.neighbours(rows, rows, k, exclude_self=True, desc=desc).distances[:, k - 1]
+
+    def balls(self, queries: Rows | np.ndarray, centres: Rows | np.ndarray, radii: np.ndarray, strict: bool,
+              desc: str = "k-NN balls") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per query: inside any ball (bool) and inside how many (int); per centre: holds any query. The
+        balls: ``radii`` around ``centres``; ``strict``: d < r, else d ≤ r."""
+        queries, centres = as_rows(queries), as_rows(centres)
+        radii = np.asarray(radii, np.float32)
+        q_spans, c_spans = spans(len(queries), QUERY_ROWS), spans(len(centres), SHARD_ROWS)
+        anywhere = np.zeros(len(queries), bool)
+        count = np.zeros(len(queries), np.int64)
+        covered = np.zeros(len(centres), bool)
+
+        def merge(item, found):
+            (q0, q1), (c0, c1) = item
+            with self._lock:
+                anywhere[q0:q1] |= found[0]
+                count[q0:q1] += found[1]
+                covered[c0:c1] |= found[2]
+
+        self._map(_ball_piece, [((q, c), (queries, q, centres, c, radii[c[0]:c[1]], strict))
+                                for q in q_spans for c in c_spans], desc, merge)
+        return anywhere, count, covered
+
+    # -- running pieces
+
+    def _map(self, piece: Callable, items: Sequence[tuple[Any, tuple]], desc: str,
+             merge: Callable[[Any, Any], None]) -> None:
+        """``merge(key, piece(*args))`` for every (key, args) item, here or as Ray tasks."""
+        bar = tqdm(total=len(items), desc=desc, leave=False, disable=len(items) < 4)
+        try:
+            if not self.on_ray:
+                def run(item):
+                    merge(item[0], piece(*item[1], str(self.device)))
+                    bar.update()
+                self._here(run, items)
+                return
+            for key, found in self._ray_tasks(piece, items):
+                merge(key, found)
+                bar.update()
+        finally:
+            bar.close()
+
+    def _here(self, work: Callable, items: Sequence, desc: str | None = None) -> list:
+        """[work(item) ...] in this process with one torch thread per Python thread (one Python thread
+        per core on CPU, as the k-NN search runs its blocks), as a Ray worker runs a piece."""
+        bar = tqdm(total=len(items), desc=desc, leave=False, disable=desc is None or len(items) < 4)
+        threads = torch.get_num_threads()
+
+        def run(item):
+            out = work(item)
+            bar.update()
+            return out
+        try:
+            if self.device.type == "cpu" and threads > 1 and len(items) > 1:
+                return _in_parallel(run, items, self.device)  # one torch thread in each
+            torch.set_num_threads(1)
+            try:
+                return [run(item) for item in items]
+            finally:
+                torch.set_num_threads(threads)
+        finally:
+            bar.close()
+
+    def _ship(self, rows: Rows) -> Rows:
+        """Rows a Ray worker can read: an array the driver holds goes into the object store once."""
+        if isinstance(rows, ArrayRows):
+            import ray
+            return _StoredRows(ray.put(rows.data), rows.shape)
+        return rows
+
+    def _ray_tasks(self, piece: Callable, items: Sequence[tuple[Any, tuple]]) -> Iterator[tuple[Any, Any]]:
+        """(key, result) of each item as its Ray task finishes, at most ``count`` running at once."""
+        import ray
+        ensure_ray()
+        shipped: dict[int, Rows] = {}
+
+        def ship(arg):
+            if isinstance(arg, ArrayRows):
+                if id(arg) not in shipped:
+                    shipped[id(arg)] = self._ship(arg)
+                return shipped[id(arg)]
+            return arg
+
+        remote = ray.remote(num_cpus=1, num_gpus=self.gpus_per_worker, max_retries=RAY_RETRIES)(_one_thread)
+        pending: dict[Any, Any] = {}
+        todo = iter(items)
+        while True:
+            while len(pending) < self.count and (item := next(todo, None)) is not None:
+                pending[remote.remote(piece, *[ship(a) for a in item[1]])] = item[0]
+            if not pending:
+                return
+            done, _ = ray.wait(list(pending), num_returns=1)
+            yield pending.pop(done[0]), ray.get(done[0])
+
+    def _ray_data(self, actor: type, kwargs: dict, items: list[dict], desc: str, total: int) -> Iterator[dict]:
+        """Stream ``items`` through a Ray Data actor pool of ``count`` actors; yield each output batch. An
+        actor that dies (its node lost, its process killed) is replaced and its batch rerun: Ray Data's
+        default for actor pools (an exception raised by our code is not retried)."""
+        import ray.data
+        ensure_ray()
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        dataset = ray.data.from_items(items).map_batches(
+            actor, fn_constructor_kwargs=kwargs, batch_size=1, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=self.count), num_cpus=1, num_gpus=self.gpus_per_worker)
+        with tqdm(total=total, desc=desc, leave=False) as bar:
+            for part in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                bar.update(len(part["row"]))
+                yield part
+
+
+class _FeatureSink:
+    """Where extracted features go: an array here, or a ``.npy`` file written at each batch's offset
+    (positional writes, no memory map: the driver's memory holds none of the file)."""
+
+    def __init__(self, out: Path | None, n: int, dims: int):
+        self.out, self.dims = out, dims
+        if out is None:
+            self.array = np.empty((n, dims), np.float32)
+            return
+        out.parent.mkdir(parents=True, exist_ok=True)
+        header = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(n, dims))
+        self.offset = header.offset
+        del header
+        self.fd = os.open(out, os.O_WRONLY)
+
+    def __enter__(self) -> _FeatureSink:
+        return self
+
+    def put(self, start: int, features: np.ndarray) -> None:
+        if self.out is None:
+            self.array[start:start + len(features)] = features
+        else:
+            os.pwrite(self.fd, np.ascontiguousarray(features, np.float32).tobytes(), self.offset + start * self.dims * 4)
+
+    def __exit__(self, *exc) -> None:
+        if self.out is not None:
+            os.close(self.fd)
+
+    @property
+    def result(self) -> np.ndarray:
+        return self.array if self.out is None else np.load(self.out, mmap_mode="r")
+
+
+def _runs(rows: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) positions of the runs of consecutive values in ``rows``."""
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    edges = [0, *breaks.tolist(), len(rows)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _on_cpu(module):
+    """A module as the object store ships it: on the CPU (a worker moves it to its own device)."""
+    device = getattr(module, "device", torch.device("cpu"))
+    if torch.device(device).type == "cpu":
+        return module
+    import copy
+    return copy.deepcopy(module).to("cpu")
+
+
+def ensure_ray() -> None:
+    from genlib.train.launch import ensure_ray as start
+    start()
+
+
+# --- Merges -----------------------------------------------------------------------------------
+
+
+def top_k(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (distance, row) pairs per query of several candidate lists, ties to the lower row:
+    a total order, so the result does not depend on how the candidates were split or ordered."""
+    dist = np.concatenate([p[0] for p in parts], 1)
+    rows = np.concatenate([p[1] for p in parts], 1)
+    order = np.lexsort((rows, dist), axis=1)[:, :k]
+    return np.take_along_axis(dist, order, 1), np.take_along_axis(rows, order, 1)
+
+
+def drop_self(dist: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest others from k + 1 nearest rows of a self-search (query i is row i): drop row i, or,
+    where k + 1 rows tie with it at distance 0 and it lost the tie, the last."""
+    own = rows == np.arange(len(rows))[:, None]
+    own[~own.any(1), -1] = True
+    keep = ~own
+    k = rows.shape[1] - 1
+    return dist[keep].reshape(-1, k), rows[keep].reshape(-1, k)
+
+
+def merge_moments(a: tuple[int, np.ndarray, np.ndarray], b: tuple[int, np.ndarray, np.ndarray]
+                  ) -> tuple[int, np.ndarray, np.ndarray]:
+    """(n, mean, Σ centred outer products) of two sets together (Chan, Golub & LeVeque's pairwise
+    update): as stable as one pass over both."""
+    (na, ma, sa), (nb, mb, sb) = a, b
+    n = na + nb
+    delta = mb - ma
+    return n, ma + delta * (nb / n), sa + sb + np.outer(delta, delta) * (na * nb / n)
+

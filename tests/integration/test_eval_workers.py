@@ -1,0 +1,165 @@
+"""An evaluation spread over two Ray workers (``eval.workers=2``: a Ray Data actor pool for samples and
+features, Ray tasks over shards for the searches) gives the numbers of one process."""
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import genlib.evaluate.workers as workers_module
+from genlib import paths
+from genlib.config import DataConfig
+from genlib.data.dataset import DatasetVersion
+from genlib.data.prepare import prepare
+from genlib.evaluate.extractor import Extractor
+from genlib.evaluate.workers import FileRows, SplitRows, Workers
+from genlib.models import build_model
+from genlib.presets import load_config
+from genlib.stages.audit import audit
+from genlib.tracking import Tracker
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def digits(digits_domain_network):
+    return DatasetVersion(prepare(DataConfig(source="digits")).path)
+
+
+@pytest.fixture
+def small_shards(monkeypatch):
+    """Shards of 300 reference rows against blocks of 128 queries: several pieces, merged, on each side."""
+    monkeypatch.setattr(workers_module, "SHARD_ROWS", 300)
+    monkeypatch.setattr(workers_module, "QUERY_ROWS", 128)
+
+
+def test_two_ray_workers_sample_and_search_what_one_process_does(ray_local, digits, small_shards):
+    here, spread = Workers(1), Workers(2)
+    torch.manual_seed(0)
+    model = build_model(load_config("digits-quick", ["model.hidden=8"]).model, digits.shape, digits.levels,
+                        digits.num_classes).eval()
+    samples = here.sample(model, 600, seed=7)  # 3 batches of 256
+    assert torch.equal(spread.sample(model, 600, seed=7), samples)  # on a Ray Data actor pool
+    assert not torch.equal(samples[:256], samples[256:512])  # each batch its own seed
+
+    # Pixel space: 1259 training rows in 5 shards, read by the workers from the dataset; the samples
+    # shipped through the object store.
+    pixels, gen = SplitRows(str(digits.path), "train", pixels=True), samples.flatten(1).float().numpy()
+    for queries, k, exclude in [(gen, 3, False), (pixels, 2, True)]:
+        single, ray_found = here.neighbours(queries, pixels, k, exclude), spread.neighbours(queries, pixels, k, exclude)
+        assert np.array_equal(ray_found.indices, single.indices)
+        assert np.array_equal(ray_found.distances, single.distances)
+    exact = torch.cdist(torch.from_numpy(gen), torch.from_numpy(pixels.read())).topk(3, largest=False)
+    assert np.allclose(here.neighbours(gen, pixels, 3).distances, exact.values.numpy(), rtol=1e-5)
+
+    (mu, sigma), (mu_ray, sigma_ray) = here.moments(pixels), spread.moments(pixels)
+    assert np.allclose(mu_ray, mu, rtol=1e-9, atol=0) and np.allclose(sigma_ray, sigma, rtol=1e-9, atol=1e-12)
+    assert np.allclose(sigma, np.cov(pixels.read().astype(np.float64), rowvar=False), rtol=1e-9, atol=1e-12)
+
+    radii = here.kth_distances(pixels, 3)
+    for a, b in zip(here.balls(gen, pixels, radii, strict=False), spread.balls(gen, pixels, radii, strict=False)):
+        assert np.array_equal(a, b)
+
+
+def test_an_audit_on_two_ray_workers_gives_the_single_process_numbers(ray_local, digits, small_shards):
+    train = np.array(digits.images("train"))
+    noise = np.random.default_rng(0).integers(0, 17, (200, *train.shape[1:]), dtype=np.uint8)
+    samples = np.concatenate([train[:200], noise]).transpose(0, 3, 1, 2)  # 200 copies, 200 noise images
+    path = digits.path.parent / "samples.npz"
+    np.savez(path, images=samples, levels=17)
+    results = {}
+    for n in (1, 2):
+        cfg = load_config("digits-quick", [f"eval.workers={n}", "eval.n_samples=16", "eval.robust_copies=pixel"])
+        results[n] = audit(cfg, path, digits.path, name=f"workers-{n}")
+        for cached in (paths.home() / "features").glob("*.np[yz]"):  # the next run computes its references anew
+            cached.unlink()
+    one, two = results[1].metrics, results[2].metrics
+    assert one.keys() == two.keys() and one["copy_rate_pixel"] == pytest.approx(0.5, abs=0.02)
+    assert {k: v for k, v in two.items() if v != pytest.approx(one[k], rel=1e-9, abs=1e-12)} == {}
+    params = Tracker().get_run(results[2].run_id).data.params
+    assert params["eval.workers"] == "2" and params["eval.shard_rows"] == "300"
+
+
+def _fake_extractor(encode) -> Extractor:
+    return Extractor("fake", "fake-first-16-pixels", 16, encode, {})
+
+
+def test_a_feature_worker_killed_mid_extraction_is_replaced_and_the_features_are_unchanged(ray_local, digits,
+                                                                                        tmp_path):
+    armed, calls = tmp_path / "armed", tmp_path / "calls"
+
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        with open(calls, "a") as log:
+            log.write(".")
+        if armed.exists() and calls.stat().st_size == 4:  # the fourth batch of 13: its worker dies
+            armed.unlink()
+            os._exit(1)
+        return images.flatten(1).float()[:, :16] * 2 + 1
+
+    train = SplitRows(str(digits.path), "train")
+    expected = Workers(1, batch_size=100).features(_fake_extractor(encode), train)
+    armed.touch()
+    calls.unlink()
+    found = Workers(2, batch_size=100).features(_fake_extractor(encode), train)
+    assert not armed.exists()  # a worker did die
+    assert np.array_equal(found, expected)
+    assert calls.stat().st_size > 13  # the dead worker's batch ran again
+
+
+def _private_memory() -> int:
+    """This process's resident memory of its own, in bytes: heap and file pages (a memory-mapped file's
+    pages count once read). Not Ray's object store, shared memory mapped by every process of the node,
+    whose size Ray's settings fix, not the data."""
+    fields = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            fields[key] = value
+    return sum(int(fields[key].split()[0]) * 1024 for key in ("RssAnon", "RssFile"))
+
+
+def _memory_growth(work) -> tuple[int, object]:
+    """(the largest rise of this process's private memory while ``work()`` ran, in bytes; its result)."""
+    peak, done, base = [0], threading.Event(), _private_memory()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], _private_memory() - base)
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = work()
+    finally:
+        done.set()
+        watcher.join()
+    return max(peak[0], _private_memory() - base), result
+
+
+def test_the_driver_holds_none_of_a_reference_set_larger_than_its_memory_budget(ray_local, tmp_path):
+    budget = 16 * 2 ** 20  # 16 MiB for the driver; the reference set is 64 MiB, in 4 shards of 16 MiB
+    rng = np.random.default_rng(0)
+    path = tmp_path / "reference.npy"
+    reference = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(4 * 65536, 64))
+    for s in range(0, len(reference), 65536):
+        reference[s:s + 65536] = rng.normal(size=(65536, 64))
+    reference.flush()
+    del reference
+    queries = rng.normal(size=(300, 64)).astype(np.float32)
+    spread = Workers(2)
+
+    def evaluate(workers, rows=FileRows(str(path))):
+        return workers.neighbours(queries, rows, 2), workers.moments(rows)
+
+    evaluate(spread, queries)  # once on a small set: the code and libraries it loads are not the data
+    grown, (found, (mu, sigma)) = _memory_growth(lambda: evaluate(spread))
+    assert grown < budget, f"the driver grew by {grown / 2 ** 20:.1f} MiB"
+    assert found.indices.shape == (300, 2) and sigma.shape == (64, 64)
+    # The same search in this process reads every shard here: the measure sees it.
+    grown_here, (found_here, (mu_here, _)) = _memory_growth(lambda: evaluate(Workers(1)))
+    assert grown_here > budget
+    assert np.array_equal(found_here.indices, found.indices) and np.allclose(mu_here, mu, rtol=1e-9, atol=1e-15)
