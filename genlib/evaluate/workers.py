@@ -44,6 +44,7 @@ from genlib.evaluate.knn import Neighbours, _in_parallel, nearest_neighbours
 SAMPLE_BATCH = 256  # samples drawn at once, each batch under its own seed
 SHARD_ROWS = 65536  # reference rows a search or statistics piece reads
 QUERY_ROWS = 4096  # query rows a search or ball piece reads
+BALL_ROWS = 512  # query rows a ball piece measures at once
 RAY_RETRIES = 3  # times Ray reruns a search or statistics task whose worker died
 
 
@@ -190,12 +191,19 @@ def _moments_piece(rows: Rows, r: tuple[int, int], device: str) -> tuple[int, np
 def _ball_piece(queries: Rows, q: tuple[int, int], centres: Rows, c: tuple[int, int], radii: np.ndarray,
                 strict: bool, device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For queries ``q`` against balls of ``radii`` around centres ``c``: per query whether it lies in any
-    ball and in how many, per centre whether any query lies in its ball (``strict``: d < r, else d ≤ r)."""
-    d = torch.cdist(torch.from_numpy(np.array(queries.read(*q), np.float32)).to(device),
-                    torch.from_numpy(np.array(centres.read(*c), np.float32)).to(device))
+    ball and in how many, per centre whether any query lies in its ball (``strict``: d < r, else d ≤ r).
+    Distances ``BALL_ROWS`` queries at a time: 512 × 65,536 float32, 128 MiB."""
+    centre = torch.from_numpy(np.array(centres.read(*c), np.float32)).to(device)
     r = torch.from_numpy(radii).to(device)[None, :]
-    inside = d < r if strict else d <= r
-    return inside.any(1).cpu().numpy(), inside.sum(1).cpu().numpy(), inside.any(0).cpu().numpy()
+    anywhere, count, covered = [], [], torch.zeros(len(centre), dtype=torch.bool, device=device)
+    for s in range(q[0], q[1], BALL_ROWS):
+        d = torch.cdist(torch.from_numpy(np.array(queries.read(s, min(s + BALL_ROWS, q[1])), np.float32)).to(device),
+                        centre)
+        inside = d < r if strict else d <= r
+        anywhere.append(inside.any(1))
+        count.append(inside.sum(1))
+        covered |= inside.any(0)
+    return torch.cat(anywhere).cpu().numpy(), torch.cat(count).cpu().numpy(), covered.cpu().numpy()
 
 
 def _one_thread(fn: Callable, *args, device: str | None = None) -> Any:
@@ -264,6 +272,7 @@ class Workers:
     batch_size: int = 512  # images per feature-extraction batch
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # here: where pieces run
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _checked: bool = field(default=False, repr=False)
 
     @classmethod
     def from_config(cls, eval_cfg, device: torch.device | str = "cpu") -> Workers:
@@ -297,6 +306,7 @@ class Workers:
             return torch.from_numpy(np.concatenate([sample_batch(model, *it, seed, truncation, wanted)
                                                     for it in tqdm(items, desc=desc, leave=False)]))
         import ray
+        self._start()
         model_ref = ray.put(_on_cpu(model))
         out = np.empty((n, *model.shape), np.uint8)
         for part in self._ray_data(_SampleActor, {"model_ref": model_ref, "seed": seed, "truncation": truncation,
@@ -318,6 +328,7 @@ class Workers:
                            items, f"{extractor.name} features")
             else:
                 import ray
+                self._start()
                 kwargs = {"extractor_ref": ray.put(_on_cpu(extractor)), "source": self._ship(source),
                           "batch_size": self.batch_size}
                 for part in self._ray_data(_FeatureActor, kwargs, [{"start": s, "stop": e} for s, e in items],
@@ -440,6 +451,21 @@ class Workers:
         finally:
             bar.close()
 
+    def check_placement(self) -> None:
+        """Refuse workers the Ray cluster (or, before Ray starts, this machine) can never place, rather
+        than wait for them forever."""
+        from genlib.train.launch import check_placement
+
+        need = {"CPU": 1.0, **({"GPU": self.gpus_per_worker} if self.gpus_per_worker else {})}
+        check_placement(self.count, need, "eval.workers", "eval.workers or eval.gpus_per_worker")
+
+    def _start(self) -> None:
+        """Join or start Ray (``RAY_ADDRESS``), and check once that it can place the workers."""
+        ensure_ray()
+        if not self._checked:
+            self.check_placement()
+            self._checked = True
+
     def _ship(self, rows: Rows) -> Rows:
         """Rows a Ray worker can read: an array the driver holds goes into the object store once."""
         if isinstance(rows, ArrayRows):
@@ -450,7 +476,7 @@ class Workers:
     def _ray_tasks(self, piece: Callable, items: Sequence[tuple[Any, tuple]]) -> Iterator[tuple[Any, Any]]:
         """(key, result) of each item as its Ray task finishes, at most ``count`` running at once."""
         import ray
-        ensure_ray()
+        self._start()
         shipped: dict[int, Rows] = {}
 
         def ship(arg):
@@ -476,7 +502,7 @@ class Workers:
         actor that dies (its node lost, its process killed) is replaced and its batch rerun: Ray Data's
         default for actor pools (an exception raised by our code is not retried)."""
         import ray.data
-        ensure_ray()
+        self._start()
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)

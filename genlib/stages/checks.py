@@ -16,6 +16,7 @@ from genlib.config import Config
 from genlib.data.sources import SOURCES
 from genlib.evaluate.extractor import eval_device
 from genlib.evaluate.features import EXTRACTORS
+from genlib.evaluate.workers import Workers
 
 DEFAULT_PRESET = "digits"  # the evaluation settings of an audit whose --dataset names no preset
 
@@ -28,6 +29,8 @@ def check_names(cfg: Config) -> None:
         if value not in registry:
             raise ValueError(f"{key}={value!r} is not a known {registry.kind}; known: {registry.names()}")
     eval_device(cfg.eval.device)  # eval.device=cuda without a CUDA GPU
+    if cfg.eval.workers > 1:  # evaluation workers the cluster (or this machine) cannot place
+        Workers.from_config(cfg.eval).check_placement()
     if cfg.train.reweight_every is not None:  # every model trained must be able to weight its own training set
         from genlib.models import MODELS
         from genlib.train.adaptive import check_adaptive

@@ -84,14 +84,20 @@ def worker_resources(train: TrainConfig) -> dict[str, float]:
 
 def check_resources(train: TrainConfig) -> None:
     """Refuse a worker group the cluster can never place, before any run opens: Ray Train would
-    otherwise retry its start forever ("No available node types can fulfill resource request").
+    otherwise retry its start forever ("No available node types can fulfill resource request")."""
+    check_placement(train.num_workers, worker_resources(train), "train.num_workers",
+                    "train.num_workers, train.cpus_per_worker or train.gpus_per_worker")
+
+
+def check_placement(count: int, need: dict[str, float], key: str, knobs: str) -> None:
+    """Refuse ``count`` workers of ``need`` each (``key``: the setting that asked for them; ``knobs``:
+    the settings that lower the demand) that the cluster can never place.
 
     Checked against the totals of the Ray cluster this process is connected to, or, before Ray
     starts, of this machine (what genlib's own local instance will have). Not checked for a
-    cluster with an autoscaler, whose nodes come later: there Ray Train's own check applies."""
+    cluster with an autoscaler, whose nodes come later: there Ray's own check applies."""
     import ray
 
-    need = worker_resources(train)
     if ray.is_initialized():
         if _autoscaling():
             return
@@ -102,16 +108,15 @@ def check_resources(train: TrainConfig) -> None:
     else:
         nodes = [_machine_resources()]
         where = "this machine (genlib's local Ray instance)"
-    fits = sum(min(int(node.get(key, 0) // value) for key, value in need.items()) for node in nodes)
-    if fits >= train.num_workers:
+    fits = sum(min(int(node.get(k, 0) // value) for k, value in need.items()) for node in nodes)
+    if fits >= count:
         return
-    have = ", ".join(f"{sum(node.get(key, 0) for node in nodes):g} {key}" for key in ("CPU", "GPU"))
-    biggest = {key: max(node.get(key, 0) for node in nodes) for key in need}
+    have = ", ".join(f"{sum(node.get(k, 0) for node in nodes):g} {k}" for k in ("CPU", "GPU"))
+    biggest = {k: max(node.get(k, 0) for node in nodes) for k in need}
     raise ValueError(
-        f"train.num_workers={train.num_workers} workers of {_describe(need)} each cannot be placed on {where}: "
+        f"{key}={count} workers of {_describe(need)} each cannot be placed on {where}: "
         f"it has {have} in all, at most {_describe(biggest)} on one node, room for {fits} such worker(s). "
-        f"Lower train.num_workers, train.cpus_per_worker or train.gpus_per_worker, or join a larger cluster "
-        f"(--ray-address).")
+        f"Lower {knobs}, or join a larger cluster (--ray-address).")
 
 
 def _describe(resources: dict[str, float]) -> str:

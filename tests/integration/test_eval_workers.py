@@ -163,3 +163,13 @@ def test_the_driver_holds_none_of_a_reference_set_larger_than_its_memory_budget(
     grown_here, (found_here, (mu_here, _)) = _memory_growth(lambda: evaluate(Workers(1)))
     assert grown_here > budget
     assert np.array_equal(found_here.indices, found.indices) and np.allclose(mu_here, mu, rtol=1e-9, atol=1e-15)
+
+
+def test_workers_the_ray_cluster_cannot_place_are_refused_before_any_piece_runs(ray_local):
+    rows = np.zeros((10, 4), np.float32)
+    with pytest.raises(ValueError, match=r"eval.workers=8 workers of 1 CPU each cannot be placed on this Ray cluster "
+                                         r"\(1 node\): it has 2 CPU, 0 GPU in all"):
+        Workers(8).moments(rows)
+    with pytest.raises(ValueError, match=r"eval.workers=2 workers of 1 CPU \+ 1 GPU each .* room for 0 such worker\(s\)\. "
+                                         r"Lower eval.workers or eval.gpus_per_worker"):
+        Workers(2, gpus_per_worker=1).neighbours(rows, rows, 1)

@@ -110,6 +110,11 @@ BAD_COMMANDS = [
      "eval.extractor='inceptoin' is not a known feature extractor; known: ['domain', 'inception-v3-fid']"),
     (["pipeline", "digits-quick", "--eval.device=cuda"],
      "eval.device=cuda is not allowed on this machine: torch sees no CUDA GPU"),
+    (["pipeline", "digits-quick", "--eval.workers=64"], "eval.workers=64 workers of 1 CPU each cannot be placed on "),
+    (["pipeline", "digits-quick", "--eval.gpus_per_worker=1"],
+     "eval.gpus_per_worker=1.0 is not allowed; expected 0 with eval.workers=1 (one process uses eval.device)"),
+    (["pipeline", "digits-quick", "--eval.workers=2", "--eval.knn=ivf"],
+     "eval.knn='ivf' is not allowed; expected 'exact' with eval.workers ≥ 2"),
     (["sample", "--run", "0123abcd", "-n", "0", "-o", "x.png"], "-n is the number of samples to draw: at least 1, got 0"),
     (["sample", "--run", "0123abcd", "-n", "-1", "-o", "x.png"], "at least 1, got -1"),
 ]

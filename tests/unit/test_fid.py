@@ -68,11 +68,13 @@ def _pr_brute_force(real, fake, k):
 
 @pytest.fixture
 def small_shards(monkeypatch):
-    """Shards of 7 reference rows against blocks of 5 queries: the merges of the pieces are exercised."""
+    """Shards of 37 reference rows against blocks of 29 queries, measured 13 at a time: the pieces' merges
+    are exercised."""
     import genlib.evaluate.workers as workers
 
-    monkeypatch.setattr(workers, "SHARD_ROWS", 7)
-    monkeypatch.setattr(workers, "QUERY_ROWS", 5)
+    monkeypatch.setattr(workers, "SHARD_ROWS", 37)
+    monkeypatch.setattr(workers, "QUERY_ROWS", 29)
+    monkeypatch.setattr(workers, "BALL_ROWS", 13)
 
 
 def test_precision_recall_match_their_definition(small_shards):

@@ -1,0 +1,156 @@
+"""The evaluate stage in one process against ``eval.workers=2`` on local Ray, same checkpoint, same data:
+
+* data: a 8×8 digits set grown to ``--reference`` training images (each digit shifted by up to a pixel
+  and its grey levels jittered by ±1, 17 levels kept), with val and test splits of a tenth each;
+* model: the ``digits-quick`` VAE trained for ``--epochs`` epochs on the plain digits set;
+* evaluation: ``--generated`` samples scored against it (FID/KID/precision-recall/density-coverage
+  against the test split, copy rates, authenticity and data-copying against the train split), in the
+  digits domain network's feature space (``eval.extractor_from``), ``eval.iwae_k=1`` (the likelihood
+  is not spread over workers) and ``eval.robust_copies=none`` (nor are the transform-robust copies);
+* each configuration runs in a fresh process, cold (reference features, their statistics and the
+  train split's self-neighbours computed) and then warm (read back from the cache), and prints its
+  wall time and the driver's peak private memory (heap and file pages; not Ray's object store).
+  The metrics of the two configurations are compared: they must agree to 1e-9.
+
+    .venv/bin/python bench/eval_workers.py [--reference 200000] [--generated 10000] [--epochs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def grown_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n 8×8 images in 17 levels: sklearn's digits, each shifted by up to one pixel (zeros fill) and
+    its levels jittered by ±1; and their labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images, labels = digits.images.astype(np.int16), digits.target
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(images), n)
+    out = np.zeros((n, 8, 8), np.int16)
+    shifts = rng.integers(-1, 2, (n, 2))
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            mine = (shifts[:, 0] == dy) & (shifts[:, 1] == dx)
+            moved = np.roll(images[pick[mine]], (dy, dx), axis=(1, 2))
+            if dy:
+                moved[:, 0 if dy > 0 else -1, :] = 0
+            if dx:
+                moved[:, :, 0 if dx > 0 else -1] = 0
+            out[mine] = moved
+    out += (rng.integers(-1, 2, out.shape) * (out > 0)).astype(np.int16)  # jitter the strokes, not the background
+    return np.clip(out, 0, 16).astype(np.uint8), labels[pick]
+
+
+def private_memory() -> int:
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return sum(int(fields[k].split()[0]) * 1024 for k in ("RssAnon", "RssFile"))
+
+
+def child(args) -> None:
+    """One evaluation in this process: prints a JSON line with its wall time, peak memory and metrics."""
+    from genlib.presets import load_config
+    from genlib.stages.evaluate import evaluate
+
+    peak, done = [private_memory()], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], private_memory())
+            time.sleep(0.02)
+
+    threading.Thread(target=watch, daemon=True).start()
+    cfg = load_config("digits-quick", [f"eval.workers={args.workers}", f"eval.n_generated={args.generated}",
+                                       "eval.iwae_k=1", "eval.robust_copies=none", "eval.n_samples=16",
+                                       f"eval.extractor_from={args.network}"])
+    start = time.perf_counter()
+    result = evaluate(cfg, args.checkpoint, args.dataset)
+    wall = time.perf_counter() - start
+    done.set()
+    print("RESULT " + json.dumps({"wall_s": wall, "peak_private_mib": max(peak[0], private_memory()) / 2 ** 20,
+                                  "metrics": result.metrics}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reference", type=int, default=200_000, help="training images of the grown set")
+    parser.add_argument("--generated", type=int, default=10_000)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", help=argparse.SUPPRESS)
+    parser.add_argument("--network", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+
+    home = Path(tempfile.mkdtemp(prefix="genlib-eval-workers-"))
+    os.environ["GENLIB_HOME"] = str(home)
+    from genlib.config import DataConfig
+    from genlib.data.dataset import DatasetVersion
+    from genlib.data.prepare import prepare
+    from genlib.evaluate.domain import export_domain
+    from genlib.evaluate.features import load_extractor
+    from genlib.presets import load_config
+    from genlib.stages.train import train
+
+    digits = DatasetVersion(prepare(DataConfig(source="digits")).path)
+    network = export_domain(load_extractor("domain", digits), home / "digits-network")
+    images, labels = grown_digits(int(args.reference / 0.8) + 1)
+    np.savez(home / "grown.npz", images=images, labels=labels)
+    grown = DatasetVersion(prepare(DataConfig(source="npz", path=str(home / "grown.npz"), levels=17,
+                                              val_fraction=0.1, test_fraction=0.1)).path)
+    splits = grown.manifest["splits"]
+    cfg = load_config("digits-quick", [f"train.epochs={args.epochs}"])
+    checkpoint = train(cfg, digits.path).checkpoint
+    print(f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
+          f"python {platform.python_version()}")
+    print(f"grown digits: {splits['train']} train, {splits['val']} val, {splits['test']} test images (8×8, 17 levels); "
+          f"{args.generated} samples of a VAE trained {args.epochs} epochs on the digits")
+
+    results = {}
+    for workers in (1, 2):
+        for cache in ("cold", "warm"):
+            if cache == "cold":  # the grown set's references computed anew (the domain network stays)
+                for cached in (home / "features").glob("*.np[yz]"):
+                    cached.unlink()
+            out = subprocess.run([sys.executable, __file__, "--child", f"--workers={workers}",
+                                  f"--generated={args.generated}", f"--checkpoint={checkpoint}",
+                                  f"--dataset={grown.path}", f"--network={network}"],
+                                 env={**os.environ, "GENLIB_HOME": str(home)}, capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(f"the evaluation with eval.workers={workers} failed:\n{out.stderr[-4000:]}")
+            results[workers, cache] = json.loads(out.stdout.split("RESULT ", 1)[1].splitlines()[0])
+            r = results[workers, cache]
+            print(f"eval.workers={workers} {cache:4}: {r['wall_s']:7.1f} s, driver peak {r['peak_private_mib']:7.0f} MiB",
+                  flush=True)
+    for cache in ("cold", "warm"):
+        one, two = results[1, cache], results[2, cache]
+        print(f"{cache}: 2 workers {one['wall_s'] / two['wall_s']:.2f}× the speed of one process (ideal on "
+              f"{os.cpu_count()} cores: {min(2, os.cpu_count())}×); driver peak {two['peak_private_mib']:.0f} against "
+              f"{one['peak_private_mib']:.0f} MiB")
+    one, two = results[1, "cold"]["metrics"], results[2, "cold"]["metrics"]
+    worst = max(abs(two[k] - v) / max(abs(v), 1e-12) for k, v in one.items())
+    print(f"metrics: {len(one)} equal in both, largest relative difference {worst:.1e}; e.g. "
+          + ", ".join(f"{k} {one[k]:.4g}" for k in ("fid_domain", "precision_domain", "recall_domain",
+                                                    "copy_rate_pixel", "authenticity_pixel") if k in one))
+    if one.keys() != two.keys() or worst > 1e-9:
+        sys.exit("the two configurations disagree")
+
+
+if __name__ == "__main__":
+    main()
