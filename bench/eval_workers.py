@@ -11,8 +11,13 @@
   train split's self-neighbours computed) and then warm (read back from the cache), and prints its
   wall time and the driver's peak private memory (heap and file pages; not Ray's object store).
   The metrics of the two configurations are compared: they must agree to 1e-9.
+* ``--crossover``: instead, where two workers start to beat one process at the exact search: 2000
+  queries against 4k–1M references of 128 dims (Gaussian), each timed here and on 2 local Ray workers
+  (Ray already up, its workers warm), with the multiply-adds (queries × references × dims) of each;
+  ``RAY_MIN_WORK`` in ``genlib/evaluate/workers.py`` is set from it.
 
     .venv/bin/python bench/eval_workers.py [--reference 200000] [--generated 10000] [--epochs 3]
+    .venv/bin/python bench/eval_workers.py --crossover
 """
 
 from __future__ import annotations
@@ -76,12 +81,37 @@ def child(args) -> None:
     cfg = load_config("digits-quick", [f"eval.workers={args.workers}", f"eval.n_generated={args.generated}",
                                        "eval.iwae_k=1", "eval.robust_copies=none", "eval.n_samples=16",
                                        f"eval.extractor_from={args.network}"])
+    before = private_memory()
     start = time.perf_counter()
     result = evaluate(cfg, args.checkpoint, args.dataset)
     wall = time.perf_counter() - start
     done.set()
     print("RESULT " + json.dumps({"wall_s": wall, "peak_private_mib": max(peak[0], private_memory()) / 2 ** 20,
+                                  "before_mib": before / 2 ** 20,
                                   "metrics": result.metrics}))
+
+
+def crossover() -> None:
+    """Exact search, one process against two local Ray workers, over growing reference sets."""
+    import genlib.evaluate.workers as workers
+    from genlib.evaluate.workers import Workers
+
+    workers.RAY_MIN_WORK = 0  # every search to the workers
+    rng = np.random.default_rng(0)
+    queries = rng.normal(size=(2000, 128)).astype(np.float32)
+    here, spread = Workers(1), Workers(2)
+    spread.neighbours(queries[:10], queries, 2)  # Ray started, its workers warm
+    print(f"machine: {platform.node()}, {os.cpu_count()} cores; exact k=2 search of 2000 queries, 128 dims")
+    for n in (4096, 16384, 65536, 262144, 1048576):
+        refs = rng.normal(size=(n, 128)).astype(np.float32)
+        times = {}
+        for name, who in (("here", here), ("2 workers", spread)):
+            start = time.perf_counter()
+            found = who.neighbours(queries, refs, 2)
+            times[name] = time.perf_counter() - start
+        print(f"{n:8d} references ({2000 * n * 128:.1e} multiply-adds): one process {times['here']:6.2f} s, "
+              f"2 workers {times['2 workers']:6.2f} s, ratio {times['here'] / times['2 workers']:.2f}", flush=True)
+        assert found.indices.shape == (2000, 2)
 
 
 def main() -> None:
@@ -89,6 +119,7 @@ def main() -> None:
     parser.add_argument("--reference", type=int, default=200_000, help="training images of the grown set")
     parser.add_argument("--generated", type=int, default=10_000)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--crossover", action="store_true", help="where 2 workers start to beat one process")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
@@ -97,6 +128,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(args)
+    if args.crossover:
+        return crossover()
 
     home = Path(tempfile.mkdtemp(prefix="genlib-eval-workers-"))
     os.environ["GENLIB_HOME"] = str(home)
@@ -136,13 +169,14 @@ def main() -> None:
                 sys.exit(f"the evaluation with eval.workers={workers} failed:\n{out.stderr[-4000:]}")
             results[workers, cache] = json.loads(out.stdout.split("RESULT ", 1)[1].splitlines()[0])
             r = results[workers, cache]
-            print(f"eval.workers={workers} {cache:4}: {r['wall_s']:7.1f} s, driver peak {r['peak_private_mib']:7.0f} MiB",
-                  flush=True)
+            print(f"eval.workers={workers} {cache:4}: {r['wall_s']:7.1f} s, driver peak {r['peak_private_mib']:6.0f} MiB "
+                  f"({r['peak_private_mib'] - r['before_mib']:+.0f} MiB over its {r['before_mib']:.0f} MiB before the "
+                  f"stage)", flush=True)
     for cache in ("cold", "warm"):
         one, two = results[1, cache], results[2, cache]
         print(f"{cache}: 2 workers {one['wall_s'] / two['wall_s']:.2f}× the speed of one process (ideal on "
-              f"{os.cpu_count()} cores: {min(2, os.cpu_count())}×); driver peak {two['peak_private_mib']:.0f} against "
-              f"{one['peak_private_mib']:.0f} MiB")
+              f"{os.cpu_count()} cores: {min(2, os.cpu_count())}×); the driver's rise "
+              f"{two['peak_private_mib'] - two['before_mib']:.0f} against {one['peak_private_mib'] - one['before_mib']:.0f} MiB")
     one, two = results[1, "cold"]["metrics"], results[2, "cold"]["metrics"]
     worst = max(abs(two[k] - v) / max(abs(v), 1e-12) for k, v in one.items())
     print(f"metrics: {len(one)} equal in both, largest relative difference {worst:.1e}; e.g. "

@@ -40,7 +40,7 @@ from genlib.evaluate.knn import Neighbours, approximate_neighbours, nearest_neig
 from genlib.evaluate.likelihood import LATENT_MMD_IMAGES, latent_metrics, likelihood_metrics
 from genlib.evaluate.memorization import authenticity, copy_rate, data_copying_zscore
 from genlib.evaluate.references import References
-from genlib.evaluate.workers import SAMPLE_BATCH, Rows, Workers, as_rows
+from genlib.evaluate.workers import SAMPLE_BATCH, Rows, Workers, as_rows, shard_count
 from genlib.figures import image_grid
 from genlib.models import GenerativeModel
 from genlib.models.base import INTERPOLATE, LATENT_PRIOR, PATH_LENGTH, STYLE_MIX, TRAVERSE, TRUNCATE
@@ -122,7 +122,8 @@ def sample_quality(f_gen: np.ndarray, refs: References) -> Scores:
               "quality.extractor": extractor.preprocessing, "quality.n_generated": len(f_gen),
               "quality.reference_split": "test", "quality.n_reference": n_ref,
               "quality.precision_recall_k": 3, "quality.density_coverage_k": 5,
-              "fid.clipped_eigenvalues": fd.clipped_eigenvalues, **workers.protocol()}
+              "fid.clipped_eigenvalues": fd.clipped_eigenvalues, "quality.reference_shards": shard_count(n_ref),
+              **workers.protocol()}
     ceiling = _inception_score(extractor, f_test, "quality.is_test_split")  # the same score of real test images
     if ceiling:
         params.update({"quality.is_splits": IS_SPLITS, "quality.is_test_split": ceiling["quality.is_test_split"]})
@@ -214,6 +215,7 @@ def memorization(generated: torch.Tensor, f_gen: np.ndarray, refs: References, c
     robust_metrics, robust_params, robust_flags = robust_copies(generated, refs, robust)
     metrics |= robust_metrics
     params = {**robust_params, "memorization.reference_split": "train", "memorization.n_reference": len(train_px),
+              "memorization.reference_shards": shard_count(len(train_px)),
               "memorization.extractor_weights_sha256": refs.extractor.info.get("weights_sha256"),
               "memorization.copy_threshold": "d1/d2 < 1/3",
               "memorization.knn": knn if knn == "exact" else f"ivf, {probes} probes of ~sqrt(N) cells"}

@@ -45,6 +45,10 @@ SAMPLE_BATCH = 256  # samples drawn at once, each batch under its own seed
 SHARD_ROWS = 65536  # reference rows a search or statistics piece reads
 QUERY_ROWS = 4096  # query rows a search or ball piece reads
 BALL_ROWS = 512  # query rows a ball piece measures at once
+# Searches, ball counts and moments smaller than this many multiply-adds (rows × rows × dims, or rows ×
+# dims² for moments) run here even with eval.workers ≥ 2: shipping them costs more than they take
+# (bench/eval_workers.py --crossover measures where two local Ray workers start to win).
+RAY_MIN_WORK = 2e10
 RAY_RETRIES = 3  # times Ray reruns a search or statistics task whose worker died
 
 
@@ -52,6 +56,11 @@ def batch_seed(seed: int, batch: int) -> int:
     """The seed of sample batch ``batch`` of an evaluation seeded ``seed``: independent streams per batch,
     so any worker can draw any batch and get the same images."""
     return int(np.random.SeedSequence([seed, batch]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def shard_count(n: int) -> int:
+    """How many shards a reference set of n rows is searched in."""
+    return len(spans(n, SHARD_ROWS))
 
 
 def spans(n: int, size: int) -> list[tuple[int, int]]:
@@ -357,7 +366,7 @@ class Workers:
                 best[qi] = found if best[qi] is None else top_k([best[qi], found], want)
 
         self._map(_search_piece, [(qi, (queries, q, refs, r, want)) for qi, q in enumerate(q_spans) for r in r_spans],
-                  desc, merge)
+                  desc, merge, len(queries) * len(refs) * refs.shape[1])
         dist = np.concatenate([top_k([b], want)[0] for b in best])
         rows = np.concatenate([top_k([b], want)[1] for b in best])
         if exclude_self:
@@ -381,7 +390,8 @@ class Workers:
                     folded[0] = part if folded[0] is None else merge_moments(folded[0], part)
                     folded[1] += 1
 
-        self._map(_moments_piece, [(i, (rows, r)) for i, r in enumerate(r_spans)], desc, merge)
+        self._map(_moments_piece, [(i, (rows, r)) for i, r in enumerate(r_spans)], desc, merge,
+                  len(rows) * rows.shape[1] ** 2)
         n, mean, m2 = folded[0]
         return mean, m2 / (n - 1)
 
@@ -408,17 +418,19 @@ class Workers:
                 covered[c0:c1] |= found[2]
 
         self._map(_ball_piece, [((q, c), (queries, q, centres, c, radii[c[0]:c[1]], strict))
-                                for q in q_spans for c in c_spans], desc, merge)
+                                for q in q_spans for c in c_spans], desc, merge,
+                  len(queries) * len(centres) * centres.shape[1])
         return anywhere, count, covered
 
     # -- running pieces
 
     def _map(self, piece: Callable, items: Sequence[tuple[Any, tuple]], desc: str,
-             merge: Callable[[Any, Any], None]) -> None:
-        """``merge(key, piece(*args))`` for every (key, args) item, here or as Ray tasks."""
+             merge: Callable[[Any, Any], None], work: float) -> None:
+        """``merge(key, piece(*args))`` for every (key, args) item: as Ray tasks, or here with one worker or
+        under ``RAY_MIN_WORK`` multiply-adds (the same pieces: the same numbers)."""
         bar = tqdm(total=len(items), desc=desc, leave=False, disable=len(items) < 4)
         try:
-            if not self.on_ray:
+            if not self.on_ray or work < RAY_MIN_WORK:
                 def run(item):
                     merge(item[0], piece(*item[1], str(self.device)))
                     bar.update()

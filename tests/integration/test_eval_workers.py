@@ -29,6 +29,12 @@ def digits(digits_domain_network):
     return DatasetVersion(prepare(DataConfig(source="digits")).path)
 
 
+@pytest.fixture(autouse=True)
+def every_piece_on_ray(monkeypatch):
+    """Searches of any size go to the workers (below ``RAY_MIN_WORK`` they would run in the driver)."""
+    monkeypatch.setattr(workers_module, "RAY_MIN_WORK", 0)
+
+
 @pytest.fixture
 def small_shards(monkeypatch):
     """Shards of 300 reference rows against blocks of 128 queries: several pieces, merged, on each side."""
@@ -81,6 +87,7 @@ def test_an_audit_on_two_ray_workers_gives_the_single_process_numbers(ray_local,
     assert {k: v for k, v in two.items() if v != pytest.approx(one[k], rel=1e-9, abs=1e-12)} == {}
     params = Tracker().get_run(results[2].run_id).data.params
     assert params["eval.workers"] == "2" and params["eval.shard_rows"] == "300"
+    assert params["memorization.reference_shards"] == "5" and params["quality.reference_shards"] == "2"  # 1259, 359
 
 
 def _fake_extractor(encode) -> Extractor:
