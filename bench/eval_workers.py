@@ -7,10 +7,14 @@
   against the test split, copy rates, authenticity and data-copying against the train split), in the
   digits domain network's feature space (``eval.extractor_from``), ``eval.iwae_k=1`` (the likelihood
   is not spread over workers) and ``eval.robust_copies=none`` (nor are the transform-robust copies);
-* each configuration runs in a fresh process, cold (reference features, their statistics and the
-  train split's self-neighbours computed) and then warm (read back from the cache), and prints its
-  wall time and the driver's peak private memory (heap and file pages; not Ray's object store).
-  The metrics of the two configurations are compared: they must agree to 1e-9.
+* three configurations: one process on one torch thread (the baseline: the ideal for 2 workers is
+  2× its speed), one process on every core (its pieces run on one Python thread per core: on this
+  2-core machine 2 workers can at best match it), and 2 Ray workers;
+* each runs in a fresh process, cold (reference features, their statistics and the train split's
+  self-neighbours computed) and then warm (read back from the cache), and prints its wall time and
+  the driver's peak rise in heap and in file pages (memory-mapped files read; reclaimable) over
+  what it held with its libraries loaded; not Ray's object store. The metrics of the first and
+  last configurations are compared: they must agree to 1e-9.
 * ``--crossover``: instead, where two workers start to beat one process at the exact search: 2000
   queries against 4k–1M references of 128 dims (Gaussian), each timed here and on 2 local Ray workers
   (Ray already up, its workers warm), with the multiply-adds (queries × references × dims) of each;
@@ -60,41 +64,52 @@ def grown_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(out, 0, 16).astype(np.uint8), labels[pick]
 
 
-def private_memory() -> int:
+def memory() -> tuple[int, int]:
+    """This process's resident (heap, file pages) in bytes; file pages include memory-mapped files read."""
     fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
-    return sum(int(fields[k].split()[0]) * 1024 for k in ("RssAnon", "RssFile"))
+    return tuple(int(fields[k].split()[0]) * 1024 for k in ("RssAnon", "RssFile"))
 
 
 def child(args) -> None:
     """One evaluation in this process: prints a JSON line with its wall time, peak memory and metrics."""
+    import mlflow  # noqa: F401 - the libraries the stage loads, loaded before "before"
+    import ray  # noqa: F401
+    import sklearn.cluster  # noqa: F401
+
+    import genlib.evaluate.suite  # noqa: F401
     from genlib.presets import load_config
     from genlib.stages.evaluate import evaluate
 
-    peak, done = [private_memory()], threading.Event()
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    peak, done = [0, 0], threading.Event()
 
     def watch():
         while not done.is_set():
-            peak[0] = max(peak[0], private_memory())
+            peak[:] = [max(p, m) for p, m in zip(peak, memory())]
             time.sleep(0.02)
 
     threading.Thread(target=watch, daemon=True).start()
     cfg = load_config("digits-quick", [f"eval.workers={args.workers}", f"eval.n_generated={args.generated}",
                                        "eval.iwae_k=1", "eval.robust_copies=none", "eval.n_samples=16",
                                        f"eval.extractor_from={args.network}"])
-    before = private_memory()
+    before = memory()
+    peak[:] = before
     start = time.perf_counter()
     result = evaluate(cfg, args.checkpoint, args.dataset)
     wall = time.perf_counter() - start
     done.set()
-    print("RESULT " + json.dumps({"wall_s": wall, "peak_private_mib": max(peak[0], private_memory()) / 2 ** 20,
-                                  "before_mib": before / 2 ** 20,
+    peak[:] = [max(p, m) for p, m in zip(peak, memory())]
+    print("RESULT " + json.dumps({"wall_s": wall, "heap_rise_mib": (peak[0] - before[0]) / 2 ** 20,
+                                  "file_rise_mib": (peak[1] - before[1]) / 2 ** 20, "before_mib": sum(before) / 2 ** 20,
                                   "metrics": result.metrics}))
 
 
 def crossover() -> None:
     """Exact search, one process against two local Ray workers, over growing reference sets."""
     import genlib.evaluate.workers as workers
-    from genlib.evaluate.workers import Workers
+    from genlib.evaluate.workers import FileRows, Workers
 
     workers.RAY_MIN_WORK = 0  # every search to the workers
     rng = np.random.default_rng(0)
@@ -102,8 +117,10 @@ def crossover() -> None:
     here, spread = Workers(1), Workers(2)
     spread.neighbours(queries[:10], queries, 2)  # Ray started, its workers warm
     print(f"machine: {platform.node()}, {os.cpu_count()} cores; exact k=2 search of 2000 queries, 128 dims")
+    folder = Path(tempfile.mkdtemp(prefix="genlib-crossover-"))
     for n in (4096, 16384, 65536, 262144, 1048576):
-        refs = rng.normal(size=(n, 128)).astype(np.float32)
+        np.save(folder / "refs.npy", rng.normal(size=(n, 128)).astype(np.float32))  # read by the pieces, as the
+        refs = FileRows(str(folder / "refs.npy"))  # evaluation's references are
         times = {}
         for name, who in (("here", here), ("2 workers", spread)):
             start = time.perf_counter()
@@ -122,6 +139,7 @@ def main() -> None:
     parser.add_argument("--crossover", action="store_true", help="where 2 workers start to beat one process")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     parser.add_argument("--network", help=argparse.SUPPRESS)
@@ -155,29 +173,32 @@ def main() -> None:
     print(f"grown digits: {splits['train']} train, {splits['val']} val, {splits['test']} test images (8×8, 17 levels); "
           f"{args.generated} samples of a VAE trained {args.epochs} epochs on the digits")
 
+    # One process on one core (the baseline for the ideal 2×), one process on every core (its pieces on
+    # one Python thread per core), two Ray workers of one core each.
+    configs = {"1 process, 1 thread": (1, 1), f"1 process, {os.cpu_count()} threads": (1, 0),
+               "2 Ray workers": (2, 0)}
     results = {}
-    for workers in (1, 2):
+    for label, (workers, threads) in configs.items():
         for cache in ("cold", "warm"):
             if cache == "cold":  # the grown set's references computed anew (the domain network stays)
                 for cached in (home / "features").glob("*.np[yz]"):
                     cached.unlink()
-            out = subprocess.run([sys.executable, __file__, "--child", f"--workers={workers}",
+            out = subprocess.run([sys.executable, __file__, "--child", f"--workers={workers}", f"--threads={threads}",
                                   f"--generated={args.generated}", f"--checkpoint={checkpoint}",
                                   f"--dataset={grown.path}", f"--network={network}"],
                                  env={**os.environ, "GENLIB_HOME": str(home)}, capture_output=True, text=True)
             if out.returncode:
-                sys.exit(f"the evaluation with eval.workers={workers} failed:\n{out.stderr[-4000:]}")
-            results[workers, cache] = json.loads(out.stdout.split("RESULT ", 1)[1].splitlines()[0])
-            r = results[workers, cache]
-            print(f"eval.workers={workers} {cache:4}: {r['wall_s']:7.1f} s, driver peak {r['peak_private_mib']:6.0f} MiB "
-                  f"({r['peak_private_mib'] - r['before_mib']:+.0f} MiB over its {r['before_mib']:.0f} MiB before the "
-                  f"stage)", flush=True)
+                sys.exit(f"the evaluation ({label}) failed:\n{out.stderr[-4000:]}")
+            r = results[label, cache] = json.loads(out.stdout.split("RESULT ", 1)[1].splitlines()[0])
+            print(f"{label:22} {cache:4}: {r['wall_s']:6.1f} s; the driver's peak rise: heap {r['heap_rise_mib']:+5.0f} "
+                  f"MiB, file pages {r['file_rise_mib']:+5.0f} MiB (over {r['before_mib']:.0f} MiB with its libraries "
+                  f"loaded)", flush=True)
+    base, single, two = configs
     for cache in ("cold", "warm"):
-        one, two = results[1, cache], results[2, cache]
-        print(f"{cache}: 2 workers {one['wall_s'] / two['wall_s']:.2f}× the speed of one process (ideal on "
-              f"{os.cpu_count()} cores: {min(2, os.cpu_count())}×); the driver's rise "
-              f"{two['peak_private_mib'] - two['before_mib']:.0f} against {one['peak_private_mib'] - one['before_mib']:.0f} MiB")
-    one, two = results[1, "cold"]["metrics"], results[2, "cold"]["metrics"]
+        print(f"{cache}: 2 Ray workers {results[base, cache]['wall_s'] / results[two, cache]['wall_s']:.2f}× the speed "
+              f"of one process on one thread (ideal: 2×), {results[single, cache]['wall_s'] / results[two, cache]['wall_s']:.2f}× "
+              f"that of one process on {os.cpu_count()} threads (ideal on this machine: 1×)")
+    one, two = results[base, "cold"]["metrics"], results[two, "cold"]["metrics"]
     worst = max(abs(two[k] - v) / max(abs(v), 1e-12) for k, v in one.items())
     print(f"metrics: {len(one)} equal in both, largest relative difference {worst:.1e}; e.g. "
           + ", ".join(f"{k} {one[k]:.4g}" for k in ("fid_domain", "precision_domain", "recall_domain",

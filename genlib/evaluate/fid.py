@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from genlib.evaluate.workers import Workers
+from genlib.evaluate.workers import Rows, Workers
 
 
 class FrechetDistance(NamedTuple):
@@ -95,7 +95,7 @@ def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int
         seed: int = 0) -> tuple[float, float]:
     """Kernel Inception Distance: mean and std of the unbiased MMD² over random subsets. Only the subsets'
     rows are read: ``real`` may be a memory-mapped reference set larger than memory."""
-    if real.ndim != 2 or real.shape[1] != fake.shape[1]:
+    if len(real.shape) != 2 or real.shape[1] != fake.shape[1]:
         raise ValueError(f"features must be (N, D) with equal D, got {real.shape} and {fake.shape}")
     m = min(subset_size, len(real), len(fake))
     if m < 2:
@@ -108,8 +108,10 @@ def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int
     return float(np.mean(values)), float(np.std(values))
 
 
-def _rows(x: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """x[index] in float64, read in increasing row order (a memory-mapped file forward, once)."""
+def _rows(x, index: np.ndarray) -> np.ndarray:
+    """x[index] in float64 (x: an array, or ``workers.Rows`` on disk, read forward once)."""
+    if isinstance(x, Rows):
+        return x.take(index).astype(np.float64)
     order = np.argsort(index)
     out = np.empty((len(index), x.shape[1]), np.float64)
     out[order] = x[index[order]]

@@ -163,7 +163,8 @@ def _in_parallel(work: Callable[[T], R], items: Sequence[T], device: torch.devic
 
 
 def _as_matrix(x: np.ndarray, name: str, device: str | torch.device) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(x, np.float32), device=device)
+    x = np.asarray(x, np.float32)
+    t = torch.as_tensor(x if x.flags.writeable else x.copy(), device=device)  # a read-only memory map: copied
     if t.ndim != 2:
         raise ValueError(f"{name} must be a 2-d array (N, D), got shape {tuple(t.shape)}")
     return t

@@ -54,11 +54,12 @@ def data_copying_zscore(train: np.ndarray, test: np.ndarray, generated: np.ndarr
     of them places the centroids (the test statistic still uses every test and generated sample)."""
     from sklearn.cluster import KMeans
 
-    fit = train if len(train) <= KMEANS_ROWS else train[np.sort(
+    fit = train[:] if len(train) <= KMEANS_ROWS else train[np.sort(
         np.random.default_rng(seed).choice(len(train), KMEANS_ROWS, replace=False))]
     km = KMeans(n_clusters=cells, n_init=3, random_state=seed).fit(np.asarray(fit, np.float32))
     if distances is None:
-        distances = tuple(nearest_neighbours(x, train, k=1, device=device).distances[:, 0] for x in (test, generated))
+        distances = tuple(nearest_neighbours(x[:], train[:], k=1, device=device).distances[:, 0]
+                          for x in (test, generated))
     d_test, d_gen = distances
     c_test, c_gen = (np.concatenate([km.predict(np.asarray(x[s:s + 65536], np.float32))
                                      for s in range(0, len(x), 65536)]) for x in (test, generated))

@@ -102,7 +102,8 @@ def truncation_curve(model: GenerativeModel, cfg: Config, refs: References, untr
 
 def sample_quality(f_gen: np.ndarray, refs: References) -> Scores:
     """FID, KID, precision/recall and density/coverage of generated features against the test split."""
-    f_test, test_rows, workers = refs.test_features, refs.features("test"), refs.workers
+    f_test = test_rows = refs.features("test")  # on disk: read where needed, never whole
+    workers = refs.workers
     mu, sigma, n_ref = refs.test_stats
     fd = frechet_distance(*gaussian_stats(f_gen), mu, sigma)
     kid_mean, kid_std = kid(f_test, f_gen, subsets=50, subset_size=min(1000, len(f_test), len(f_gen)))
@@ -221,7 +222,7 @@ def memorization(generated: torch.Tensor, f_gen: np.ndarray, refs: References, c
               "memorization.knn": knn if knn == "exact" else f"ivf, {probes} probes of ~sqrt(N) cells"}
     try:
         d_test = workers.neighbours(refs.features("test"), refs.features("train"), 1, desc="test → train").distances
-        metrics[f"data_copying_z_{name}"], _ = data_copying_zscore(refs.train_features, refs.test_features, f_gen,
+        metrics[f"data_copying_z_{name}"], _ = data_copying_zscore(refs.features("train"), refs.features("test"), f_gen,
                                                                    cells, distances=(d_test[:, 0],
                                                                                      nn_feat.distances[:, 0]))
         params["data_copying.cells"] = cells

@@ -96,6 +96,16 @@ class Rows:
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         return np.asarray(self.array[start:stop])
 
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
+        """Rows by a slice (step 1) or an index array, as an array."""
+        if isinstance(key, slice) and key.step in (None, 1):
+            return self.read(key.start or 0, key.stop)
+        return self.take(np.asarray(key))
+
     def take(self, index: np.ndarray) -> np.ndarray:
         """Rows ``index`` (read in increasing order: a file is read once, forward)."""
         order = np.argsort(index, kind="stable")
@@ -116,12 +126,38 @@ class ArrayRows(Rows):
 
 @dataclass(frozen=True, eq=False)
 class FileRows(Rows):
-    """A ``.npy`` file (a split's features in the cache), memory-mapped where it is read."""
+    """A ``.npy`` file (a split's features in the cache), read with positional reads: a process holds
+    the rows it asked for, never pages of the file mapped into it."""
     path: str
 
     @cached_property
     def array(self) -> np.ndarray:
         return np.load(self.path, mmap_mode="r")
+
+    @cached_property
+    def _layout(self) -> tuple[int, int, np.dtype]:
+        """(offset of row 0, bytes per row, dtype), from the header (mapping a file reads none of its rows)."""
+        mapped = self.array
+        if not mapped.flags.c_contiguous:
+            raise ValueError(f"{self.path}: not a C-ordered array; its rows are not contiguous")
+        return mapped.offset, mapped.dtype.itemsize * int(np.prod(mapped.shape[1:], dtype=np.int64)), mapped.dtype
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        start, stop, _ = slice(start, stop).indices(len(self))
+        offset, row, dtype = self._layout
+        with open(self.path, "rb") as f:
+            data = os.pread(f.fileno(), (stop - start) * row, offset + start * row)
+        return np.frombuffer(bytearray(data), dtype).reshape(stop - start, *self.shape[1:])
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        offset, row, dtype = self._layout
+        index = np.asarray(index)
+        out = np.empty((len(index), *self.shape[1:]), dtype)
+        with open(self.path, "rb") as f:
+            for at in np.argsort(index, kind="stable"):  # forward through the file
+                out[at] = np.frombuffer(os.pread(f.fileno(), row, offset + int(index[at]) * row), dtype).reshape(
+                    self.shape[1:])
+        return out
 
 
 @dataclass(frozen=True, eq=False)
