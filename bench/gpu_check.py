@@ -16,7 +16,8 @@ Written for the rare, brief loan of a GPU machine, so that one command covers ev
 * ``knn``: the exact k-NN engine on the GPU against its CPU result (identical neighbours), then the time
   of a 10k × 1M × 256 search on the GPU.
 * ``inception``: the FID Inception-v3 network (random weights: speed does not depend on them) at batch
-  200 on 299×299 inputs: images/s.
+  200 on 299×299 inputs: images/s; then 20k 28×28 images through the evaluation's feature extraction
+  (``genlib.evaluate.workers``), in this process and on a Ray Data pool of 2 actors sharing the GPU.
 * ``sampling``: 64 samples from every autoregressive family, with the cache where the family has one
   and without: seconds each, and whether the two are identical.
 * ``evaluate``: the evaluate stage end to end (``eval.device=auto``: sampling, features and neighbour
@@ -77,6 +78,7 @@ class Plan:
     knn_timed: tuple[int, int, int] = (10_000, 1_000_000, 256)
     inception_batch: int = 200
     inception_passes: int = 5
+    workers_images: int = 20_000  # images the inception section extracts through the evaluation's workers
     samples: int = 64
     n_generated: int = 1000
     iwae_k: int | None = None  # None: the preset's
@@ -92,7 +94,7 @@ class Plan:
         ray_families = ["vae"] if "vae" in families else families[:1]
         return cls(False, families, ray_families, sizes=(8,), steps=steps or 3, ref_steps=2, warmup=1, batch=8,
                    ray_epochs=1, knn_check=(50, 500, 16), knn_timed=(100, 2_000, 16), inception_batch=2,
-                   inception_passes=1, samples=4, n_generated=60, iwae_k=2, ray_bf16=False, real_digits=True)
+                   inception_passes=1, workers_images=8, samples=4, n_generated=60, iwae_k=2, ray_bf16=False, real_digits=True)
 
     @property
     def device(self):
@@ -328,7 +330,39 @@ def inception(plan: Plan) -> dict:
            "images_per_second": plan.inception_batch * plan.inception_passes / seconds}
     if plan.cuda:
         out["peak_memory_mib"] = torch.cuda.max_memory_allocated(plan.device) / 2**20
+    out["evaluation_workers"] = _extraction_through_workers(plan, net.cpu())
     _say(out)
+    return out
+
+
+def _extraction_through_workers(plan: Plan, net) -> dict:
+    """Features of uint8 28×28 grey images as the evaluation extracts them (``genlib.evaluate.workers``):
+    in this process on the device, and on a Ray Data pool of 2 actors sharing it (0.5 GPU each; on the
+    CPU, one core each): images/s (the pool's start included), and whether the two agree."""
+    import numpy as np
+
+    from genlib.evaluate.extractor import Extractor
+    from genlib.evaluate.inception import preprocess
+    from genlib.evaluate.workers import Workers
+
+    def encode(images):
+        return net(preprocess(images, 256))
+
+    images = np.random.default_rng(0).integers(0, 256, (plan.workers_images, 1, 28, 28), dtype=np.uint8)
+    out = {"images": plan.workers_images}
+    for label, workers in (("here", Workers(1, batch_size=plan.inception_batch, device=plan.device)),
+                           ("2 Ray workers", Workers(2, 0.5 if plan.cuda else 0.0, plan.inception_batch))):
+        extractor = Extractor("inception-random", "random-weights", 2048, encode, {}, net).to(
+            plan.device if label == "here" else "cpu")
+        if label == "here":
+            workers.features(extractor, images[:plan.inception_batch])  # warm-up (Ray's pool starts in the timing,
+            #                                                              as an evaluation pays it per extraction)
+        started = time.perf_counter()
+        features = workers.features(extractor, images)
+        out[f"{label}_images_per_second"] = len(images) / (time.perf_counter() - started)
+        out[f"{label}_features"] = features
+    here, spread = out.pop("here_features"), out.pop("2 Ray workers_features")
+    out["largest_relative_difference"] = float(np.abs(here - spread).max() / max(np.abs(here).max(), 1e-12))
     return out
 
 

@@ -7,6 +7,7 @@ cache key and logged name, so features from different networks are never mixed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,19 +86,27 @@ def weights_digest(module: torch.nn.Module) -> str:
 EXTRACTORS: Registry[Callable[[DatasetVersion], Extractor]] = Registry("feature extractor")
 
 
-def cached_features(extractor: Extractor, version: DatasetVersion, split: str, workers=None) -> np.ndarray:
+def cached_features(extractor: Extractor, version: DatasetVersion, split: str, workers=None,
+                    also: tuple[str, ...] = ()) -> np.ndarray:
     """Features (N, D) of a dataset split, memory-mapped from ``features/<key>.npy``, the key naming the
     dataset hash, split, extractor preprocessing, n and the device kind; extracted by ``workers``
-    (``workers.Workers``; default: this process, on the extractor's device) and written as they arrive."""
+    (``workers.Workers``; default: this process, on the extractor's device) and written as they arrive.
+    The splits in ``also`` are extracted in the same pass when they are not cached yet (on Ray: one
+    actor pool for all)."""
     from genlib.evaluate.workers import SplitRows, Workers
 
     workers = workers or Workers(device=extractor.device)
-    rows = SplitRows(str(version.path), split)
-    key = f"{version.content_hash[:16]}-{split}-{extractor.preprocessing}-{len(rows)}"
-    if workers.feature_device != "cpu":  # GPU features differ in rounding (TF32): never mixed with CPU ones
-        key += f"-{workers.feature_device}"
-    path = paths.home() / "features" / f"{key}.npy"
-    if not path.is_file():
-        with atomic_file(path) as tmp:
-            workers.features(extractor, rows, out=Path(tmp))
-    return np.load(path, mmap_mode="r")
+
+    def path_of(name: str) -> Path:
+        key = f"{version.content_hash[:16]}-{name}-{extractor.preprocessing}-{len(SplitRows(str(version.path), name))}"
+        if workers.feature_device != "cpu":  # GPU features differ in rounding (TF32): never mixed with CPU ones
+            key += f"-{workers.feature_device}"
+        return paths.home() / "features" / f"{key}.npy"
+
+    missing = [name for name in dict.fromkeys((split, *also)) if not path_of(name).is_file()]
+    if missing:
+        with contextlib.ExitStack() as stack:
+            temps = [stack.enter_context(atomic_file(path_of(name))) for name in missing]
+            workers.features_of(extractor, [(SplitRows(str(version.path), name), Path(tmp))
+                                            for name, tmp in zip(missing, temps)])
+    return np.load(path_of(split), mmap_mode="r")

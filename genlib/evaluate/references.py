@@ -75,12 +75,13 @@ class References:
 
     @cached_property
     def train_features(self) -> np.ndarray:
-        """float32 (N, D), memory-mapped from the cache."""
-        return cached_features(self.extractor, self.version, "train", self.workers)
+        """float32 (N, D), memory-mapped from the cache (extracted with the test split's: every evaluation
+        wants both)."""
+        return cached_features(self.extractor, self.version, "train", self.workers, also=("test",))
 
     @cached_property
     def test_features(self) -> np.ndarray:
-        return cached_features(self.extractor, self.version, "test", self.workers)
+        return cached_features(self.extractor, self.version, "test", self.workers, also=("train",))
 
     @cached_property
     def val_features(self) -> np.ndarray:

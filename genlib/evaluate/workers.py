@@ -26,6 +26,7 @@ per-query results, so its memory does not grow with the reference set.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -283,16 +284,18 @@ class _SampleActor:
 class _FeatureActor:
     """Extracts features of image batches with the network it loaded once (from the object store)."""
 
-    def __init__(self, extractor_ref, source: Rows, batch_size: int):
+    def __init__(self, extractor_ref, sources: list[Rows], batch_size: int):
         import ray
         torch.set_num_threads(1)
         device = "cuda" if ray.get_gpu_ids() else "cpu"
         self.extractor = ray.get(extractor_ref).to(device)
-        self.source, self.batch_size = source, batch_size
+        self.sources, self.batch_size = sources, batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        images = [np.array(self.source.read(int(s), int(e))) for s, e in zip(batch["start"], batch["stop"])]
-        return {"row": np.concatenate([np.arange(s, e) for s, e in zip(batch["start"], batch["stop"])]),
+        items = list(zip(batch["source"].tolist(), batch["start"].tolist(), batch["stop"].tolist()))
+        images = [np.array(self.sources[j].read(s, e)) for j, s, e in items]
+        return {"source": np.concatenate([np.full(e - s, j) for j, s, e in items]),
+                "row": np.concatenate([np.arange(s, e) for _, s, e in items]),
                 "features": np.concatenate([self.extractor(torch.from_numpy(x), self.batch_size) for x in images])}
 
 
@@ -364,23 +367,33 @@ class Workers:
         """Features (N, D) of uint8 images (N, C, H, W), in batches of ``batch_size``; written into the
         ``.npy`` file ``out`` as they arrive when given (returned memory-mapped): the driver then holds
         one batch at a time, however large the split."""
-        source = as_rows(images)
-        n, items = len(source), spans(len(source), self.batch_size)
-        with _FeatureSink(out, n, extractor.dims) as sink:
+        return self.features_of(extractor, [(images, out)])[0]
+
+    def features_of(self, extractor, jobs: list[tuple[Rows | np.ndarray | torch.Tensor, Path | None]]
+                    ) -> list[np.ndarray]:
+        """``features`` of several image sets at once: on Ray, one actor pool (one start) for all."""
+        sources = [as_rows(images) for images, _ in jobs]
+        items = [(j, s, e) for j, source in enumerate(sources) for s, e in spans(len(source), self.batch_size)]
+        desc = f"{extractor.name} features"
+        with contextlib.ExitStack() as stack:
+            sinks = [stack.enter_context(_FeatureSink(out, len(source), extractor.dims))
+                     for source, (_, out) in zip(sources, jobs)]
             if not self.on_ray:
-                self._here(lambda span: sink.put(span[0], extractor(torch.from_numpy(np.array(source.read(*span))),
-                                                                    self.batch_size)),
-                           items, f"{extractor.name} features")
+                def extract(item):
+                    j, s, e = item
+                    sinks[j].put(s, extractor(torch.from_numpy(np.array(sources[j].read(s, e))), self.batch_size))
+                self._here(extract, items, desc)
             else:
                 import ray
                 self._start()
-                kwargs = {"extractor_ref": ray.put(_on_cpu(extractor)), "source": self._ship(source),
-                          "batch_size": self.batch_size}
-                for part in self._ray_data(_FeatureActor, kwargs, [{"start": s, "stop": e} for s, e in items],
-                                           f"{extractor.name} features", n):
-                    for start, stop in _runs(part["row"]):  # contiguous rows: one write each
-                        sink.put(int(part["row"][start]), part["features"][start:stop])
-        return sink.result
+                kwargs = {"extractor_ref": ray.put(_on_cpu(extractor)),
+                          "sources": [self._ship(source) for source in sources], "batch_size": self.batch_size}
+                for part in self._ray_data(_FeatureActor, kwargs, [{"source": j, "start": s, "stop": e}
+                                                                   for j, s, e in items],
+                                           desc, sum(len(source) for source in sources)):
+                    for start, stop in _runs(part["row"], part["source"]):  # one write per contiguous run
+                        sinks[int(part["source"][start])].put(int(part["row"][start]), part["features"][start:stop])
+        return [sink.result for sink in sinks]
 
     # -- searches and statistics
 
@@ -596,9 +609,9 @@ class _FeatureSink:
         return self.array if self.out is None else np.load(self.out, mmap_mode="r")
 
 
-def _runs(rows: np.ndarray) -> list[tuple[int, int]]:
-    """[start, stop) positions of the runs of consecutive values in ``rows``."""
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+def _runs(rows: np.ndarray, sources: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) positions of the runs of consecutive rows of one source."""
+    breaks = np.flatnonzero((np.diff(rows) != 1) | (np.diff(sources) != 0)) + 1
     edges = [0, *breaks.tolist(), len(rows)]
     return list(zip(edges[:-1], edges[1:]))
 

@@ -42,6 +42,8 @@ def test_gpu_check_dry_run_runs_every_section_on_the_cpu(ray_local, digits_domai
     assert ray_row["family"] == "vae" and ray_row["epochs"] == 1 and ray_row["images_per_second"] > 0
     assert sections["knn"]["identical_indices"] is True
     assert sections["inception"]["feature_dims"] == 2048
+    through = sections["inception"]["evaluation_workers"]
+    assert through["2 Ray workers_images_per_second"] > 0 and through["largest_relative_difference"] < 1e-5
     sampled = {r["family"]: r for r in sections["sampling"]["rows"]}
     assert {"pixelcnn", "gated-pixelcnn", "pixelrnn"} <= set(sampled)
     assert all(row["identical"] is True for row in sampled.values()), sampled  # every cached sampler = its naive one
