@@ -81,6 +81,13 @@ def generate(model, n: int, seed: int, truncation: float | None = None, workers:
     return workers.sample(model, n, seed, truncation, requested_labels(model, n))
 
 
+def generate_scored(model, n: int, seed: int, refs: References,
+                    truncation: float | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """``generate``'s samples and their features in ``refs``' extractor, drawn and extracted together
+    (on Ray by the same actors)."""
+    return refs.workers.sample_features(model, n, seed, truncation, requested_labels(model, n), refs.extractor)
+
+
 def truncation_curve(model: GenerativeModel, cfg: Config, refs: References, untruncated: dict[str, float]) -> Scores:
     """Quality against diversity as ψ falls: FID, precision and recall of ``eval.n_generated`` samples at
     each ψ of ``eval.truncation`` (the same latents: one seed), against the test split; ``untruncated``:
@@ -89,8 +96,7 @@ def truncation_curve(model: GenerativeModel, cfg: Config, refs: References, untr
     name, (mu, sigma, _) = refs.extractor.name, refs.test_stats
     rows = [{"psi": 1.0, **{m: untruncated[f"{m}_{name}"] for m in ("fid", "precision", "recall")}}]
     for psi in cfg.eval.truncation:
-        samples = generate(model, cfg.eval.n_generated, cfg.train.seed + 1, psi, refs.workers)
-        f_gen = refs.workers.features(refs.extractor, samples)
+        _, f_gen = generate_scored(model, cfg.eval.n_generated, cfg.train.seed + 1, refs, psi)
         precision, recall = precision_recall(refs.features("test"), f_gen, workers=refs.workers,
                                              real_radii=refs.test_radii[:, 2])
         rows.append({"psi": psi, "fid": frechet_distance(*gaussian_stats(f_gen), mu, sigma).value,
@@ -300,9 +306,9 @@ def score(model: GenerativeModel, cfg: Config, version: DatasetVersion, refs: Re
     parts = [Scores(metrics, protocol, sample_figures(model, cfg), {})]
     if cfg.eval.n_generated > 0:
         refs = refs or References.load(version, cfg.eval.extractor, model.device)
-        quality = sample_scores(generate(model, cfg.eval.n_generated, cfg.train.seed + 1, workers=refs.workers),
-                                cfg, version, model.device,
-                                refs, requested_labels(model, cfg.eval.n_generated))
+        generated, f_gen = generate_scored(model, cfg.eval.n_generated, cfg.train.seed + 1, refs)
+        quality = sample_scores(generated, cfg, version, model.device, refs,
+                                requested_labels(model, cfg.eval.n_generated), f_gen)
         parts += quality
         if TRUNCATE in model.capabilities and cfg.eval.truncation:
             parts.append(truncation_curve(model, cfg, refs, quality[0].metrics))
@@ -356,14 +362,15 @@ def trimmed_mean(values: np.ndarray, low: float = 1, high: float = 99) -> float:
 
 def sample_scores(generated: torch.Tensor, cfg: Config, version: DatasetVersion,
                   device: torch.device | str = "cpu", refs: References | None = None,
-                  labels: torch.Tensor | None = None) -> list[Scores]:
+                  labels: torch.Tensor | None = None, f_gen: np.ndarray | None = None) -> list[Scores]:
     """Sample quality against the test split and memorization against the train split of images
     (uint8 (N, C, H, W) in the version's shape and levels), whoever made them: a model's samples
     (``score``) or a folder of another generator's (the audit stage). ``refs``: loaded by the caller
     (default: this dataset's own, for ``cfg.eval.extractor``); ``labels``: the class each image was
-    drawn for (a class-conditional model's), scored with the extractor's classifier where it has one."""
+    drawn for (a class-conditional model's), scored with the extractor's classifier where it has one;
+    ``f_gen``: their features, when the caller extracted them."""
     refs = refs or References.load(version, cfg.eval.extractor, device)
-    f_gen = refs.workers.features(refs.extractor, generated)
+    f_gen = refs.workers.features(refs.extractor, generated) if f_gen is None else f_gen
     quality = sample_quality(f_gen, refs)
     if labels is not None:
         quality = _with_class_accuracy(quality, f_gen, labels, refs.extractor)

@@ -265,20 +265,26 @@ def _one_thread(fn: Callable, *args, device: str | None = None) -> Any:
 
 
 class _SampleActor:
-    """Draws sample batches with the model it loaded once (from the object store)."""
+    """Draws sample batches with the model it loaded once (from the object store), and extracts their
+    features with the network it loaded once, when it was given one: one pool for both."""
 
-    def __init__(self, model_ref, seed: int, truncation: float | None, labels: np.ndarray | None):
+    def __init__(self, model_ref, seed: int, truncation: float | None, labels: np.ndarray | None,
+                 extractor_ref=None, batch_size: int = 512):
         import ray
         torch.set_num_threads(1)
         self.device = "cuda" if ray.get_gpu_ids() else "cpu"
         self.model = ray.get(model_ref).to(self.device).eval()
-        self.seed, self.truncation, self.labels = seed, truncation, labels
+        self.extractor = None if extractor_ref is None else ray.get(extractor_ref).to(self.device)
+        self.seed, self.truncation, self.labels, self.batch_size = seed, truncation, labels, batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = [sample_batch(self.model, int(b), int(s), int(e), self.seed, self.truncation, self.labels)
-               for b, s, e in zip(batch["batch"], batch["start"], batch["stop"])]
-        return {"row": np.concatenate([np.arange(s, e) for s, e in zip(batch["start"], batch["stop"])]),
-                "images": np.concatenate(out)}
+        images = [sample_batch(self.model, int(b), int(s), int(e), self.seed, self.truncation, self.labels)
+                  for b, s, e in zip(batch["batch"], batch["start"], batch["stop"])]
+        out = {"row": np.concatenate([np.arange(s, e) for s, e in zip(batch["start"], batch["stop"])]),
+               "images": np.concatenate(images)}
+        if self.extractor is not None:  # each sample batch on its own, as in one process
+            out["features"] = np.concatenate([self.extractor(torch.from_numpy(x), self.batch_size) for x in images])
+        return out
 
 
 class _FeatureActor:
@@ -347,21 +353,35 @@ class Workers:
     def sample(self, model, n: int, seed: int, truncation: float | None = None,
                labels: torch.Tensor | None = None) -> torch.Tensor:
         """``n`` samples, uint8 (n, C, H, W): batch i of ``SAMPLE_BATCH`` drawn under ``batch_seed(seed, i)``."""
+        return self.sample_features(model, n, seed, truncation, labels)[0]
+
+    def sample_features(self, model, n: int, seed: int, truncation: float | None = None,
+                        labels: torch.Tensor | None = None, extractor=None) -> tuple[torch.Tensor, np.ndarray | None]:
+        """``sample``'s images and, with ``extractor``, their features (N, D), each sample batch extracted on
+        its own in batches of ``batch_size``. On Ray the same actors draw and extract: one pool."""
         wanted = None if labels is None else labels.cpu().numpy()
         items = [(i, s, e) for i, (s, e) in enumerate(spans(n, SAMPLE_BATCH))]
         desc = f"sampling {n} images" + ("" if truncation is None else f" at ψ = {truncation:g}")
         if not self.on_ray:  # batch after batch: a model's sampler need not be thread-safe
-            return torch.from_numpy(np.concatenate([sample_batch(model, *it, seed, truncation, wanted)
-                                                    for it in tqdm(items, desc=desc, leave=False)]))
+            samples = np.concatenate([sample_batch(model, *it, seed, truncation, wanted)
+                                      for it in tqdm(items, desc=desc, leave=False)])
+            features = None if extractor is None else np.concatenate(self._here(
+                lambda it: extractor(torch.from_numpy(samples[it[1]:it[2]]), self.batch_size), items,
+                f"{extractor.name} features"))
+            return torch.from_numpy(samples), features
         import ray
         self._start()
-        model_ref = ray.put(_on_cpu(model))
-        out = np.empty((n, *model.shape), np.uint8)
-        for part in self._ray_data(_SampleActor, {"model_ref": model_ref, "seed": seed, "truncation": truncation,
-                                                  "labels": wanted},
-                                   [{"batch": i, "start": s, "stop": e} for i, s, e in items], desc, n):
-            out[part["row"]] = part["images"]
-        return torch.from_numpy(out)
+        kwargs = {"model_ref": ray.put(_on_cpu(model)), "seed": seed, "truncation": truncation, "labels": wanted,
+                  "extractor_ref": None if extractor is None else ray.put(_on_cpu(extractor)),
+                  "batch_size": self.batch_size}
+        samples = np.empty((n, *model.shape), np.uint8)
+        features = None if extractor is None else np.empty((n, extractor.dims), np.float32)
+        for part in self._ray_data(_SampleActor, kwargs, [{"batch": i, "start": s, "stop": e} for i, s, e in items],
+                                   desc, n):
+            samples[part["row"]] = part["images"]
+            if features is not None:
+                features[part["row"]] = part["features"]
+        return torch.from_numpy(samples), features
 
     def features(self, extractor, images: Rows | np.ndarray | torch.Tensor, out: Path | None = None) -> np.ndarray:
         """Features (N, D) of uint8 images (N, C, H, W), in batches of ``batch_size``; written into the
