@@ -1,7 +1,7 @@
 """Where an evaluation's heavy steps run: in this process, or spread over Ray workers.
 
 ``eval.workers`` = 1 runs everything here. With ``eval.workers`` = n ≥ 2, sampling and feature
-extraction run as Ray Data batch inference on a pool of n actors (each loads the model or the
+extraction run as Ray Data batch inference on a pool of n actors (each loads the model and the
 feature network once, and takes ``eval.gpus_per_worker`` GPUs), and the searches and statistics
 over reference sets run as Ray tasks, at most n at a time; on local Ray, or on the cluster
 ``RAY_ADDRESS`` names, with the data on storage every node reads.
@@ -9,7 +9,7 @@ over reference sets run as Ray tasks, at most n at a time; on local Ray, or on t
 Either way the work is cut into the same pieces:
 
 * samples: batches of ``SAMPLE_BATCH``, batch i drawn under its own seed (``batch_seed``);
-* features: batches of ``eval.batch_size`` images;
+* features: batches of ``eval.batch_size`` images (a model's samples: within each sample batch);
 * searches, ball counts and Gaussian moments over a reference set: shards of ``SHARD_ROWS`` rows,
   against query blocks of ``QUERY_ROWS`` rows;
 
