@@ -96,17 +96,18 @@ def cached_features(extractor: Extractor, version: DatasetVersion, split: str, w
     from genlib.evaluate.workers import SplitRows, Workers
 
     workers = workers or Workers(device=extractor.device)
+    names = list(dict.fromkeys((split, *also)))
+    rows = {name: SplitRows(str(version.path), name) for name in names}
 
     def path_of(name: str) -> Path:
-        key = f"{version.content_hash[:16]}-{name}-{extractor.preprocessing}-{len(SplitRows(str(version.path), name))}"
+        key = f"{version.content_hash[:16]}-{name}-{extractor.preprocessing}-{len(rows[name])}"
         if workers.feature_device != "cpu":  # GPU features differ in rounding (TF32): never mixed with CPU ones
             key += f"-{workers.feature_device}"
         return paths.home() / "features" / f"{key}.npy"
 
-    missing = [name for name in dict.fromkeys((split, *also)) if not path_of(name).is_file()]
+    missing = [name for name in names if not path_of(name).is_file()]
     if missing:
         with contextlib.ExitStack() as stack:
             temps = [stack.enter_context(atomic_file(path_of(name))) for name in missing]
-            workers.features_of(extractor, [(SplitRows(str(version.path), name), Path(tmp))
-                                            for name, tmp in zip(missing, temps)])
+            workers.features_of(extractor, [(rows[name], Path(tmp)) for name, tmp in zip(missing, temps)])
     return np.load(path_of(split), mmap_mode="r")

@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from genlib.evaluate.workers import Rows, Workers
+from genlib.evaluate.workers import Workers, as_rows
 
 
 class FrechetDistance(NamedTuple):
@@ -110,12 +110,7 @@ def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int
 
 def _rows(x, index: np.ndarray) -> np.ndarray:
     """x[index] in float64 (x: an array, or ``workers.Rows`` on disk, read forward once)."""
-    if isinstance(x, Rows):
-        return x.take(index).astype(np.float64)
-    order = np.argsort(index)
-    out = np.empty((len(index), x.shape[1]), np.float64)
-    out[order] = x[index[order]]
-    return out
+    return as_rows(x).take(index).astype(np.float64)
 
 
 def _mmd2_poly(x: np.ndarray, y: np.ndarray) -> float:

@@ -97,10 +97,6 @@ class Rows:
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         return np.asarray(self.array[start:stop])
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
     def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
         """Rows by a slice (step 1) or an index array, as an array."""
         if isinstance(key, slice) and key.step in (None, 1):
@@ -252,13 +248,11 @@ def _ball_piece(queries: Rows, q: tuple[int, int], centres: Rows, c: tuple[int, 
     return torch.cat(anywhere).cpu().numpy(), torch.cat(count).cpu().numpy(), covered.cpu().numpy()
 
 
-def _one_thread(fn: Callable, *args, device: str | None = None) -> Any:
-    """Run a piece with one torch thread on ``device`` (a Ray worker: its GPU if it was given one)."""
-    if device is None:
-        import ray
-        device = "cuda" if ray.get_gpu_ids() else "cpu"
+def _one_thread(fn: Callable, *args) -> Any:
+    """Run a piece on a Ray worker with one torch thread, on its GPU if it was given one."""
+    import ray
     torch.set_num_threads(1)
-    return fn(*args, device)
+    return fn(*args, "cuda" if ray.get_gpu_ids() else "cpu")
 
 
 # --- Ray Data: sampling and features on an actor pool ------------------------------------------
@@ -436,8 +430,8 @@ class Workers:
 
         self._map(_search_piece, [(qi, (queries, q, refs, r, want)) for qi, q in enumerate(q_spans) for r in r_spans],
                   desc, merge, len(queries) * len(refs) * refs.shape[1])
-        dist = np.concatenate([top_k([b], want)[0] for b in best])
-        rows = np.concatenate([top_k([b], want)[1] for b in best])
+        ranked = [top_k([b], want) for b in best]  # one piece per block: its candidates still to order
+        dist, rows = np.concatenate([d for d, _ in ranked]), np.concatenate([r for _, r in ranked])
         if exclude_self:
             dist, rows = drop_self(dist, rows)
         return Neighbours(dist, rows)
