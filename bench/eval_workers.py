@@ -6,7 +6,9 @@
 * evaluation: ``--generated`` samples scored against it (FID/KID/precision-recall/density-coverage
   against the test split, copy rates, authenticity and data-copying against the train split), in the
   digits domain network's feature space (``eval.extractor_from``), ``eval.iwae_k=1`` (the likelihood
-  is not spread over workers) and ``eval.robust_copies=none`` (nor are the transform-robust copies);
+  is not spread over workers) and ``eval.robust_copies=--robust`` (default none: the transform-robust
+  copy searches, 52 versions of each sample, would outweigh everything else; ``--robust
+  pixel+features --reference 50000 --generated 2000`` measures them);
 * three configurations: one process on one torch thread (the baseline: the ideal for 2 workers is
   2× its speed), one process on every core (its pieces run on one Python thread per core: on this
   2-core machine 2 workers can at best match it), and 2 Ray workers;
@@ -20,7 +22,7 @@
   (Ray already up, its workers warm), with the multiply-adds (queries × references × dims) of each;
   ``RAY_MIN_WORK`` in ``genlib/evaluate/workers.py`` is set from it.
 
-    .venv/bin/python bench/eval_workers.py [--reference 200000] [--generated 10000] [--epochs 3]
+    .venv/bin/python bench/eval_workers.py [--reference 200000] [--generated 10000] [--epochs 3] [--robust none]
     .venv/bin/python bench/eval_workers.py --crossover
 """
 
@@ -92,7 +94,7 @@ def child(args) -> None:
 
     threading.Thread(target=watch, daemon=True).start()
     cfg = load_config("digits-quick", [f"eval.workers={args.workers}", f"eval.n_generated={args.generated}",
-                                       "eval.iwae_k=1", "eval.robust_copies=none", "eval.n_samples=16",
+                                       "eval.iwae_k=1", f"eval.robust_copies={args.robust}", "eval.n_samples=16",
                                        f"eval.extractor_from={args.network}"])
     before = memory()
     peak[:] = before
@@ -136,6 +138,9 @@ def main() -> None:
     parser.add_argument("--reference", type=int, default=200_000, help="training images of the grown set")
     parser.add_argument("--generated", type=int, default=10_000)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--robust", default="none", choices=("none", "pixel", "pixel+features"),
+                        help="eval.robust_copies (default none: the searches over 52 versions of each sample "
+                             "outweigh the rest at 10k samples against 200k)")
     parser.add_argument("--crossover", action="store_true", help="where 2 workers start to beat one process")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
@@ -171,7 +176,7 @@ def main() -> None:
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
           f"python {platform.python_version()}")
     print(f"grown digits: {splits['train']} train, {splits['val']} val, {splits['test']} test images (8×8, 17 levels); "
-          f"{args.generated} samples of a VAE trained {args.epochs} epochs on the digits")
+          f"{args.generated} samples of a VAE trained {args.epochs} epochs on the digits; eval.robust_copies={args.robust}")
 
     # One process on one core (the baseline for the ideal 2×), one process on every core (its pieces on
     # one Python thread per core), two Ray workers of one core each.
@@ -184,7 +189,7 @@ def main() -> None:
                 for cached in (home / "features").glob("*.np[yz]"):
                     cached.unlink()
             out = subprocess.run([sys.executable, __file__, "--child", f"--workers={workers}", f"--threads={threads}",
-                                  f"--generated={args.generated}", f"--checkpoint={checkpoint}",
+                                  f"--generated={args.generated}", f"--robust={args.robust}", f"--checkpoint={checkpoint}",
                                   f"--dataset={grown.path}", f"--network={network}"],
                                  env={**os.environ, "GENLIB_HOME": str(home)}, capture_output=True, text=True)
             if out.returncode:
@@ -202,7 +207,8 @@ def main() -> None:
     worst = max(abs(two[k] - v) / max(abs(v), 1e-12) for k, v in one.items())
     print(f"metrics: {len(one)} equal in both, largest relative difference {worst:.1e}; e.g. "
           + ", ".join(f"{k} {one[k]:.4g}" for k in ("fid_domain", "precision_domain", "recall_domain",
-                                                    "copy_rate_pixel", "authenticity_pixel") if k in one))
+                                                    "copy_rate_pixel", "authenticity_pixel", "copy_rate_pixel_robust",
+                                                    "copy_rate_domain_robust") if k in one))
     if one.keys() != two.keys() or worst > 1e-9:
         sys.exit("the two configurations disagree")
 

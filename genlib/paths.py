@@ -34,3 +34,9 @@ def ray_results() -> Path:
 
 def prefect_home() -> Path:
     return home() / "prefect"
+
+
+def scratch_dir() -> Path:
+    """Intermediate files of one evaluation (e.g. features of every version of every sample), removed when
+    it is done; under GENLIB_HOME so that Ray workers on other nodes read them from the shared storage."""
+    return home() / "scratch"

@@ -23,16 +23,34 @@ after centring) equal to each other.
 
 from __future__ import annotations
 
+import tempfile
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from genlib import paths
+from genlib.evaluate.extractor import Extractor
 from genlib.evaluate.knn import nearest_neighbours
+from genlib.evaluate.workers import (
+    DerivedRows,
+    FileRows,
+    Rows,
+    Workers,
+    as_rows,
+    search_spans,
+    spans,
+    top_k,
+)
 
 FALSE_ALARM = 0.01  # the share of held-out real images the calibrated threshold may flag
+# Versions one piece of the pixel-space search compares (the default 52: 4 pieces per query block and
+# training shard, so that even one block and one shard keep several workers or cores busy).
+PIECE_VERSIONS = 13
 
 
 @dataclass(frozen=True)
@@ -163,41 +181,98 @@ def _vectors(images: torch.Tensor, inv: Invariances) -> np.ndarray:
     return standardise(images) if inv.intensity else images.reshape(len(images), -1).float().numpy()
 
 
-def _best(found: list[tuple[np.ndarray, np.ndarray]]) -> RobustMatch:
-    """Per query, the version with the smallest nearest distance: found[v] = (distances (N, 2), indices (N, 2))."""
-    dist = np.stack([d for d, _ in found], 1)  # (N, V, 2)
-    idx = np.stack([i for _, i in found], 1)
+def _best(dist: np.ndarray, idx: np.ndarray) -> RobustMatch:
+    """Per query, the version with the smallest nearest distance: dist, idx (N, V, 2), per version the two
+    nearest training images (ties between versions: the first in ``version_list``)."""
     best = dist[:, :, 0].argmin(1)
     rows = np.arange(len(best))
     return RobustMatch(dist[rows, best, 0], dist[rows, best, 1], idx[rows, best, 0], best)
 
 
-def robust_pixel_neighbours(queries: torch.Tensor, train: torch.Tensor, inv: Invariances,
-                            device: str | torch.device = "cpu") -> RobustMatch:
-    """Each query's best match among the training images (both uint8 (N, C, H, W)) over the versions
-    of ``version_list``, in pixel space: per version, the exact k-NN engine searches the query windows
-    among the training windows (standardised when ``inv.intensity``). V times the plain search's work."""
-    found = []
-    for version in version_list(inv):
-        q, r = _vectors(windows(queries, version, "query"), inv), _vectors(windows(train, version, "reference"), inv)
-        near = nearest_neighbours(q, r, k=2, device=device)
-        found.append((near.distances, near.indices))
-    return _best(found)
+def _robust_piece(queries: Rows, q: tuple[int, int], refs: Rows, r: tuple[int, int], inv: Invariances,
+                  v: tuple[int, int], device: str) -> tuple[np.ndarray, np.ndarray]:
+    """Queries ``q`` against training shard ``r`` (uint8 images) in versions ``v`` of ``version_list``: in
+    each, every query window's two nearest training windows (standardised when ``inv.intensity``):
+    (b, versions, ≤ 2) distances and global rows."""
+    query, train = (torch.from_numpy(np.array(rows.read(*span))) for rows, span in ((queries, q), (refs, r)))
+    dist, rows = [], []
+    for which in version_list(inv)[v[0]:v[1]]:
+        near = nearest_neighbours(_vectors(windows(query, which, "query"), inv),
+                                  _vectors(windows(train, which, "reference"), inv), k=min(2, len(train)),
+                                  device=device)
+        dist.append(near.distances)
+        rows.append(near.indices + r[0])
+    return np.stack(dist, 1), np.stack(rows, 1)
 
 
-def robust_feature_neighbours(queries: torch.Tensor, train_features: np.ndarray, inv: Invariances, extract,
-                              levels: int, device: str | torch.device = "cpu", block: int = 256) -> RobustMatch:
-    """The same in an extractor's feature space: ``extract`` (uint8 images → (n, D) features) sees each
-    query in every version of ``versions``, rounded to the data's ``levels``."""
-    found = []
-    for start in range(0, len(queries), block):
-        chunk = versions(queries[start:start + block], inv)  # (b, V, C, H, W)
-        b, v = chunk.shape[:2]
-        images = chunk.flatten(0, 1).round().clamp(0, levels - 1).to(torch.uint8)
-        near = nearest_neighbours(np.asarray(extract(images), np.float32), train_features, k=2, device=device)
-        found.append((near.distances.reshape(b, v, 2), near.indices.reshape(b, v, 2)))
-    dist, idx = np.concatenate([d for d, _ in found]), np.concatenate([i for _, i in found])
-    return _best([(dist[:, j], idx[:, j]) for j in range(dist.shape[1])])
+def robust_pixel_neighbours(queries: torch.Tensor | Rows, train: torch.Tensor | Rows, inv: Invariances,
+                            device: str | torch.device = "cpu", workers: Workers | None = None) -> RobustMatch:
+    """Each query's best match among the training images (both uint8 (N, C, H, W): tensors, or ``Rows``
+    such as a dataset split's images) over the versions of ``version_list``, in pixel space: per version,
+    the exact k-NN engine searches the query windows among the training windows (standardised when
+    ``inv.intensity``). V times the plain search's work, in pieces of ``PIECE_VERSIONS`` versions, one
+    block of queries and one shard of training images, by ``workers`` (default: this process, on
+    ``device``); each version's two nearest merged exactly across the shards."""
+    workers = workers or Workers(device=torch.device(device))
+    queries, train = as_rows(queries), as_rows(train)
+    if len(train) < 2:
+        raise ValueError(f"the robust copy search needs at least 2 training images, got {len(train)}")
+    n, count = len(queries), inv.versions
+    dist = np.full((n, count, 2), np.inf, np.float32)
+    rows = np.full((n, count, 2), np.iinfo(np.int64).max, np.int64)
+    lock = threading.Lock()
+
+    def merge(key, found):
+        (q0, q1), (v0, v1) = key
+        with lock:
+            dist[q0:q1, v0:v1], rows[q0:q1, v0:v1] = top_k([(dist[q0:q1, v0:v1], rows[q0:q1, v0:v1]), found], 2)
+
+    q_spans, r_spans = search_spans(n, len(train))
+    items = [((q, v), (queries, q, train, r, inv, v)) for q in q_spans for v in spans(count, PIECE_VERSIONS)
+             for r in r_spans]
+    workers.run_pieces(_robust_piece, items, f"robust copies ({count} versions)", merge,
+                       n * len(train) * int(np.prod(train.shape[1:])) * count)
+    return _best(dist, rows)
+
+
+@dataclass(frozen=True, eq=False)
+class VersionRows(DerivedRows):
+    """Every version of each ``source`` image, uint8 (N·V, C, H, W), rounded to the data's ``levels``: row i
+    is image i // V in version i % V of ``version_list``. Made as rows are read."""
+    inv: Invariances = Invariances()
+    levels: int = 256
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        n, *image = self.source.shape
+        return (n * self.inv.versions, *image)
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        start, stop, _ = slice(start, stop).indices(len(self))
+        v = self.inv.versions
+        first, last = start // v, -(-stop // v)
+        made = versions(torch.from_numpy(np.array(self.source.read(first, last))), self.inv).flatten(0, 1)
+        made = made.round().clamp(0, self.levels - 1).to(torch.uint8).numpy()
+        return made[start - first * v:stop - first * v]
+
+
+def robust_feature_neighbours(queries: torch.Tensor | Rows, train_features: np.ndarray | Rows, inv: Invariances,
+                              extractor: Extractor, levels: int, device: str | torch.device = "cpu",
+                              workers: Workers | None = None) -> RobustMatch:
+    """The same in an extractor's feature space: the extractor sees each query in every version of
+    ``versions``, rounded to the data's ``levels`` (``VersionRows``); those features go to a scratch file
+    as they are extracted, and the exact search reads them from there, by ``workers`` (default: this
+    process, on ``device``): memory does not grow with queries × versions."""
+    workers = workers or Workers(device=torch.device(device))
+    queries = as_rows(queries)
+    n, count = len(queries), inv.versions
+    paths.scratch_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=paths.scratch_dir(), prefix="robust-features-") as scratch:
+        out = Path(scratch) / "versions.npy"
+        workers.features(extractor, VersionRows(queries, inv, levels), out)
+        near = workers.neighbours(FileRows(str(out)), train_features, 2,
+                                  desc=f"robust copies, {extractor.name} ({count} versions)")
+    return _best(near.distances.reshape(n, count, 2), near.indices.reshape(n, count, 2))
 
 
 def calibrate(held_out_ratios: np.ndarray, false_alarm: float = FALSE_ALARM) -> Calibration:

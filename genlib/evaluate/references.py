@@ -64,16 +64,6 @@ class References:
         return FileRows(getattr(self, f"{split}_features").filename)
 
     @cached_property
-    def train_images(self) -> torch.Tensor:
-        """uint8 (N, C, H, W)."""
-        return torch.from_numpy(np.array(self.version.images("train"))).permute(0, 3, 1, 2)
-
-    @cached_property
-    def train_pixels(self) -> np.ndarray:
-        """float32 (N, C·H·W): the pixel space of the memorization checks."""
-        return self.train_images.flatten(1).float().numpy()
-
-    @cached_property
     def train_features(self) -> np.ndarray:
         """float32 (N, D), memory-mapped from the cache (extracted with the test split's: every evaluation
         wants both)."""
@@ -124,10 +114,10 @@ class References:
 
         def ratios() -> dict[str, np.ndarray]:
             if space == "pixel":
-                found = robust_pixel_neighbours(self.test_images, self.train_images, inv, self.device)
+                found = robust_pixel_neighbours(self.test_images, self.images("train"), inv, workers=self.workers)
             else:
-                found = robust_feature_neighbours(self.test_images, self.train_features, inv, self.extractor,
-                                                  self.version.levels, self.device)
+                found = robust_feature_neighbours(self.test_images, self.features("train"), inv, self.extractor,
+                                                  self.version.levels, workers=self.workers)
             return {"ratio": found.ratio}
 
         return calibrate(cached_arrays(key, ratios)["ratio"])

@@ -187,10 +187,10 @@ def robust_copies(generated: torch.Tensor, refs: References, spaces: str) -> tup
     if spaces == "none":
         return {}, {"memorization.robust_copies": "none"}, {}
     inv, name = Invariances(), refs.extractor.name
-    found = {"pixel": robust_pixel_neighbours(generated, refs.train_images, inv, refs.device)}
+    found = {"pixel": robust_pixel_neighbours(generated, refs.images("train"), inv, workers=refs.workers)}
     if spaces == "pixel+features":
-        found[name] = robust_feature_neighbours(generated, refs.train_features, inv, refs.extractor,
-                                                refs.version.levels, refs.device)
+        found[name] = robust_feature_neighbours(generated, refs.features("train"), inv, refs.extractor,
+                                                refs.version.levels, workers=refs.workers)
     metrics, params, flags = {}, {}, {}
     for space, match in found.items():
         cal = refs.robust_calibration("pixel" if space == "pixel" else "features", inv)

@@ -27,6 +27,7 @@ per-query results, so its memory does not grow with the reference set.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -62,6 +63,11 @@ def batch_seed(seed: int, batch: int) -> int:
 def shard_count(n: int) -> int:
     """How many shards a reference set of n rows is searched in."""
     return len(spans(n, SHARD_ROWS))
+
+
+def search_spans(queries: int, refs: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """How a search of ``queries`` rows against ``refs`` rows is cut: query blocks and reference shards."""
+    return spans(queries, QUERY_ROWS), spans(refs, SHARD_ROWS)
 
 
 def spans(n: int, size: int) -> list[tuple[int, int]]:
@@ -203,6 +209,12 @@ class _StoredRows(Rows):
     def array(self) -> np.ndarray:
         import ray
         return ray.get(self.ref)
+
+
+@dataclass(frozen=True, eq=False)
+class DerivedRows(Rows):
+    """Rows computed from the rows of ``source`` as they are read (a piece computes them where it runs)."""
+    source: Rows
 
 
 def as_rows(x: Rows | np.ndarray | torch.Tensor) -> Rows:
@@ -421,15 +433,15 @@ class Workers:
         if len(refs) < want:
             raise ValueError(f"need at least {want} references for k={k}"
                              f"{' without each query itself' if exclude_self else ''}, got {len(refs)}")
-        q_spans, r_spans = spans(len(queries), QUERY_ROWS), spans(len(refs), SHARD_ROWS)
+        q_spans, r_spans = search_spans(len(queries), len(refs))
         best: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(q_spans)
 
         def merge(qi, found):
             with self._lock:
                 best[qi] = found if best[qi] is None else top_k([best[qi], found], want)
 
-        self._map(_search_piece, [(qi, (queries, q, refs, r, want)) for qi, q in enumerate(q_spans) for r in r_spans],
-                  desc, merge, len(queries) * len(refs) * refs.shape[1])
+        self.run_pieces(_search_piece, [(qi, (queries, q, refs, r, want)) for qi, q in enumerate(q_spans)
+                                        for r in r_spans], desc, merge, len(queries) * len(refs) * refs.shape[1])
         ranked = [top_k([b], want) for b in best]  # one piece per block: its candidates still to order
         dist, rows = np.concatenate([d for d, _ in ranked]), np.concatenate([r for _, r in ranked])
         if exclude_self:
@@ -453,8 +465,8 @@ class Workers:
                     folded[0] = part if folded[0] is None else merge_moments(folded[0], part)
                     folded[1] += 1
 
-        self._map(_moments_piece, [(i, (rows, r)) for i, r in enumerate(r_spans)], desc, merge,
-                  len(rows) * rows.shape[1] ** 2)
+        self.run_pieces(_moments_piece, [(i, (rows, r)) for i, r in enumerate(r_spans)], desc, merge,
+                        len(rows) * rows.shape[1] ** 2)
         n, mean, m2 = folded[0]
         return mean, m2 / (n - 1)
 
@@ -468,7 +480,7 @@ class Workers:
         balls: ``radii`` around ``centres``; ``strict``: d < r, else d ≤ r."""
         queries, centres = as_rows(queries), as_rows(centres)
         radii = np.asarray(radii, np.float32)
-        q_spans, c_spans = spans(len(queries), QUERY_ROWS), spans(len(centres), SHARD_ROWS)
+        q_spans, c_spans = search_spans(len(queries), len(centres))
         anywhere = np.zeros(len(queries), bool)
         count = np.zeros(len(queries), np.int64)
         covered = np.zeros(len(centres), bool)
@@ -480,15 +492,15 @@ class Workers:
                 count[q0:q1] += found[1]
                 covered[c0:c1] |= found[2]
 
-        self._map(_ball_piece, [((q, c), (queries, q, centres, c, radii[c[0]:c[1]], strict))
-                                for q in q_spans for c in c_spans], desc, merge,
-                  len(queries) * len(centres) * centres.shape[1])
+        self.run_pieces(_ball_piece, [((q, c), (queries, q, centres, c, radii[c[0]:c[1]], strict))
+                                      for q in q_spans for c in c_spans], desc, merge,
+                        len(queries) * len(centres) * centres.shape[1])
         return anywhere, count, covered
 
     # -- running pieces
 
-    def _map(self, piece: Callable, items: Sequence[tuple[Any, tuple]], desc: str,
-             merge: Callable[[Any, Any], None], work: float) -> None:
+    def run_pieces(self, piece: Callable, items: Sequence[tuple[Any, tuple]], desc: str,
+                   merge: Callable[[Any, Any], None], work: float) -> None:
         """``merge(key, piece(*args))`` for every (key, args) item: as Ray tasks, or here with one worker or
         under ``RAY_MIN_WORK`` multiply-adds (the same pieces: the same numbers)."""
         bar = tqdm(total=len(items), desc=desc, leave=False, disable=len(items) < 4)
@@ -546,6 +558,8 @@ class Workers:
         if isinstance(rows, ArrayRows):
             import ray
             return _StoredRows(ray.put(rows.data), rows.shape)
+        if isinstance(rows, DerivedRows):
+            return dataclasses.replace(rows, source=self._ship(rows.source))
         return rows
 
     def _ray_tasks(self, piece: Callable, items: Sequence[tuple[Any, tuple]]) -> Iterator[tuple[Any, Any]]:
@@ -555,7 +569,7 @@ class Workers:
         shipped: dict[int, Rows] = {}
 
         def ship(arg):
-            if isinstance(arg, ArrayRows):
+            if isinstance(arg, (ArrayRows, DerivedRows)):  # each array into the object store once
                 if id(arg) not in shipped:
                     shipped[id(arg)] = self._ship(arg)
                 return shipped[id(arg)]
@@ -648,12 +662,13 @@ def ensure_ray() -> None:
 
 
 def top_k(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k best (distance, row) pairs per query of several candidate lists, ties to the lower row:
-    a total order, so the result does not depend on how the candidates were split or ordered."""
-    dist = np.concatenate([p[0] for p in parts], 1)
-    rows = np.concatenate([p[1] for p in parts], 1)
-    order = np.lexsort((rows, dist), axis=1)[:, :k]
-    return np.take_along_axis(dist, order, 1), np.take_along_axis(rows, order, 1)
+    """The k best (distance, row) pairs along the last axis of several candidate lists (per query, or per
+    query and version), ties to the lower row: a total order, so the result does not depend on how the
+    candidates were split or ordered."""
+    dist = np.concatenate([p[0] for p in parts], -1)
+    rows = np.concatenate([p[1] for p in parts], -1)
+    order = np.lexsort((rows, dist), axis=-1)[..., :k]
+    return np.take_along_axis(dist, order, -1), np.take_along_axis(rows, order, -1)
 
 
 def drop_self(dist: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

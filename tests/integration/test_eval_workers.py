@@ -15,6 +15,7 @@ from genlib import paths
 from genlib.config import DataConfig
 from genlib.data.dataset import DatasetVersion
 from genlib.data.prepare import prepare
+from genlib.evaluate.copies import Invariances, robust_feature_neighbours, robust_pixel_neighbours
 from genlib.evaluate.extractor import Extractor
 from genlib.evaluate.features import load_extractor
 from genlib.evaluate.workers import FileRows, SplitRows, Workers
@@ -74,10 +75,23 @@ def test_two_ray_workers_sample_and_search_what_one_process_does(ray_local, digi
     for a, b in zip(here.balls(gen, pixels, radii, strict=False), spread.balls(gen, pixels, radii, strict=False)):
         assert np.array_equal(a, b)
 
+    # The transform-robust copy searches (9 versions here). Pixels: a task per query block, training shard
+    # and 13 versions. Features: every version of every query extracted by an actor pool (the samples
+    # shipped with the versions' recipe), then the plain search.
+    images, inv = SplitRows(str(digits.path), "train"), Invariances(shift=1, flip=False, scales=())
+    f_train = here.features(extractor, images)
+    for search, args in [(robust_pixel_neighbours, (images, inv)),
+                         (robust_feature_neighbours, (f_train, inv, extractor, digits.levels))]:
+        single, ray_found = (search(samples[:100], *args, workers=w) for w in (here, spread))
+        for a, b in zip(single, ray_found):
+            assert np.array_equal(a, b)
 
-def test_an_evaluation_on_two_ray_workers_gives_the_single_process_numbers(vae_two_workers, digits, small_shards):
+
+def test_an_evaluation_on_two_ray_workers_gives_the_single_process_numbers(vae_two_workers, digits, monkeypatch):
     """The evaluate stage on a trained VAE: samples drawn and extracted by a Ray Data actor pool, reference
-    features by another (train and test in one pass), searches, balls and moments as Ray tasks."""
+    features by another (train and test in one pass), searches (the transform-robust one in pixel space too),
+    balls and moments as Ray tasks, over shards of 300 reference rows (query blocks as they are)."""
+    monkeypatch.setattr(workers_module, "SHARD_ROWS", 300)
     _, cfg, trained = vae_two_workers
     settings = cfg.to_dict()
     results = {}

@@ -4,12 +4,15 @@ import numpy as np
 import pytest
 import torch
 
+import genlib.evaluate.copies as copies
+import genlib.evaluate.workers as workers
 from genlib.config import DataConfig
 from genlib.data.dataset import DatasetVersion
 from genlib.data.prepare import prepare
 from genlib.evaluate.copies import (
     Invariances,
     Version,
+    VersionRows,
     _shift,
     _zoom,
     calibrate,
@@ -20,6 +23,7 @@ from genlib.evaluate.copies import (
     versions,
     windows,
 )
+from genlib.evaluate.extractor import Extractor
 from genlib.evaluate.knn import nearest_neighbours
 
 
@@ -62,7 +66,12 @@ def _brute_force(queries, train, inv):
     return np.array(out)
 
 
-def test_the_robust_distance_is_the_minimum_over_versions_of_a_brute_force_search():
+@pytest.mark.parametrize("pieces", [None, (5, 2, 4)], ids=["one piece", "shards of 5, blocks of 2, 4 versions"])
+def test_the_robust_distance_is_the_minimum_over_versions_of_a_brute_force_search(pieces, monkeypatch):
+    if pieces:  # 3 training shards × 3 query blocks × 5 groups of versions, merged
+        monkeypatch.setattr(workers, "SHARD_ROWS", pieces[0])
+        monkeypatch.setattr(workers, "QUERY_ROWS", pieces[1])
+        monkeypatch.setattr(copies, "PIECE_VERSIONS", pieces[2])
     gen = torch.Generator().manual_seed(0)
     train = torch.randint(0, 17, (12, 1, 6, 6), generator=gen, dtype=torch.uint8)
     queries = torch.cat([torch.randint(0, 17, (3, 1, 6, 6), generator=gen, dtype=torch.uint8),
@@ -81,15 +90,23 @@ def test_feature_space_search_is_the_minimum_over_the_versions_features():
     queries = torch.randint(0, 9, (4, 1, 5, 5), generator=gen, dtype=torch.uint8)
     inv = Invariances(shift=1, flip=True, scales=())
 
-    def extract(images):
-        return images.flatten(1).float().numpy() * 0.5
-
-    found = robust_feature_neighbours(queries, extract(train), inv, extract, levels=9, block=3)
+    extract = Extractor("half", "pixels × 0.5", 25, lambda images: images.flatten(1).float() * 0.5, {})
+    found = robust_feature_neighbours(queries, extract(train), inv, extract, levels=9)
     all_versions = versions(queries, inv).round().clamp(0, 8).to(torch.uint8)  # (4, V, 1, 5, 5)
     for i in range(len(queries)):
         near = nearest_neighbours(extract(all_versions[i]), extract(train), k=2)
         best = near.distances[:, 0].argmin()
         assert found.d1[i] == pytest.approx(near.distances[best, 0]) and found.index[i] == near.indices[best, 0]
+
+
+def test_version_rows_are_every_version_of_each_image_rounded_to_the_levels_read_in_any_span():
+    images = torch.randint(0, 9, (5, 1, 6, 6), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    inv = Invariances(shift=1, flip=True, scales=(1.2,))
+    rows = VersionRows(workers.ArrayRows(images.numpy()), inv, levels=9)
+    every = versions(images, inv).round().clamp(0, 8).to(torch.uint8).flatten(0, 1).numpy()
+    assert rows.shape == every.shape == (5 * inv.versions, 1, 6, 6) and every.dtype == np.uint8
+    for start, stop in [(0, None), (0, 1), (inv.versions - 1, inv.versions + 1), (7, 60), (len(every) - 3, None)]:
+        assert np.array_equal(rows.read(start, stop), every[start:stop])
 
 
 def test_the_calibrated_threshold_flags_at_most_the_target_share_of_held_out_images():

@@ -32,7 +32,7 @@ def test_references_compute_each_piece_once_and_the_next_evaluation_reads_the_ca
     n_test, n_train = version.manifest["splits"]["test"], version.manifest["splits"]["train"]
     assert sum(calls) == n_test + n_train  # each split encoded once
     assert test.shape == (n_test, 16) and n == n_test and np.allclose(mu, test.mean(0), atol=1e-5)
-    px = refs.train_pixels
+    px = refs.pixels("train").read()
     exact = nearest_neighbours(px, px, k=1, exclude_self=True)
     assert np.array_equal(self_nn.distances, exact.distances)
     # digits' integer pixels tie often: the row found may be another one at the same distance, never itself
