@@ -31,6 +31,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -43,6 +44,8 @@ from tqdm.auto import tqdm
 
 from genlib.evaluate.knn import Neighbours, _in_parallel, nearest_neighbours
 
+log = logging.getLogger(__name__)
+
 SAMPLE_BATCH = 256  # samples drawn at once, each batch under its own seed
 SHARD_ROWS = 65536  # reference rows a search or statistics piece reads
 QUERY_ROWS = 4096  # query rows a search or ball piece reads
@@ -52,6 +55,10 @@ BALL_ROWS = 512  # query rows a ball piece measures at once
 # (bench/eval_workers.py --crossover measures where two local Ray workers start to win).
 RAY_MIN_WORK = 2e10
 RAY_RETRIES = 3  # times Ray reruns a search or statistics task whose worker died
+# What a Ray Data actor pool costs before its first batch: ~5.6 s for actors that only import torch,
+# more with a model to load (bench/eval_workers.py --pool). Sampling or feature extraction whose first
+# batch, timed here, says the rest would end sooner here than on a pool started now stays here.
+RAY_POOL_SECONDS = 6.0
 
 
 def batch_seed(seed: int, batch: int) -> int:
@@ -364,26 +371,39 @@ class Workers:
     def sample_features(self, model, n: int, seed: int, truncation: float | None = None,
                         labels: torch.Tensor | None = None, extractor=None) -> tuple[torch.Tensor, np.ndarray | None]:
         """``sample``'s images and, with ``extractor``, their features (N, D), each sample batch extracted on
-        its own in batches of ``batch_size``. On Ray the same actors draw and extract: one pool."""
+        its own in batches of ``batch_size``. On Ray the same actors draw and extract: one pool, unless the
+        first batch, drawn here, says the rest would be done here before a pool started (``_pool_pays``)."""
         wanted = None if labels is None else labels.cpu().numpy()
         items = [(i, s, e) for i, (s, e) in enumerate(spans(n, SAMPLE_BATCH))]
         desc = f"sampling {n} images" + ("" if truncation is None else f" at ψ = {truncation:g}")
-        if not self.on_ray:  # batch after batch: a model's sampler need not be thread-safe
-            samples = np.concatenate([sample_batch(model, *it, seed, truncation, wanted)
-                                      for it in tqdm(items, desc=desc, leave=False)])
-            features = None if extractor is None else np.concatenate(self._here(
-                lambda it: extractor(torch.from_numpy(samples[it[1]:it[2]]), self.batch_size), items,
-                f"{extractor.name} features"))
+        samples = np.empty((n, *model.shape), np.uint8)
+        features = None if extractor is None else np.empty((n, extractor.dims), np.float32)
+
+        def here(todo):  # batch after batch: a model's sampler need not be thread-safe
+            for it in tqdm(todo, desc=desc, leave=False, disable=len(todo) < 4):
+                samples[it[1]:it[2]] = sample_batch(model, *it, seed, truncation, wanted)
+            if extractor is not None:
+                for it, found in zip(todo, self._here(lambda it: extractor(torch.from_numpy(samples[it[1]:it[2]]),
+                                                                           self.batch_size), todo,
+                                                      f"{extractor.name} features")):
+                    features[it[1]:it[2]] = found
+
+        if not self.on_ray:
+            here(items)
+            return torch.from_numpy(samples), features
+        started = time.perf_counter()
+        here(items[:1])
+        rest = items[1:]
+        if not self._pool_pays(time.perf_counter() - started, len(rest), desc):
+            here(rest)
             return torch.from_numpy(samples), features
         import ray
         self._start()
         kwargs = {"model_ref": ray.put(_on_cpu(model)), "seed": seed, "truncation": truncation, "labels": wanted,
                   "extractor_ref": None if extractor is None else ray.put(_on_cpu(extractor)),
                   "batch_size": self.batch_size}
-        samples = np.empty((n, *model.shape), np.uint8)
-        features = None if extractor is None else np.empty((n, extractor.dims), np.float32)
-        for part in self._ray_data(_SampleActor, kwargs, [{"batch": i, "start": s, "stop": e} for i, s, e in items],
-                                   desc, n):
+        for part in self._ray_data(_SampleActor, kwargs, [{"batch": i, "start": s, "stop": e} for i, s, e in rest],
+                                   desc, n - items[0][2]):
             samples[part["row"]] = part["images"]
             if features is not None:
                 features[part["row"]] = part["features"]
@@ -397,29 +417,52 @@ class Workers:
 
     def features_of(self, extractor, jobs: list[tuple[Rows | np.ndarray | torch.Tensor, Path | None]]
                     ) -> list[np.ndarray]:
-        """``features`` of several image sets at once: on Ray, one actor pool (one start) for all."""
+        """``features`` of several image sets at once: on Ray, one actor pool (one start) for all, unless the
+        first batch, extracted here, says the rest would be done here before a pool started."""
         sources = [as_rows(images) for images, _ in jobs]
         items = [(j, s, e) for j, source in enumerate(sources) for s, e in spans(len(source), self.batch_size)]
         desc = f"{extractor.name} features"
         with contextlib.ExitStack() as stack:
             sinks = [stack.enter_context(_FeatureSink(out, len(source), extractor.dims))
                      for source, (_, out) in zip(sources, jobs)]
+
+            def extract(item):
+                j, s, e = item
+                sinks[j].put(s, extractor(torch.from_numpy(np.array(sources[j].read(s, e))), self.batch_size))
+
             if not self.on_ray:
-                def extract(item):
-                    j, s, e = item
-                    sinks[j].put(s, extractor(torch.from_numpy(np.array(sources[j].read(s, e))), self.batch_size))
                 self._here(extract, items, desc)
-            else:
-                import ray
-                self._start()
-                kwargs = {"extractor_ref": ray.put(_on_cpu(extractor)),
-                          "sources": [self._ship(source) for source in sources], "batch_size": self.batch_size}
-                for part in self._ray_data(_FeatureActor, kwargs, [{"source": j, "start": s, "stop": e}
-                                                                   for j, s, e in items],
-                                           desc, sum(len(source) for source in sources)):
-                    for start, stop in _runs(part["row"], part["source"]):  # one write per contiguous run
-                        sinks[int(part["source"][start])].put(int(part["row"][start]), part["features"][start:stop])
+                return [sink.result for sink in sinks]
+            started = time.perf_counter()
+            self._here(extract, items[:1])
+            rest = items[1:]
+            if not self._pool_pays(time.perf_counter() - started, len(rest), desc):
+                self._here(extract, rest, desc)
+                return [sink.result for sink in sinks]
+            import ray
+            self._start()
+            kwargs = {"extractor_ref": ray.put(_on_cpu(extractor)),
+                      "sources": [self._ship(source) for source in sources], "batch_size": self.batch_size}
+            for part in self._ray_data(_FeatureActor, kwargs, [{"source": j, "start": s, "stop": e}
+                                                               for j, s, e in rest],
+                                       desc, sum(e - s for _, s, e in rest)):
+                for start, stop in _runs(part["row"], part["source"]):  # one write per contiguous run
+                    sinks[int(part["source"][start])].put(int(part["row"][start]), part["features"][start:stop])
         return [sink.result for sink in sinks]
+
+    def _pool_pays(self, first: float, remaining: int, what: str) -> bool:
+        """Whether ``remaining`` more pieces like the first, which took ``first`` seconds here, end sooner on
+        a new actor pool of ``count`` actors (``RAY_POOL_SECONDS`` to start) than on this process's cores
+        (one Python thread per core on CPU, one lane on a GPU). Either way the pieces are the same: so are
+        the numbers."""
+        if not remaining:
+            return False
+        lanes = torch.get_num_threads() if self.device.type == "cpu" else 1
+        here, there = first * remaining / lanes, RAY_POOL_SECONDS + first * remaining / self.count
+        if there > here:
+            log.info("eval.workers=%d: %s stays in this process (%.1f s here, by its first batch, against "
+                     "%.1f s on an actor pool)", self.count, what, here, there)
+        return there <= here
 
     # -- searches and statistics
 

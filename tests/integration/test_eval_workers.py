@@ -34,8 +34,10 @@ def digits(digits_domain_network):
 
 @pytest.fixture(autouse=True)
 def every_piece_on_ray(monkeypatch):
-    """Searches of any size go to the workers (below ``RAY_MIN_WORK`` they would run in the driver)."""
+    """Searches of any size go to the workers (below ``RAY_MIN_WORK`` they would run in the driver), and so
+    do sampling and feature extraction (an actor pool that starts in no time always pays)."""
     monkeypatch.setattr(workers_module, "RAY_MIN_WORK", 0)
+    monkeypatch.setattr(workers_module, "RAY_POOL_SECONDS", 0)
 
 
 @pytest.fixture
@@ -85,6 +87,22 @@ def test_two_ray_workers_sample_and_search_what_one_process_does(ray_local, digi
         single, ray_found = (search(samples[:100], *args, workers=w) for w in (here, spread))
         for a, b in zip(single, ray_found):
             assert np.array_equal(a, b)
+
+
+def test_sampling_and_extraction_a_pool_would_not_speed_up_stay_in_this_process(digits, monkeypatch):
+    """With ``eval.workers=2``, a first batch that says the rest would end before an actor pool started
+    keeps the rest here: no pool, the same numbers."""
+    monkeypatch.setattr(workers_module, "RAY_POOL_SECONDS", 1e9)
+    monkeypatch.setattr(Workers, "_ray_data", lambda *args: pytest.fail("an actor pool was started"))
+    torch.manual_seed(0)
+    model = build_model(load_config("digits-quick", ["model.hidden=8"]).model, digits.shape, digits.levels,
+                        digits.num_classes).eval()
+    extractor = load_extractor("domain", digits)
+    (samples, features), (kept, kept_features) = (Workers(n).sample_features(model, 600, seed=7, extractor=extractor)
+                                                  for n in (1, 2))
+    assert torch.equal(kept, samples) and np.array_equal(kept_features, features)
+    train = SplitRows(str(digits.path), "train")
+    assert np.array_equal(Workers(2).features(extractor, train), Workers(1).features(extractor, train))
 
 
 def test_an_evaluation_on_two_ray_workers_gives_the_single_process_numbers(vae_two_workers, digits, monkeypatch):
