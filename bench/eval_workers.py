@@ -21,9 +21,13 @@
   queries against 4k–1M references of 128 dims (Gaussian), each timed here and on 2 local Ray workers
   (Ray already up, its workers warm), with the multiply-adds (queries × references × dims) of each;
   ``RAY_MIN_WORK`` in ``genlib/evaluate/workers.py`` is set from it.
+* ``--pool``: what starting a Ray Data actor pool costs before its first batch comes back
+  (``RAY_POOL_SECONDS`` is set from it): the digits train split through the domain network in one
+  process and on 2 actors, twice each.
 
     .venv/bin/python bench/eval_workers.py [--reference 200000] [--generated 10000] [--epochs 3] [--robust none]
     .venv/bin/python bench/eval_workers.py --crossover
+    .venv/bin/python bench/eval_workers.py --pool
 """
 
 from __future__ import annotations
@@ -133,6 +137,45 @@ def crossover() -> None:
         assert found.indices.shape == (2000, 2)
 
 
+def pool() -> None:
+    """What a Ray Data actor pool costs before its first batch (``RAY_POOL_SECONDS``): 2 feature actors
+    (the digits domain network) extracting the digits train split (1259 images) in batches of 100, Ray
+    already up, against one process."""
+    import ray
+
+    import genlib.evaluate.workers as workers
+    from genlib.config import DataConfig
+    from genlib.data.dataset import DatasetVersion
+    from genlib.data.prepare import prepare
+    from genlib.evaluate.features import load_extractor
+    from genlib.evaluate.workers import SplitRows, Workers
+
+    os.environ["GENLIB_HOME"] = tempfile.mkdtemp(prefix="genlib-pool-")
+    digits = DatasetVersion(prepare(DataConfig(source="digits")).path)
+    extractor = load_extractor("domain", digits)
+    images = SplitRows(str(digits.path), "train")
+    workers.RAY_POOL_SECONDS = 0  # the pool, whatever the first batch says
+    ray.init(address="local", num_cpus=2, logging_level="WARNING")
+    print(f"machine: {platform.node()}, {os.cpu_count()} cores; {len(images)} digits in batches of 100, "
+          f"domain network ({extractor.dims} features)")
+    for label, who in (("one process", Workers(1, batch_size=100)), ("2 Ray actors", Workers(2, batch_size=100))):
+        for attempt in range(2):
+            arrived = []
+            real = workers.Workers._ray_data
+
+            def timed(self, *args, **kwargs):
+                for part in real(self, *args, **kwargs):
+                    arrived.append(time.perf_counter())
+                    yield part
+            workers.Workers._ray_data = timed
+            start = time.perf_counter()
+            who.features(extractor, images)
+            took = time.perf_counter() - start
+            workers.Workers._ray_data = real
+            first = f", first batch back after {arrived[0] - start:.2f} s" if arrived else ""
+            print(f"{label}, run {attempt + 1}: {took:.2f} s{first}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference", type=int, default=200_000, help="training images of the grown set")
@@ -142,6 +185,7 @@ def main() -> None:
                         help="eval.robust_copies (default none: the searches over 52 versions of each sample "
                              "outweigh the rest at 10k samples against 200k)")
     parser.add_argument("--crossover", action="store_true", help="where 2 workers start to beat one process")
+    parser.add_argument("--pool", action="store_true", help="what an actor pool costs before its first batch")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
@@ -153,6 +197,8 @@ def main() -> None:
         return child(args)
     if args.crossover:
         return crossover()
+    if args.pool:
+        return pool()
 
     home = Path(tempfile.mkdtemp(prefix="genlib-eval-workers-"))
     os.environ["GENLIB_HOME"] = str(home)

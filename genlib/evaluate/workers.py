@@ -4,7 +4,9 @@
 extraction run as Ray Data batch inference on a pool of n actors (each loads the model and the
 feature network once, and takes ``eval.gpus_per_worker`` GPUs), and the searches and statistics
 over reference sets run as Ray tasks, at most n at a time; on local Ray, or on the cluster
-``RAY_ADDRESS`` names, with the data on storage every node reads.
+``RAY_ADDRESS`` names, with the data on storage every node reads. Work too small to pay for Ray
+stays here: searches under ``RAY_MIN_WORK`` multiply-adds, and sampling or extraction whose first
+batch, timed here, says the rest would be done before an actor pool had started (``RAY_POOL_SECONDS``).
 
 Either way the work is cut into the same pieces:
 
@@ -55,9 +57,10 @@ BALL_ROWS = 512  # query rows a ball piece measures at once
 # (bench/eval_workers.py --crossover measures where two local Ray workers start to win).
 RAY_MIN_WORK = 2e10
 RAY_RETRIES = 3  # times Ray reruns a search or statistics task whose worker died
-# What a Ray Data actor pool costs before its first batch: ~5.6 s for actors that only import torch,
-# more with a model to load (bench/eval_workers.py --pool). Sampling or feature extraction whose first
-# batch, timed here, says the rest would end sooner here than on a pool started now stays here.
+# What a Ray Data actor pool costs before its first batch comes back: 5.4–6.0 s for 2 actors with the
+# digits domain network on a 2-core VM, Ray already up (bench/eval_workers.py --pool). Sampling or feature
+# extraction whose first batch, timed here, says the rest would end sooner here than on a pool started
+# now stays here (with as many workers as this process has cores, a pool never pays).
 RAY_POOL_SECONDS = 6.0
 
 
