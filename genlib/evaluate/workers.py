@@ -379,12 +379,15 @@ class Workers:
         wanted = None if labels is None else labels.cpu().numpy()
         items = [(i, s, e) for i, (s, e) in enumerate(spans(n, SAMPLE_BATCH))]
         desc = f"sampling {n} images" + ("" if truncation is None else f" at ψ = {truncation:g}")
-        samples = np.empty((n, *model.shape), np.uint8)
+        started = time.perf_counter()
+        first = sample_batch(model, *items[0], seed, truncation, wanted)  # its shape: the images'
+        drawn = time.perf_counter() - started
+        samples = np.empty((n, *first.shape[1:]), np.uint8)
         features = None if extractor is None else np.empty((n, extractor.dims), np.float32)
 
         def here(todo):  # batch after batch: a model's sampler need not be thread-safe
             for it in tqdm(todo, desc=desc, leave=False, disable=len(todo) < 4):
-                samples[it[1]:it[2]] = sample_batch(model, *it, seed, truncation, wanted)
+                samples[it[1]:it[2]] = first if it[0] == 0 else sample_batch(model, *it, seed, truncation, wanted)
             if extractor is not None:
                 for it, found in zip(todo, self._here(lambda it: extractor(torch.from_numpy(samples[it[1]:it[2]]),
                                                                            self.batch_size), todo,
@@ -397,7 +400,7 @@ class Workers:
         started = time.perf_counter()
         here(items[:1])
         rest = items[1:]
-        if not self._pool_pays(time.perf_counter() - started, len(rest), desc):
+        if not self._pool_pays(time.perf_counter() - started + drawn, len(rest), desc):
             here(rest)
             return torch.from_numpy(samples), features
         import ray
