@@ -10,7 +10,6 @@ for recovery tests (``chaos.py``) sits behind ``Faults``.
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import logging
 import os
@@ -78,9 +77,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     model = build_model_for(cfg.model, version)
     progress, optimizer_states, sampling_weights = _restore(model)
-    # Rank 0's hooks open their MLflow client (2-3 s: the import, the store) while DDP, the optimizers
-    # and the loaders are set up and the first epoch runs; every hook call waits for it first.
-    opened = _in_background(hooks.resumed, progress.epoch)
+    hooks.resumed(progress.epoch)
     # Moves to the device; DDP when world > 1 and there are gradients to synchronise.
     strategy = "ddp" if model.trainable else None
     model.bind_runner(ray.train.torch.prepare_model(model, parallel_strategy=strategy,
@@ -111,7 +108,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
                                                         cfg.train.precision)
         progress.step, progress.images_seen = context.step, context.images_seen
         if bad_step is not None:  # every rank knows (all-reduced): stop together, no checkpoint of NaNs
-            opened.result()
             hooks.nonfinite(bad_step)
             return {"nonfinite_step": bad_step, "epoch": epoch, "train_metrics": train_metrics}  # to the driver
         model.on_epoch_end()
@@ -123,23 +119,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
                    "images_per_second": len(train_loader.dataset) / seconds}
         stop = progress.end_epoch(epoch, metrics["val_loss"], cfg.train.patience)
         last = stop or epoch == cfg.train.epochs
-        opened.result()  # the hooks' start done (after the first epoch: at once); re-raises what it raised
         hooks.epoch_end(model, cfg, metrics, samples=_due(epoch, cfg.train.sample_every, last), stopped_early=stop)
         _report(model, optimizers, metrics, progress, _due(epoch, cfg.train.checkpoint_every, last), cfg, rank,
                 train_loader.sampler.weights.numpy() if every is not None else None)
         faults.after_epoch(epoch)
         if stop:
             break
-    opened.result()  # a resumed run with no epoch left: its hooks were still told
-
-
-def _in_background(fn, *args) -> concurrent.futures.Future:
-    """``fn(*args)`` on a thread of its own: its future."""
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="genlib-hooks")
-    try:
-        return pool.submit(fn, *args)
-    finally:
-        pool.shutdown(wait=False)
 
 
 def seed_epoch(seed: int, rank: int, epoch: int) -> None:
