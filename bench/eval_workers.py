@@ -7,7 +7,7 @@
   against the test split, copy rates, authenticity and data-copying against the train split), in the
   digits domain network's feature space (``eval.extractor_from``), ``eval.iwae_k=1`` (the likelihood
   is not spread over workers) and ``eval.robust_copies=--robust`` (default none: the transform-robust
-  copy searches, 52 versions of each sample, would outweigh everything else; ``--robust
+  copy searches, 54 versions of each sample, would outweigh everything else; ``--robust
   pixel+features --reference 50000 --generated 2000`` measures them);
 * three configurations: one process on one torch thread (the baseline: the ideal for 2 workers is
   2× its speed), one process on every core (its pieces run on one Python thread per core: on this
@@ -182,7 +182,7 @@ def main() -> None:
     parser.add_argument("--generated", type=int, default=10_000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--robust", default="none", choices=("none", "pixel", "pixel+features"),
-                        help="eval.robust_copies (default none: the searches over 52 versions of each sample "
+                        help="eval.robust_copies (default none: the searches over 54 versions of each sample "
                              "outweigh the rest at 10k samples against 200k)")
     parser.add_argument("--crossover", action="store_true", help="where 2 workers start to beat one process")
     parser.add_argument("--pool", action="store_true", help="what an actor pool costs before its first batch")

@@ -48,7 +48,7 @@ from genlib.evaluate.workers import (
 )
 
 FALSE_ALARM = 0.01  # the share of held-out real images the calibrated threshold may flag
-# Versions one piece of the pixel-space search compares (the default 52: 4 pieces per query block and
+# Versions one piece of the pixel-space search compares (the default 54: 5 pieces per query block and
 # training shard, so that even one block and one shard keep several workers or cores busy).
 PIECE_VERSIONS = 13
 

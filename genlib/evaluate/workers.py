@@ -394,14 +394,8 @@ class Workers:
                                                       f"{extractor.name} features")):
                     features[it[1]:it[2]] = found
 
-        if not self.on_ray:
-            here(items)
-            return torch.from_numpy(samples), features
-        started = time.perf_counter()
-        here(items[:1])
-        rest = items[1:]
-        if not self._pool_pays(time.perf_counter() - started + drawn, len(rest), desc):
-            here(rest)
+        rest = self._left_for_a_pool(here, items, desc, drawn)
+        if not rest:
             return torch.from_numpy(samples), features
         import ray
         self._start()
@@ -436,14 +430,8 @@ class Workers:
                 j, s, e = item
                 sinks[j].put(s, extractor(torch.from_numpy(np.array(sources[j].read(s, e))), self.batch_size))
 
-            if not self.on_ray:
-                self._here(extract, items, desc)
-                return [sink.result for sink in sinks]
-            started = time.perf_counter()
-            self._here(extract, items[:1])
-            rest = items[1:]
-            if not self._pool_pays(time.perf_counter() - started, len(rest), desc):
-                self._here(extract, rest, desc)
+            rest = self._left_for_a_pool(lambda todo: self._here(extract, todo, desc), items, desc)
+            if not rest:
                 return [sink.result for sink in sinks]
             import ray
             self._start()
@@ -455,6 +443,21 @@ class Workers:
                 for start, stop in _runs(part["row"], part["source"]):  # one write per contiguous run
                     sinks[int(part["source"][start])].put(int(part["row"][start]), part["features"][start:stop])
         return [sink.result for sink in sinks]
+
+    def _left_for_a_pool(self, here: Callable[[list], Any], items: list, what: str, spent: float = 0.0) -> list:
+        """Run ``items`` with ``here``: all of them with one worker; with more, the first (timed, plus
+        ``spent`` seconds already spent on it), then the rest too unless a pool would end sooner
+        (``_pool_pays``). The items left for an actor pool."""
+        if not self.on_ray:
+            here(items)
+            return []
+        started = time.perf_counter()
+        here(items[:1])
+        rest = items[1:]
+        if self._pool_pays(time.perf_counter() - started + spent, len(rest), what):
+            return rest
+        here(rest)
+        return []
 
     def _pool_pays(self, first: float, remaining: int, what: str) -> bool:
         """Whether ``remaining`` more pieces like the first, which took ``first`` seconds here, end sooner on
