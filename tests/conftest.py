@@ -23,8 +23,9 @@ def ray_local():
     import ray
 
     # address="local": a new instance even if another cluster on this machine (a `ray start`, the
-    # two-node test's) is what a bare ray.init() would join.
-    ray.init(address="local", num_cpus=2, logging_level="WARNING")
+    # two-node test's) is what a bare ray.init() would join. No dashboard, as genlib's own instance
+    # (launch.ensure_ray): its processes kept 6 % of this 2-core machine busy for the whole session.
+    ray.init(address="local", num_cpus=2, logging_level="WARNING", include_dashboard=False)
     yield ray
     ray.shutdown()
 

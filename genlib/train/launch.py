@@ -30,6 +30,7 @@ from genlib.train.hooks import TrainHooks
 
 log = logging.getLogger(__name__)
 
+DASHBOARD_ENV = "GENLIB_RAY_DASHBOARD"  # "1": genlib's own local Ray instance starts its dashboard too
 START_ATTEMPTS = 5  # worker-group starts tried before a run fails (each waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S)
 
 
@@ -44,7 +45,12 @@ def ensure_ray() -> None:
     with several instances running, Ray's state API (which Ray Train's placement-group cleaner
     calls without an address) fails with "Found multiple active Ray instances". So the own
     instance gets a free GCS port chosen here and ``RAY_ADDRESS`` names it before it starts: every
-    Ray process of it inherits the address it belongs to."""
+    Ray process of it inherits the address it belongs to.
+
+    NOTE: the own instance starts without Ray's dashboard unless ``GENLIB_RAY_DASHBOARD=1``: it
+    lives only as long as the command, and on this project's 2-core machine the dashboard's
+    processes took 1.5–2.4 s more to start and kept 6 % of the machine busy while idle (9.4 % with
+    it, 3.1 % without; ``bench/ray_idle.py``). A cluster's dashboard is the cluster's business."""
     global _STARTED
     import ray
 
@@ -57,18 +63,20 @@ def ensure_ray() -> None:
         ray.init(address=address, logging_level=logging.WARNING)
         return
     port = _free_port()
+    dashboard = os.environ.get(DASHBOARD_ENV) == "1"
     _STARTED = os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
     previous = os.environ.get("RAY_GCS_SERVER_PORT")
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
     try:
-        ray.init(address="local", logging_level=logging.WARNING)
+        ray.init(address="local", logging_level=logging.WARNING, include_dashboard=dashboard)
     finally:
         if previous is None:
             os.environ.pop("RAY_GCS_SERVER_PORT", None)
         else:
             os.environ["RAY_GCS_SERVER_PORT"] = previous
     print(f"genlib: started a local Ray instance at {_STARTED} (set RAY_ADDRESS or --ray-address to join a "
-          f"cluster instead)", file=sys.stderr, flush=True)
+          f"cluster instead; its dashboard is {'on' if dashboard else f'off, {DASHBOARD_ENV}=1 turns it on'})",
+          file=sys.stderr, flush=True)
 
 
 def _free_port() -> int:

@@ -46,6 +46,7 @@ def test_a_job_stopped_by_ctrl_c_resumes_in_one_run_each_epoch_logged_once(ray_l
     assert "is marked KILLED; the same command resumes it from its last checkpoint" in first.stderr
     started = next(line for line in first.stderr.splitlines() if line.startswith("genlib: started a local Ray"))
     assert other.split(":")[-1] not in started.split(" at ")[1]
+    assert "its dashboard is off, GENLIB_RAY_DASHBOARD=1 turns it on" in started
     assert "Found multiple active Ray instances" not in first.stdout + first.stderr
     assert len(ray_local._private.state.jobs()) == jobs_before  # nothing ran on the other instance
     run, logged = _run(tracker)
