@@ -48,9 +48,10 @@ def ensure_ray() -> None:
     Ray process of it inherits the address it belongs to.
 
     NOTE: the own instance starts without Ray's dashboard unless ``GENLIB_RAY_DASHBOARD=1``: it
-    lives only as long as the command, and on this project's 2-core machine the dashboard's
-    processes took 1.5–2.4 s more to start and kept 6 % of the machine busy while idle (9.4 % with
-    it, 3.1 % without; ``bench/ray_idle.py``). A cluster's dashboard is the cluster's business."""
+    lives only as long as the command, and on this project's 2-core machine the dashboard made
+    ``ray.init`` 1.6–2.4 s slower and kept 1–2 % more of the machine busy while idle (4.2–4.8 % with
+    it, 2.1–2.9 % without, 2026-12-03; ``bench/ray_idle.py``); the test suite ran ~10 % faster
+    without it. A cluster's dashboard is the cluster's business."""
     global _STARTED
     import ray
 
