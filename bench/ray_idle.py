@@ -24,6 +24,14 @@ def _busy() -> tuple[int, int]:
     return sum(values) - values[3] - values[4], sum(values)
 
 
+def busy_share(seconds: float) -> float:
+    """The share of the whole machine's CPU time that was busy over the next ``seconds``."""
+    before = _busy()
+    time.sleep(seconds)
+    after = _busy()
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def measure(dashboard: bool, seconds: float, settle: float) -> None:
     """One instance in this process: print its start time and its idle busy share as one line."""
     import ray
@@ -32,11 +40,8 @@ def measure(dashboard: bool, seconds: float, settle: float) -> None:
     ray.init(address="local", num_cpus=os.cpu_count(), logging_level="WARNING", include_dashboard=dashboard)
     start = time.perf_counter() - started
     time.sleep(settle)  # the dashboard's modules finish starting
-    before = _busy()
-    time.sleep(seconds)
-    after = _busy()
+    share = busy_share(seconds)
     ray.shutdown()
-    share = (after[0] - before[0]) / (after[1] - before[1])
     print(f"{start:.2f} {share:.4f}")
 
 
@@ -46,10 +51,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="idle time measured per instance")
     parser.add_argument("--settle", type=float, default=15.0, help="wait after the start before measuring")
     args = parser.parse_args()
-    before = _busy()
-    time.sleep(args.seconds / 3)
-    after = _busy()
-    baseline = (after[0] - before[0]) / (after[1] - before[1])
+    baseline = busy_share(args.seconds / 3)
     rows = {True: [], False: []}
     for _ in range(args.rounds):
         for dashboard in (True, False):  # each in a fresh process: Ray keeps state per process

@@ -24,7 +24,7 @@ def ray_local():
 
     # address="local": a new instance even if another cluster on this machine (a `ray start`, the
     # two-node test's) is what a bare ray.init() would join. No dashboard, as genlib's own instance
-    # (launch.ensure_ray): its processes kept 6 % of this 2-core machine busy for the whole session.
+    # (launch.ensure_ray, whose NOTE has what it costs; bench/ray_idle.py measures it).
     ray.init(address="local", num_cpus=2, logging_level="WARNING", include_dashboard=False)
     yield ray
     ray.shutdown()
