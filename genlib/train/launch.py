@@ -64,7 +64,7 @@ def ensure_ray() -> None:
         ray.init(address=address, logging_level=logging.WARNING)
         return
     port = _free_port()
-    dashboard = os.environ.get(DASHBOARD_ENV) == "1"
+    dashboard = dashboard_wanted()
     _STARTED = os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
     previous = os.environ.get("RAY_GCS_SERVER_PORT")
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
@@ -78,6 +78,16 @@ def ensure_ray() -> None:
     print(f"genlib: started a local Ray instance at {_STARTED} (set RAY_ADDRESS or --ray-address to join a "
           f"cluster instead; its dashboard is {'on' if dashboard else f'off, {DASHBOARD_ENV}=1 turns it on'})",
           file=sys.stderr, flush=True)
+
+
+def dashboard_wanted() -> bool:
+    """Whether genlib's own local Ray instance starts its dashboard: ``GENLIB_RAY_DASHBOARD`` is "1"
+    (yes), "0" or unset (no); anything else is refused before Ray starts."""
+    value = os.environ.get(DASHBOARD_ENV, "0").strip()
+    if value not in ("0", "1"):
+        raise ValueError(f"{DASHBOARD_ENV}={value!r}: expected 1 (start Ray's dashboard with genlib's own "
+                         f"local Ray instance) or 0 / unset (no dashboard)")
+    return value == "1"
 
 
 def _free_port() -> int:

@@ -156,6 +156,27 @@ def test_resources_are_checked_against_this_machine_before_ray_starts(monkeypatc
     launch.check_resources(TrainConfig(gpus_per_worker=1))
 
 
+def test_a_dashboard_setting_other_than_0_or_1_is_refused_before_ray_starts(monkeypatch):
+    import os
+
+    import ray
+
+    from genlib.train import launch
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray was started"))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv(launch.DASHBOARD_ENV, "yes")
+    with pytest.raises(ValueError, match=r"GENLIB_RAY_DASHBOARD='yes': expected 1 \(start Ray's dashboard"):
+        launch.ensure_ray()
+    assert "RAY_ADDRESS" not in os.environ  # nothing set up for an instance that never started
+    for value, wanted in (("1", True), ("0", False), (" 1 ", True)):
+        monkeypatch.setenv(launch.DASHBOARD_ENV, value)
+        assert launch.dashboard_wanted() is wanted
+    monkeypatch.delenv(launch.DASHBOARD_ENV)
+    assert launch.dashboard_wanted() is False
+
+
 def test_eval_device_auto_follows_torch_and_cuda_without_a_gpu_is_refused(monkeypatch):
     import torch
 
